@@ -1,0 +1,42 @@
+"""``pinpipe``: the command line. ``pinpipe <job> [options]`` runs one job in local Spark
+(or on whatever master ``--set spark.master=...`` names); every job takes ``--env``,
+``--conf-file`` and ``--set``. ``pinpipe package`` builds the ``--py-files`` zip for
+spark-submit.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from jobs import demo, ingest, pyfiles, simulate
+
+COMMANDS: dict[str, tuple[Callable[[Sequence[str] | None], object], str]] = {
+    "demo": (demo.main, "simulate + ingest on the embedded default (local Spark, ./lake)"),
+    "simulate": (simulate.main, "write the synthetic catalog and traffic to Delta"),
+    "ingest": (ingest.main, "ingest ../shared/data (CrowdFlower, S3-Rec, COCO) into Delta"),
+    "package": (pyfiles.main, "build dist/pinpipe.zip for spark-submit --py-files"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: pinpipe <command> [options]   (pinpipe <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"pinpipe: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    COMMANDS[command][0](rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Typed, strict configuration.
+
+A job's configuration is ``conf/base.yaml``, then an environment overlay (``conf/<env>.yaml``:
+``local`` — the embedded default —, ``cluster`` or ``cluster-gpu``), then any ``--conf-file``
+overlays, then ``--set section.key=value`` overrides, merged in that order. The merged mapping
+is then checked against the dataclasses below: an unknown key, a missing section or a value of
+the wrong type fails with a :class:`ConfigError` naming the key, and so does a value that is
+out of range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+ENVIRONMENTS = ("local", "cluster", "cluster-gpu")
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, missing, of the wrong type, or out of range."""
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+def _require(condition: bool, key: str, message: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = _help("Master for local runs; ignored under spark-submit.")
+    driver_memory: str = _help("spark.driver.memory for local runs (e.g. '4g').")
+    shuffle_partitions: int = _help("spark.sql.shuffle.partitions.")
+    ui_enabled: bool = _help("Whether the Spark UI is started (local runs).")
+    log_level: str = _help("Spark log level: ERROR, WARN, INFO, ...")
+    extra: dict[str, str] = _help("More Spark properties, set as given.", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1", self.shuffle_partitions)
+        levels = {"ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"}
+        _require(self.log_level in levels, "spark.log_level", f"must be one of {sorted(levels)}", self.log_level)
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: str = _help("Lake root: tables under <root>/tables, artifacts under <root>/artifacts. "
+                      "A local path (relative to the working directory) or a URI (s3a://, hdfs://).")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.root.strip()), "lake.root", "must not be empty", self.root)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    data_root: str = _help("Folder holding the real evaluation data (crowdflower/, s3rec/, coco_mini/).")
+    crowdflower_csv: str = _help("CrowdFlower labels CSV, relative to data_root.")
+    crowdflower_scale_max: int = _help("Top of the CrowdFlower relevance scale (1..max).")
+    s3rec_dir: str = _help("Folder of S3-Rec '<Name>.txt' sequence files, relative to data_root.")
+    s3rec_datasets: list[str] = _help("S3-Rec datasets to ingest, e.g. [Beauty, LastFM].")
+    s3rec_start_time: str = _help("ISO time of each S3-Rec user's first event; later events "
+                                  "follow at s3rec_step_seconds (the files carry order only).")
+    s3rec_step_seconds: int = _help("Seconds between consecutive S3-Rec events of a user.")
+    coco_dir: str = _help("COCO folder with captions.json and images/, relative to data_root.")
+    sources: list[str] = _help("Which sources to ingest: crowdflower, s3rec, coco.")
+
+    def __post_init__(self) -> None:
+        _require(self.crowdflower_scale_max >= 2, "ingest.crowdflower_scale_max", "must be >= 2", self.crowdflower_scale_max)
+        _require(self.s3rec_step_seconds >= 1, "ingest.s3rec_step_seconds", "must be >= 1", self.s3rec_step_seconds)
+        known = {"crowdflower", "s3rec", "coco"}
+        _require(set(self.sources) <= known, "ingest.sources", f"must be a subset of {sorted(known)}", self.sources)
+        _parse_time("ingest.s3rec_start_time", self.s3rec_start_time)
+
+    def path(self, relative: str) -> str:
+        return str(Path(self.data_root) / relative)
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    seed: int = _help("Seed: the same seed and sizes give the same data, on any partitioning.")
+    start_date: str = _help("First simulated day (YYYY-MM-DD).")
+    days: int = _help("Number of days of impressions and engagements.")
+    impressions_per_day: int = _help("Impressions per day (rounded down to whole result pages).")
+    page_size: int = _help("Pins per search result page.")
+    n_pins: int = _help("Catalog size.")
+    n_queries: int = _help("Distinct query ids (Zipf-distributed traffic).")
+    n_users: int = _help("Users (Zipf-distributed activity).")
+    n_boards: int = _help("Boards.")
+    n_topics: int = _help("Topics that tie queries, pins and boards together.")
+    n_labels: int = _help("Simulated human-labelled (query, pin) pairs.")
+    query_zipf: float = _help("Zipf exponent of query popularity.")
+    pin_zipf: float = _help("Zipf exponent of pin popularity within a topic.")
+    user_zipf: float = _help("Zipf exponent of user activity.")
+    off_topic_rate: float = _help("Share of impressions showing a pin from another topic.")
+    near_duplicate_rate: float = _help("Share of pins that re-post an earlier pin's image.")
+    click_rate: float = _help("Click probability of a fully relevant pin at position 0.")
+    save_rate: float = _help("Probability that a click is also a save.")
+    position_decay: float = _help("Position bias: click odds scale by 1/(1+position)^decay.")
+    partitions: int = _help("Spark partitions for generation.")
+
+    def __post_init__(self) -> None:
+        for name in ("days", "impressions_per_day", "page_size", "n_pins", "n_queries", "n_users",
+                     "n_boards", "n_topics", "partitions"):
+            _require(getattr(self, name) >= 1, f"simulate.{name}", "must be >= 1", getattr(self, name))
+        _require(self.n_labels >= 0, "simulate.n_labels", "must be >= 0", self.n_labels)
+        _require(self.impressions_per_day >= self.page_size, "simulate.impressions_per_day",
+                 "must be >= page_size", self.impressions_per_day)
+        _require(self.n_pins >= self.n_topics, "simulate.n_pins", "must be >= n_topics", self.n_pins)
+        _require(self.n_boards >= self.n_topics, "simulate.n_boards", "must be >= n_topics", self.n_boards)
+        for name in ("query_zipf", "pin_zipf", "user_zipf"):
+            _require(getattr(self, name) > 0, f"simulate.{name}", "must be > 0", getattr(self, name))
+        for name in ("off_topic_rate", "near_duplicate_rate", "click_rate", "save_rate"):
+            v = getattr(self, name)
+            _require(0.0 <= v <= 1.0, f"simulate.{name}", "must be in [0, 1]", v)
+        _require(self.position_decay >= 0, "simulate.position_decay", "must be >= 0", self.position_decay)
+        try:
+            dt.date.fromisoformat(self.start_date)
+        except ValueError:
+            raise ConfigError(f"simulate.start_date: must be YYYY-MM-DD, got {self.start_date!r}") from None
+
+    @property
+    def first_day(self) -> dt.date:
+        return dt.date.fromisoformat(self.start_date)
+
+
+@dataclass(frozen=True)
+class PinpipeConfig:
+    env: str = _help("The environment overlay that was applied.")
+    spark: SparkConfig = _help("Spark session settings.")
+    lake: LakeConfig = _help("Where the Delta lake lives.")
+    ingest: IngestConfig = _help("Real-data ingest adapters.")
+    simulate: SimulateConfig = _help("Synthetic data generator.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration, as saved next to artifacts."""
+        return dataclasses.asdict(self)
+
+
+def _parse_time(key: str, value: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{key}: must be an ISO date-time, got {value!r}") from None
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping of settings, got {value!r}")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(key, value, inner)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        return [_check_type(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if origin is dict:
+        k_tp, v_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+        return {_check_type(f"{key}.<key>", k, k_tp): _check_type(f"{key}.{k}", v, v_tp) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dt.date, dt.datetime)):  # YAML reads 2024-01-01 as a date
+            return value.isoformat()
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; "
+                          f"known keys{' in ' + prefix if prefix else ''}: {names}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in data:
+            kwargs[f.name] = _check_type(key, data[f.name], hints[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing config key {key!r}")
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in overlay.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _packaged_yaml(name: str) -> dict[str, Any]:
+    # conf/ is a package so that its YAML travels inside the --py-files zip under spark-submit.
+    resource = resources.files("conf") / f"{name}.yaml"
+    if not resource.is_file():
+        raise ConfigError(f"no conf/{name}.yaml")
+    return _read_yaml(resource.read_text(encoding="utf-8"), f"conf/{name}.yaml")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'simulate.days=3'`` -> ``(['simulate', 'days'], 3)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw)
+    except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01 is no date: keep the text
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(
+    env: str = "local",
+    conf_files: Sequence[str | os.PathLike[str]] = (),
+    overrides: Sequence[str] = (),
+) -> PinpipeConfig:
+    """Merge base + ``env`` overlay + ``conf_files`` + ``overrides`` and check the result."""
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"env: must be one of {list(ENVIRONMENTS)}, got {env!r}")
+    data = _merge(_packaged_yaml("base"), _packaged_yaml(env))
+    for path in conf_files:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--conf-file {str(p)!r}: no such file")
+        data = _merge(data, _read_yaml(p.read_text(encoding="utf-8"), str(p)))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k!r} is not a section")
+        node[keys[-1]] = value
+    data["env"] = env
+    return _build(PinpipeConfig, data)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every job takes: ``--env``, ``--conf-file`` and ``--set``."""
+    parser.add_argument("--env", default=os.environ.get("PINPIPE_ENV", "local"), choices=ENVIRONMENTS,
+                        help="environment overlay conf/<env>.yaml (default: $PINPIPE_ENV or local)")
+    parser.add_argument("--conf-file", action="append", default=[], metavar="YAML",
+                        help="extra YAML overlay; repeatable, later files win")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="override one key, e.g. --set simulate.days=3; repeatable")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PinpipeConfig:
+    return load_config(args.env, args.conf_file, args.overrides)

@@ -1,0 +1,100 @@
+"""The one place that builds a SparkSession.
+
+Local runs (the embedded default): ``spark.master`` from config, Delta's SQL extension and
+catalog, and the Delta jars from the checkout's cache (``.cache/jars``, filled by
+``setup/setup.sh``), so nothing is fetched at run time.
+
+Under ``spark-submit`` the JVM is already up with the submit line's master, jars and packages:
+the builder then sets only SQL-level properties and never overrides master or jars.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pyspark.sql import SparkSession
+
+from jobs.config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+class MissingJarsError(RuntimeError):
+    """The Delta jars have not been resolved into the local cache."""
+
+
+def under_spark_submit() -> bool:
+    """True when this Python driver was launched by spark-submit (its JVM is already up)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def jars_dir() -> Path:
+    return Path(os.environ.get("PINPIPE_JARS_DIR", PROJECT_ROOT / ".cache" / "jars"))
+
+
+def delta_jars() -> list[str]:
+    """Absolute paths of the cached Delta jars; raises with the fix when there are none."""
+    folder = jars_dir()
+    jars = sorted(str(p) for p in folder.glob("*.jar"))
+    if not any(Path(j).name.startswith("delta-spark_") for j in jars):
+        raise MissingJarsError(
+            f"no Delta jars in {folder}; run setup/setup.sh (or set PINPIPE_JARS_DIR), "
+            "or launch with spark-submit and pass the Delta jars/packages on the submit line"
+        )
+    return jars
+
+
+def session_builder(app_name: str, cfg: SparkConfig) -> SparkSession.Builder:
+    """A builder configured for pinpipe: Delta enabled, UTC, Arrow on."""
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    if not under_spark_submit():
+        # pyspark starts workers with $PYSPARK_PYTHON (default `python3`): make it this
+        # interpreter, so workers see the same virtualenv as the driver.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = (
+            builder.master(cfg.master)
+            .config("spark.jars", ",".join(delta_jars()))
+            .config("spark.driver.memory", cfg.driver_memory)
+            .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
+            .config("spark.sql.warehouse.dir", str(Path("spark-warehouse").resolve()))
+            # Stage progress bars only on a terminal; logs get one line per stage instead.
+            .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
+            # Delta rebuilds table state with this many tasks (default 50: slow on few cores).
+            .config("spark.databricks.delta.snapshotPartitions", str(cfg.shuffle_partitions))
+        )
+    for key, value in cfg.extra.items():
+        builder = builder.config(key, value)
+    return builder
+
+
+def build_session(app_name: str, cfg: SparkConfig) -> SparkSession:
+    spark = session_builder(app_name, cfg).getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.log_level)
+    log.info("spark %s master=%s app=%s", spark.version, spark.sparkContext.master, app_name)
+    return spark
+
+
+@contextmanager
+def spark_session(app_name: str, cfg: SparkConfig) -> Iterator[SparkSession]:
+    """``with spark_session("ingest", cfg.spark) as spark: ...``; stops the session after."""
+    spark = build_session(app_name, cfg)
+    try:
+        yield spark
+    finally:
+        spark.stop()

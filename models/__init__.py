@@ -1,0 +1,1 @@
+"""torch modules, losses, training loops, metrics and the artifact registry."""

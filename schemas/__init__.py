@@ -1,0 +1,53 @@
+"""Delta table schemas: one module per table, one versioned ``StructType`` per version.
+
+Jobs import the column-name constants from the table's module and the current schema from
+:data:`TABLES`, which maps a table name to the schema (and partition columns) its writer uses.
+A changed table gets a new ``<TABLE>_V<n>`` constant; ``TABLES`` points at the current one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql.types import StructType
+
+from schemas import (
+    boards,
+    human_labels,
+    pins,
+    quarantine,
+    reference_captions,
+    search_impressions,
+    user_engagements,
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A Delta table's name, current schema and partition columns."""
+
+    name: str
+    schema: StructType
+    partition_by: tuple[str, ...] = ()
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec("pins", pins.PINS_V1),
+        TableSpec("boards", boards.BOARDS_V1),
+        TableSpec("search_impressions", search_impressions.SEARCH_IMPRESSIONS_V1, ("dt",)),
+        TableSpec("human_labels", human_labels.HUMAN_LABELS_V1),
+        TableSpec("user_engagements", user_engagements.USER_ENGAGEMENTS_V1),
+        TableSpec("reference_captions", reference_captions.REFERENCE_CAPTIONS_V1),
+        TableSpec("quarantine", quarantine.QUARANTINE_V1),
+    )
+}
+
+
+def table_spec(name: str) -> TableSpec:
+    """The spec of table ``name``; a ``KeyError`` names the known tables."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known tables: {sorted(TABLES)}") from None

@@ -1,0 +1,42 @@
+"""``user_engagements``: one row per user action on a pin (click, save, interaction).
+
+S3-Rec sequences carry no timestamps: their ``event_time`` is derived from order
+(see ``jobs.ingest``) and ``seq_index`` keeps the exact position in the user's sequence.
+"""
+
+from pyspark.sql.types import (
+    DateType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+USER_ID = "user_id"
+PIN_ID = "pin_id"
+EVENT_TYPE = "event_type"
+EVENT_TIME = "event_time"
+DT = "dt"
+SEQ_INDEX = "seq_index"
+QUERY = "query"
+BOARD_ID = "board_id"
+SOURCE = "source"
+
+EVENT_CLICK = "click"
+EVENT_SAVE = "save"
+EVENT_INTERACTION = "interaction"
+
+USER_ENGAGEMENTS_V1 = StructType(
+    [
+        StructField(USER_ID, StringType(), nullable=False),
+        StructField(PIN_ID, StringType(), nullable=False),
+        StructField(EVENT_TYPE, StringType(), nullable=False),
+        StructField(EVENT_TIME, TimestampType(), nullable=False),
+        StructField(DT, DateType(), nullable=False),
+        StructField(SEQ_INDEX, IntegerType()),
+        StructField(QUERY, StringType()),  # the search that led to it, when there was one
+        StructField(BOARD_ID, StringType()),  # for saves
+        StructField(SOURCE, StringType(), nullable=False),
+    ]
+)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# pinpipe setup: virtualenv + pinned Python packages + Delta Lake JVM jars, from scratch.
+# Everything lands inside the checkout (.venv/, .cache/), ignored by git. Re-running is a
+# fast no-op: each step records what it installed and is skipped while that is unchanged.
+#
+#   PINPIPE_PYTHON   interpreter for the virtualenv (default: python3.11, else python3)
+#   PINPIPE_VENV     where the virtualenv lives (default: .venv)
+#
+# torch from PyPI is the multi-GB CUDA build; pip's wheel cache (~/.cache/pip) keeps it, so a
+# second clone on the same machine installs it without downloading it again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+venv=${PINPIPE_VENV:-.venv}
+py=${PINPIPE_PYTHON:-$(command -v python3.11 || command -v python3)}
+jars_dir=.cache/jars
+m2_repo=$root/.cache/m2
+log() { printf '[setup] %s\n' "$*"; }
+
+# 1. virtualenv
+if [[ ! -x $venv/bin/python ]]; then
+  log "creating virtualenv $venv with $py"
+  "$py" -m venv "$venv"
+fi
+"$venv/bin/python" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"pinpipe needs Python >= 3.11, the virtualenv has {sys.version.split()[0]}")
+PY
+
+# 2. Python packages (pinned in pyproject.toml, exact set frozen in setup/requirements.lock)
+py_stamp=$(cat pyproject.toml setup/requirements.lock | sha256sum | cut -c1-16)
+if [[ "$(cat "$venv/.pinpipe-packages" 2>/dev/null)" != "$py_stamp" ]]; then
+  log "installing Python packages (first time: several minutes, torch is large)"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip==25.3
+  "$venv/bin/python" -m pip install --quiet -c setup/requirements.lock -e '.[dev]'
+  echo "$py_stamp" > "$venv/.pinpipe-packages"
+else
+  log "Python packages up to date"
+fi
+
+# 3. Delta Lake jars: resolved once from Maven Central into .cache/ (local repo .cache/m2),
+#    minus every artifact that pyspark already ships (Spark provides those at run time).
+jar_stamp=$(cat setup/delta-jars.pom.xml | sha256sum | cut -c1-16)
+if [[ "$(cat "$jars_dir/.stamp" 2>/dev/null)" != "$jar_stamp" ]]; then
+  command -v mvn >/dev/null || { echo "setup: Maven (mvn) is needed to fetch the Delta jars: apt-get install maven" >&2; exit 1; }
+  command -v java >/dev/null || { echo "setup: a Java 17+ runtime is needed by Spark: apt-get install openjdk-17-jdk-headless" >&2; exit 1; }
+  log "resolving Delta Lake jars from Maven Central"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  mvn --batch-mode --quiet -f setup/delta-jars.pom.xml -Dmaven.repo.local="$m2_repo" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp"
+  spark_jars=$("$venv/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')
+  artifact() { basename "$1" .jar | sed -E 's/-[0-9][^-]*(-[0-9A-Za-z.]+)*$//'; }
+  declare -A provided=()
+  for j in "$spark_jars"/*.jar; do provided[$(artifact "$j")]=1; done
+  rm -rf "$jars_dir" && mkdir -p "$jars_dir"
+  for j in "$tmp"/*.jar; do
+    if [[ -z ${provided[$(artifact "$j")]:-} ]]; then cp "$j" "$jars_dir/"; fi
+  done
+  ls "$jars_dir"/delta-spark_*.jar >/dev/null 2>&1 || { echo "setup: no delta-spark jar resolved" >&2; exit 1; }
+  echo "$jar_stamp" > "$jars_dir/.stamp"
+  log "Delta jars in $jars_dir: $(ls "$jars_dir" | grep -c '\.jar$') (pyspark provides the rest)"
+else
+  log "Delta jars up to date"
+fi
+log "ready: $venv/bin/pinpipe --help"

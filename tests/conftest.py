@@ -1,0 +1,52 @@
+"""One session-scoped local Spark with Delta (``local[2]``, 2 shuffle partitions, UI off),
+built by the project's own session builder; Delta tables live in ``tmp_path``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.config import SparkConfig, load_config
+from jobs.lake import Lake
+from jobs.session import build_session
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TEST_SPARK = SparkConfig(
+    master="local[2]",
+    driver_memory="2g",
+    shuffle_partitions=2,
+    ui_enabled=False,
+    log_level="ERROR",
+    extra={"spark.default.parallelism": "2", "spark.sql.adaptive.coalescePartitions.enabled": "true"},
+)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    session = build_session("pinpipe-tests", TEST_SPARK)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake(tmp_path) -> Lake:
+    return Lake.at(str(tmp_path / "lake"))
+
+
+@pytest.fixture
+def cfg_for(lake):
+    """A full config for ``run()`` with the test lake and extra ``--set`` overrides."""
+
+    def make(*overrides: str):
+        return load_config("local", overrides=[f"lake.root={lake.root}", *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"real evaluation data not found at {SHARED_DATA}")
+    return SHARED_DATA

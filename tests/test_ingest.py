@@ -1,0 +1,215 @@
+import datetime as dt
+import json
+
+import pytest
+from delta.tables import DeltaTable
+from PIL import Image
+from pyspark.sql import Row
+from pyspark.testing import assertDataFrameEqual
+
+from jobs import ingest
+from jobs.validation import InputSchemaError
+
+CF_SCHEMA = ", ".join(f"{c} string" for c in ingest.CROWDFLOWER_COLUMNS)
+
+
+def cf_rows(spark, rows):
+    return spark.createDataFrame(rows, CF_SCHEMA)
+
+
+def quarantine_by_raw_id(batch):
+    return {json.loads(r.raw).get("id"): r.reason for r in batch.quarantine.collect()}
+
+
+def test_crowdflower_valid_rows_become_labels_and_pins(spark):
+    batch = ingest.transform_crowdflower(
+        cf_rows(spark, [
+            ("1", " wine rack ", "Oak Rack", "Holds 6", "4", "0.0", "5"),
+            ("2", "projector", "Oak Rack", "Holds 6", "2", "", "1"),  # same product -> same pin
+            ("3", "projector", "Pro8200", "  ", "3", "0.471", ""),
+        ]),
+        scale_max=4,
+    )
+    labels = batch.outputs["human_labels"].orderBy("label_id").collect()
+    assert [(r.label_id, r.query, r.relevance, r.scale_max, r.relevance_variance, r.fold) for r in labels] == [
+        ("crowdflower:1", "wine rack", 4, 4, 0.0, 5),
+        ("crowdflower:2", "projector", 2, 4, None, 1),
+        ("crowdflower:3", "projector", 3, 4, 0.471, None),
+    ]
+    assert labels[0].pin_id == labels[1].pin_id != labels[2].pin_id
+    pins = {r.title: r for r in batch.outputs["pins"].collect()}
+    assert set(pins) == {"Oak Rack", "Pro8200"}
+    assert pins["Pro8200"].description is None and pins["Oak Rack"].description == "Holds 6"
+    assert pins["Oak Rack"].pin_id == labels[0].pin_id
+    assert batch.quarantine.count() == 0
+
+
+def test_crowdflower_bad_rows_are_quarantined_with_reasons(spark):
+    batch = ingest.transform_crowdflower(
+        cf_rows(spark, [
+            ("10", "ok", "T", "D", "1", "0.5", "2"),
+            (None, "q", "T", "D", "3", "0", "1"),
+            ("12", "   ", "T", "D", "3", "0", "1"),
+            ("13", "q", "T", "D", "three", "0", "1"),
+            ("14", "q", "T", "D", "5", "0", "1"),
+            ("15", "q", "T", "D", "0", "0", "1"),
+            ("16", "q", "T", "D", "2.5", "0", "1"),
+            ("17", "q", "T", "D", "2", "lots", "1"),
+            ("18", "q", "T", "D", "2", "-1", "1"),
+            ("19", "q", "T", "D", "2", "0", "x"),
+            ("20", "q", "", None, "2", "0", "1"),
+            ("21", "q", "T", "D", "2", "0", "1"),
+            ("21", "q", "T2", "D", "3", "0", "1"),
+            ("22", "q", "T", "D", None, "0", "1"),
+        ]),
+        scale_max=4,
+    )
+    assert quarantine_by_raw_id(batch) == {
+        None: "missing id",
+        "12": "empty query",
+        "13": "unparseable median_relevance",
+        "14": "median_relevance outside 1..4",
+        "15": "median_relevance outside 1..4",
+        "16": "non-integer median_relevance",
+        "17": "unparseable relevance_variance",
+        "18": "negative relevance_variance",
+        "19": "unparseable fold",
+        "20": "no product text",
+        "21": "duplicate id",
+        "22": "unparseable median_relevance",
+    }
+    assert batch.quarantine.filter("reason = 'duplicate id'").count() == 2  # both copies
+    assert [r.label_id for r in batch.outputs["human_labels"].collect()] == ["crowdflower:10"]
+    assert {r.source for r in batch.quarantine.collect()} == {"crowdflower"}
+
+
+def test_crowdflower_missing_column_fails_fast_naming_columns(spark, tmp_path, cfg_for):
+    csv = tmp_path / "data" / "crowdflower" / "labels.csv"
+    csv.parent.mkdir(parents=True)
+    csv.write_text("id,q,product_title,product_description,median_relevance,relevance_variance,fold\n1,a,b,c,4,0,1\n")
+    cfg = cfg_for(f"ingest.data_root={tmp_path / 'data'}", "ingest.sources=[crowdflower]")
+    with pytest.raises(InputSchemaError) as err:
+        ingest.run(spark, cfg)
+    message = str(err.value)
+    assert "missing columns ['query']" in message
+    assert "present: ['id', 'q', 'product_title'" in message
+
+
+def test_s3rec_lines_become_ordered_events(spark):
+    lines = spark.createDataFrame(
+        [("1 10 11 12",), ("2 10",), ("3",), ("x 4 5",), ("",), ("4 7 8",), ("4 9",)], "value string"
+    )
+    start = dt.datetime(2020, 1, 1)
+    batch = ingest.transform_s3rec(lines, "Beauty", start, 3600)
+    expected = spark.createDataFrame(
+        [
+            Row(user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i10", seq_index=0, event_time=dt.datetime(2020, 1, 1, 0)),
+            Row(user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i11", seq_index=1, event_time=dt.datetime(2020, 1, 1, 1)),
+            Row(user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i12", seq_index=2, event_time=dt.datetime(2020, 1, 1, 2)),
+            Row(user_id="s3rec-beauty:u2", pin_id="s3rec-beauty:i10", seq_index=0, event_time=dt.datetime(2020, 1, 1, 0)),
+        ],
+        "user_id string, pin_id string, seq_index int, event_time timestamp",
+    )
+    got = batch.outputs["user_engagements"]
+    assertDataFrameEqual(got.select("user_id", "pin_id", "seq_index", "event_time"), expected)
+    assert {r.source for r in got.collect()} == {"s3rec_beauty"}
+    reasons = {r.raw: r.reason for r in batch.quarantine.collect()}
+    assert reasons == {
+        "3": "empty sequence",
+        "x 4 5": "unparseable id",
+        "": "empty line",
+        "4 7 8": "duplicate id",
+        "4 9": "duplicate id",
+    }
+    assert batch.stats["users"].count() == 2
+
+
+@pytest.fixture
+def coco_dir(tmp_path):
+    folder = tmp_path / "coco"
+    (folder / "images").mkdir(parents=True)
+    for name, color in (("a.jpg", (200, 10, 10)), ("b.jpg", (10, 10, 200))):
+        img = Image.new("RGB", (32, 24), color)
+        img.putpixel((3, 3), (255, 255, 255))
+        img.save(folder / "images" / name)
+    (folder / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    doc = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg"},
+            {"id": 2, "file_name": "b.jpg"},
+            {"id": 3, "file_name": "broken.jpg"},
+            {"id": 4, "file_name": "missing.jpg"},
+            {"id": 5, "file_name": ""},
+            {"id": 6, "file_name": "a.jpg"},
+            {"id": 6, "file_name": "b.jpg"},
+        ],
+        "annotations": [
+            {"image_id": 1, "caption": "A red square."},
+            {"image_id": 1, "caption": " "},
+            {"image_id": 2, "caption": "A blue square."},
+            {"image_id": 3, "caption": "Broken."},
+            {"image_id": 99, "caption": "Nobody."},
+        ],
+    }
+    (folder / "captions.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_coco_images_become_pins_and_bad_ones_are_quarantined(spark, coco_dir):
+    doc = ingest.read_json_document(spark, str(coco_dir / "captions.json"))
+    batch = ingest.transform_coco(doc, str(coco_dir / "images"))
+    pins = {r.pin_id: r for r in batch.outputs["pins"].collect()}
+    assert set(pins) == {"coco:1", "coco:2"}
+    assert pins["coco:1"].image_path == str(coco_dir / "images" / "a.jpg")
+    assert pins["coco:1"].image_signature.startswith("dh:")
+    assert pins["coco:1"].image_signature != pins["coco:2"].image_signature
+    captions = sorted((r.pin_id, r.caption) for r in batch.outputs["reference_captions"].collect())
+    assert captions == [("coco:1", "A red square."), ("coco:2", "A blue square.")]
+    reasons = sorted((r.target_table, json.loads(r.raw).get("id", json.loads(r.raw).get("image_id")), r.reason.split(":")[0])
+                     for r in batch.quarantine.collect())
+    assert reasons == [
+        ("pins", 3, "unreadable image path"),
+        ("pins", 4, "unreadable image path"),
+        ("pins", 5, "missing file_name"),
+        ("pins", 6, "duplicate id"),
+        ("pins", 6, "duplicate id"),
+        ("reference_captions", 1, "empty caption"),
+        ("reference_captions", 3, "unknown or quarantined image_id"),
+        ("reference_captions", 99, "unknown or quarantined image_id"),
+    ]
+
+
+def test_coco_wrong_type_fails_fast(spark, tmp_path):
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({"images": [{"id": "one", "file_name": "a.jpg"}], "annotations": []}))
+    with pytest.raises(InputSchemaError, match=r"coco images\[\]: wrong types: 'id' is string, expected bigint"):
+        ingest.transform_coco(ingest.read_json_document(spark, str(path)), str(tmp_path))
+
+
+def test_coco_missing_section_fails_fast(spark, tmp_path):
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}]}))
+    with pytest.raises(InputSchemaError, match=r"missing columns \['annotations'\]; present: \['images'\]"):
+        ingest.transform_coco(ingest.read_json_document(spark, str(path)), str(tmp_path))
+
+
+@pytest.mark.shared_data
+def test_real_data_counts_history_and_idempotent_rerun(spark, lake, cfg_for, shared_data):
+    cfg = cfg_for(f"ingest.data_root={shared_data}", "ingest.s3rec_datasets=[Beauty]")
+    first = {r.source: r for r in ingest.run(spark, cfg)}
+    assert first["crowdflower"].written["human_labels"] == 7109
+    assert first["s3rec_beauty"].written["user_engagements"] == 198502
+    assert first["s3rec_beauty"].stats["users"] == 22363
+    assert first["coco"].written["pins"] == 28
+    assert first["coco"].written["reference_captions"] == 140
+    assert all(not r.quarantined for r in first.values())
+    history = DeltaTable.forPath(spark, lake.table_path("pins")).history().collect()
+    assert len(history) >= 2 and history[0].operation == "WRITE"
+
+    tables = ("pins", "human_labels", "user_engagements", "reference_captions")
+    before = {t: lake.read(spark, t).count() for t in tables}
+    second = {r.source: r for r in ingest.run(spark, cfg)}
+    assert {s: r.written for s, r in second.items()} == {s: r.written for s, r in first.items()}
+    assert {t: lake.read(spark, t).count() for t in tables} == before
+    pins = lake.read(spark, "pins")
+    assert pins.count() == pins.select("pin_id").distinct().count()
