@@ -63,6 +63,7 @@ ADJECTIVES = [
 ]
 TAILS = ["ideas", "inspiration", "tips", "guide", "for beginners", "hacks", "diy", "aesthetic", "2026", "trends"]
 VARIANTS = ["(repost)", "- saved", "via pinner", "| favorite", "copy"]
+ENGAGEMENT_DELAY_SECONDS = 20
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ def transform_impressions(spark: SparkSession, cfg: SimulateConfig) -> DataFrame
     q = gen.zipf("query", cfg.n_queries, cfg.query_zipf, r)
     user = gen.zipf("user", cfg.n_users, cfg.user_zipf, r)
     pin = pin_for(gen, "imp", q, i, cfg)
-    seconds = F.lit(_day_start(cfg)) + day * 86400 + gen.index("second", 86400, r)
+    # Requests start before 23:59, so their engagements (seconds later) fall on the same day.
+    seconds = F.lit(_day_start(cfg)) + day * 86400 + gen.index("second", 86400 - 60, r)
     click_p = cfg.click_rate * pin_relevance(gen, q, pin, cfg) / F.pow(position + 1.0, F.lit(cfg.position_decay))
     clicked = gen.uniform("click", i) < click_p
     event_time = F.timestamp_seconds(seconds)
@@ -256,8 +258,8 @@ def engagements_from(impressions: DataFrame, cfg: SimulateConfig) -> DataFrame:
         F.col(SI.USER_ID).alias(UE.USER_ID),
         F.col(SI.PIN_ID).alias(UE.PIN_ID),
         F.col("_event").alias(UE.EVENT_TYPE),
-        (F.col(SI.EVENT_TIME) + F.expr("INTERVAL 20 SECONDS")).alias(UE.EVENT_TIME),
-        F.to_date(F.col(SI.EVENT_TIME) + F.expr("INTERVAL 20 SECONDS")).alias(UE.DT),
+        (F.col(SI.EVENT_TIME) + F.expr(f"INTERVAL {ENGAGEMENT_DELAY_SECONDS} SECONDS")).alias(UE.EVENT_TIME),
+        F.col(SI.DT).alias(UE.DT),
         F.lit(None).cast("int").alias(UE.SEQ_INDEX),
         F.col(SI.QUERY).alias(UE.QUERY),
         F.when(F.col("_event") == UE.EVENT_SAVE, F.concat(F.lit("sim-b"), board.cast("string"))).alias(UE.BOARD_ID),
@@ -301,7 +303,7 @@ def transform(spark: SparkSession, cfg: SimulateConfig) -> SimulatedData:
 
 
 def date_range_predicate(cfg: SimulateConfig, column: str) -> str:
-    end = cfg.first_day + dt.timedelta(days=cfg.days + 1)  # engagements may spill past midnight
+    end = cfg.first_day + dt.timedelta(days=cfg.days)
     return f"{column} >= DATE'{cfg.first_day.isoformat()}' AND {column} < DATE'{end.isoformat()}'"
 
 
