@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with spark_session("pinpipe-demo", cfg.spark) as spark:
         written = simulate.run(spark, cfg)
         reports = ingest.run(spark, cfg)
-    print("simulate: " + " ".join(f"{t}={n:,}" for t, n in written.items()))
+    print(simulate.summary_line(written))
     for report in reports:
         print(report.line())
     print(f"lake: {cfg.lake.root}/tables")

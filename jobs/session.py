@@ -4,8 +4,8 @@ Local runs (the embedded default): ``spark.master`` from config, Delta's SQL ext
 catalog, and the Delta jars from the checkout's cache (``.cache/jars``, filled by
 ``setup/setup.sh``), so nothing is fetched at run time.
 
-Under ``spark-submit`` the JVM is already up with the submit line's master, jars and packages:
-the builder then sets only SQL-level properties and never overrides master or jars.
+Under ``spark-submit`` the JVM is already up with the submit line's master, name, jars and
+packages: the builder then sets only SQL-level properties and never overrides those.
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ def delta_jars() -> list[str]:
 def session_builder(app_name: str, cfg: SparkConfig) -> SparkSession.Builder:
     """A builder configured for pinpipe: Delta enabled, UTC, Arrow on."""
     builder = (
-        SparkSession.builder.appName(app_name)
-        .config("spark.sql.extensions", DELTA_EXTENSION)
+        SparkSession.builder.config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
@@ -69,6 +68,7 @@ def session_builder(app_name: str, cfg: SparkConfig) -> SparkSession.Builder:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (
             builder.master(cfg.master)
+            .appName(app_name)
             .config("spark.jars", ",".join(delta_jars()))
             .config("spark.driver.memory", cfg.driver_memory)
             .config("spark.ui.enabled", str(cfg.ui_enabled).lower())

@@ -325,15 +325,19 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> dict[str, int]:
         spark.sparkContext.setJobDescription(f"simulate: write {table}")
         written[table] = lake.replace_slice(rows, table, where)
     spark.sparkContext.setJobDescription(None)
-    log.info("simulate: %s", " ".join(f"{t}={n:,}" for t, n in written.items()))
+    log.info(summary_line(written))
     return written
+
+
+def summary_line(written: dict[str, int]) -> str:
+    return "simulate: " + " ".join(f"{t}={n:,}" for t, n in written.items())
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     cfg = job_config("pinpipe simulate", __doc__.splitlines()[0], argv)
     with spark_session("pinpipe-simulate", cfg.spark) as spark:
         written = run(spark, cfg)
-    print("simulate: " + " ".join(f"{t}={n:,}" for t, n in written.items()))
+    print(summary_line(written))
     return written
 
 
