@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-from jobs import demo, ingest, pyfiles, simulate
+from jobs import demo, ingest, pin_features, pyfiles, simulate
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str] | None], object], str]] = {
     "demo": (demo.main, "simulate + ingest on the embedded default (local Spark, ./lake)"),
     "simulate": (simulate.main, "write the synthetic catalog and traffic to Delta"),
     "ingest": (ingest.main, "ingest ../shared/data (CrowdFlower, S3-Rec, COCO) into Delta"),
+    "pin_features": (pin_features.main, "caption new pin images (BLIP) and write pin_text_features"),
     "package": (pyfiles.main, "build dist/pinpipe.zip for spark-submit --py-files"),
 }
 

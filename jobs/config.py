@@ -136,12 +136,62 @@ class SimulateConfig:
 
 
 @dataclass(frozen=True)
+class CaptionerConfig:
+    model_path: str = _help("Local folder of a BLIP captioning model (config.json, safetensors, "
+                            "processor files). Empty: no captions (the caption field stays null).")
+    max_new_tokens: int = _help("Longest caption, in tokens.")
+    num_beams: int = _help("Beam width for generation (1 = greedy).")
+    batch_size: int = _help("Images per model call.")
+    gpu_dtype: str = _help("Weights dtype on GPU: bfloat16, float16 or float32 (CPU is float32).")
+    arrow_batch_rows: int = _help("Rows per Arrow batch sent to a Python worker.")
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "num_beams", "batch_size", "arrow_batch_rows"):
+            _require(getattr(self, name) >= 1, f"captioner.{name}", "must be >= 1", getattr(self, name))
+        dtypes = ("bfloat16", "float16", "float32")
+        _require(self.gpu_dtype in dtypes, "captioner.gpu_dtype", f"must be one of {list(dtypes)}", self.gpu_dtype)
+
+
+FEATURE_FIELDS = ("title", "description", "caption", "boards", "queries", "link")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    version: str = _help("feature_version written with pin_text_features; a new version is a new slice.")
+    as_of: str = _help("Date the features describe (YYYY-MM-DD); empty = today (UTC).")
+    top_k_boards: int = _help("Board titles kept per pin, by number of saves.")
+    top_k_queries: int = _help("Engaged queries kept per pin, by clicks + saves.")
+    query_window_days: int = _help("Trailing window of impressions for engaged queries.")
+    budgets: dict[str, int] = _help("Character budget of each field in pin_text.", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.version.strip()), "features.version", "must not be empty", self.version)
+        for name in ("top_k_boards", "top_k_queries", "query_window_days"):
+            _require(getattr(self, name) >= 1, f"features.{name}", "must be >= 1", getattr(self, name))
+        _require(set(self.budgets) == set(FEATURE_FIELDS), "features.budgets",
+                 f"must give a budget for each of {list(FEATURE_FIELDS)}", self.budgets)
+        for k, v in self.budgets.items():
+            _require(v >= 1, f"features.budgets.{k}", "must be >= 1", v)
+        if self.as_of:
+            try:
+                dt.date.fromisoformat(self.as_of)
+            except ValueError:
+                raise ConfigError(f"features.as_of: must be YYYY-MM-DD or empty, got {self.as_of!r}") from None
+
+    @property
+    def as_of_date(self) -> dt.date:
+        return dt.date.fromisoformat(self.as_of) if self.as_of else dt.datetime.now(dt.timezone.utc).date()
+
+
+@dataclass(frozen=True)
 class PinpipeConfig:
     env: str = _help("The environment overlay that was applied.")
     spark: SparkConfig = _help("Spark session settings.")
     lake: LakeConfig = _help("Where the Delta lake lives.")
     ingest: IngestConfig = _help("Real-data ingest adapters.")
     simulate: SimulateConfig = _help("Synthetic data generator.")
+    captioner: CaptionerConfig = _help("BLIP image captioning.")
+    features: FeaturesConfig = _help("Pin text features.")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, as saved next to artifacts."""

@@ -49,6 +49,12 @@ class Lake:
             raise FileNotFoundError(f"no Delta table {table!r} at {self.table_path(table)}")
         return spark.read.format("delta").load(self.table_path(table))
 
+    def read_or_empty(self, spark: SparkSession, table: str) -> DataFrame:
+        """The table, or an empty frame of its schema when it has not been written yet."""
+        if self.exists(spark, table):
+            return self.read(spark, table)
+        return spark.createDataFrame([], table_spec(table).schema)
+
     def delta_table(self, spark: SparkSession, table: str) -> DeltaTable:
         return DeltaTable.forPath(spark, self.table_path(table))
 
@@ -78,14 +84,33 @@ class Lake:
             .option("replaceWhere", where)
             .save(self.table_path(table))
         )
-        written = self.last_commit_rows(spark, table)
+        written = self.last_commit_metric(spark, table, "numOutputRows")
         log.info("%s: wrote %d rows where %s", table, written, where)
         return written
 
-    def last_commit_rows(self, spark: SparkSession, table: str) -> int:
-        """Rows the latest commit wrote, from Delta's operation metrics (no table scan)."""
+    def insert_new(self, df: DataFrame, table: str, keys: tuple[str, ...]) -> int:
+        """Insert the rows of ``df`` whose ``keys`` are not in ``table`` yet (one atomic MERGE);
+        returns rows inserted. Re-running with the same rows inserts nothing."""
+        spec = table_spec(table)
+        spark = df.sparkSession
+        self.ensure_table(spark, spec)
+        rows = conform_to_schema(df, spec.schema, f"insert into {table}")
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        before = self.version(spark, table)
+        self.delta_table(spark, table).alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll().execute()
+        # A MERGE with nothing to insert may commit nothing: then the last commit is not ours.
+        inserted = self.last_commit_metric(spark, table, "numTargetRowsInserted") if self.version(spark, table) != before else 0
+        log.info("%s: inserted %d new rows", table, inserted)
+        return inserted
+
+    def version(self, spark: SparkSession, table: str) -> int:
+        """The table's latest Delta version."""
+        return int(self.delta_table(spark, table).history(1).select("version").first()[0])
+
+    def last_commit_metric(self, spark: SparkSession, table: str, metric: str) -> int:
+        """A metric of the latest commit (e.g. rows written), from Delta's history: no scan."""
         last = self.delta_table(spark, table).history(1).select(
-            F.col("operationMetrics").getItem("numOutputRows").alias("n")
+            F.col("operationMetrics").getItem(metric).alias("n")
         ).first()
         return int(last["n"] or 0) if last else 0
 

@@ -34,7 +34,7 @@ def require_columns(df: DataFrame, expected: Mapping[str, DataType | None], what
     wrong = [
         f"{c!r} is {present[c].simpleString()}, expected {t.simpleString()}"
         for c, t in expected.items()
-        if c in present and t is not None and present[c] != t
+        if c in present and t is not None and present[c].simpleString() != t.simpleString()  # nullability aside
     ]
     problems = []
     if missing:

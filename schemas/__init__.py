@@ -14,6 +14,8 @@ from pyspark.sql.types import StructType
 from schemas import (
     boards,
     human_labels,
+    pin_captions,
+    pin_text_features,
     pins,
     quarantine,
     reference_captions,
@@ -41,6 +43,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("user_engagements", user_engagements.USER_ENGAGEMENTS_V1),
         TableSpec("reference_captions", reference_captions.REFERENCE_CAPTIONS_V1),
         TableSpec("quarantine", quarantine.QUARANTINE_V1),
+        TableSpec("pin_captions", pin_captions.PIN_CAPTIONS_V1),
+        TableSpec("pin_text_features", pin_text_features.PIN_TEXT_FEATURES_V1, ("feature_version",)),
     )
 }
 

@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from udfs.image_signature import MAX_PIXELS, image_signature, signatures
+from udfs.image_signature import image_signature, signatures
+from udfs.images import MAX_PIXELS
 
 
 def gradient(size=(64, 48), flip=False):

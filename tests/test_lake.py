@@ -43,3 +43,13 @@ def test_null_key_is_refused_by_delta(spark, lake):
 def test_unknown_table_lists_known_ones(spark, lake):
     with pytest.raises(KeyError, match="known tables"):
         lake.replace_slice(boards(spark, []), "boardz", "true")
+
+
+def test_insert_new_adds_only_unseen_keys_and_counts_them(spark, lake):
+    rows = boards(spark, [("a1", "a", "A", None, None), ("a2", "a", "A2", None, None)])
+    assert lake.insert_new(rows, "boards", ("board_id",)) == 2
+    assert lake.insert_new(rows, "boards", ("board_id",)) == 0  # nothing new: no commit to misread
+    more = boards(spark, [("a2", "a", "changed", None, None), ("a3", "a", "A3", None, None)])
+    assert lake.insert_new(more, "boards", ("board_id",)) == 1
+    titles = {r.board_id: r.title for r in lake.read(spark, "boards").collect()}
+    assert titles == {"a1": "A", "a2": "A2", "a3": "A3"}  # existing rows are never overwritten

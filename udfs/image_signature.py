@@ -9,22 +9,20 @@ a null signature and an error reason instead of failing the task.
 from __future__ import annotations
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType, StructField, StructType
+
+from udfs.images import try_open_image
 
 SIGNATURE = "signature"
 ERROR = "error"
 RESULT_TYPE = StructType([StructField(SIGNATURE, StringType()), StructField(ERROR, StringType())])
 
-# Decoding a 20,000 x 20,000 image takes GBs; refuse anything past this many pixels.
-MAX_PIXELS = 100_000_000
-
 
 def dhash(image: Image.Image) -> str:
     """``dh:`` + 16 hex digits: bit i is set where pixel i is brighter than its right neighbour."""
-    image.draft("L", (64, 64))  # JPEG: decode at reduced scale, much faster than full size
     small = image.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
     px = list(small.getdata())
     bits = 0
@@ -36,22 +34,8 @@ def dhash(image: Image.Image) -> str:
 
 def image_signature(path: str | None) -> tuple[str | None, str | None]:
     """(signature, None) for a readable image, (None, reason) otherwise."""
-    if path is None or not str(path).strip():
-        return None, "missing image path"
-    try:
-        with Image.open(path) as image:
-            w, h = image.size
-            if w * h > MAX_PIXELS:
-                return None, f"image too large: {w}x{h} px"
-            return dhash(image), None
-    except FileNotFoundError:
-        return None, f"image not found: {path}"
-    except UnidentifiedImageError:
-        return None, "not a decodable image"
-    except Image.DecompressionBombError as exc:
-        return None, f"image too large: {exc}"
-    except (OSError, ValueError, SyntaxError) as exc:
-        return None, f"unreadable image: {type(exc).__name__}: {exc}"
+    image, error = try_open_image(path, mode="L", draft=(64, 64))
+    return (dhash(image), None) if image is not None else (None, error)
 
 
 def signatures(paths: pd.Series) -> pd.DataFrame:

@@ -1,0 +1,114 @@
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from pyspark.sql import functions as F
+
+from jobs.config import load_config
+from models.random_models import save_random_blip
+from udfs.captioner import Captioner, caption_col, caption_paths, captioner_version, task_device
+
+
+@pytest.fixture(scope="session")
+def blip_dir(tmp_path_factory):
+    return save_random_blip(tmp_path_factory.mktemp("blip") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def caption_cfg(blip_dir):
+    return dataclasses.replace(load_config().captioner, model_path=str(blip_dir), batch_size=4, max_new_tokens=8)
+
+
+@pytest.fixture(scope="session")
+def captioner(caption_cfg):
+    return Captioner(caption_cfg, torch.device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def broken_images(tmp_path_factory):
+    """Every kind of bad image, by the reason it must produce."""
+    d = tmp_path_factory.mktemp("broken")
+    (d / "zero.jpg").write_bytes(b"")
+    (d / "text.jpg").write_text("not an image")
+    Image.new("RGB", (200, 200), (10, 200, 30)).save(d / "full.jpg")
+    data = (d / "full.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    Image.new("1", (20_000, 20_000)).save(d / "huge.png")
+    return {
+        str(d / "zero.jpg"): "not a decodable image",
+        str(d / "text.jpg"): "not a decodable image",
+        str(d / "truncated.jpg"): "unreadable image",
+        str(d / "huge.png"): "image too large",
+        str(d / "missing.jpg"): "image not found",
+    }
+
+
+@pytest.fixture(scope="session")
+def odd_mode_images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("modes")
+    paths = []
+    for mode in ("L", "P", "RGBA", "CMYK", "I;16", "1"):
+        path = d / f"{mode.replace(';', '')}.{'jpg' if mode == 'CMYK' else 'png'}"
+        Image.new(mode, (50, 40)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_loads_through_from_pretrained_on_cpu(captioner):
+    assert captioner.device.type == "cpu" and captioner.dtype == torch.float32
+    assert not torch.cuda.is_available() or task_device().type == "cuda"
+
+
+@pytest.mark.shared_data
+def test_captions_the_real_coco_images(captioner, shared_data):
+    paths = sorted(str(p) for p in (shared_data / "coco_mini" / "images").glob("*.jpg"))
+    assert len(paths) == 28
+    out = caption_paths(captioner, pd.Series(paths))
+    assert out["error"].isna().all()
+    assert out["caption"].map(lambda c: isinstance(c, str) and len(c) > 0).all()
+
+
+def test_broken_images_give_null_caption_and_reason(captioner, broken_images):
+    paths = pd.Series([*broken_images, None], index=range(10, 10 + len(broken_images) + 1))
+    out = caption_paths(captioner, paths)
+    assert list(out.index) == list(paths.index)
+    assert out["caption"].isna().all()
+    reasons = dict(zip(paths, out["error"]))
+    for path, reason in broken_images.items():
+        assert reasons[path].startswith(reason), (path, reasons[path])
+    assert reasons[None] == "missing image path"
+
+
+def test_non_rgb_images_are_captioned(captioner, odd_mode_images):
+    out = caption_paths(captioner, pd.Series(odd_mode_images))
+    assert out["error"].isna().all(), out
+    assert out["caption"].notna().all()
+
+
+def test_batching_does_not_change_captions(captioner, caption_cfg, odd_mode_images, broken_images):
+    paths = pd.Series(odd_mode_images[:3] + list(broken_images)[:2] + odd_mode_images[3:])
+    one_by_one = caption_paths(Captioner(dataclasses.replace(caption_cfg, batch_size=1), torch.device("cpu")), paths)
+    pd.testing.assert_frame_equal(caption_paths(captioner, paths), one_by_one)
+
+
+def test_version_follows_weights_and_settings(caption_cfg, tmp_path):
+    v = captioner_version(caption_cfg)
+    assert v.startswith("blip-") and v == captioner_version(caption_cfg)
+    assert captioner_version(dataclasses.replace(caption_cfg, num_beams=2)) != v
+    assert captioner_version(dataclasses.replace(caption_cfg, batch_size=9)) == v  # speed only
+    other = save_random_blip(tmp_path / "other", seed=1)
+    assert captioner_version(dataclasses.replace(caption_cfg, model_path=str(other))) != v
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        captioner_version(dataclasses.replace(caption_cfg, model_path=str(tmp_path)))
+
+
+def test_spark_udf_equals_the_plain_model(spark, captioner, caption_cfg, odd_mode_images, broken_images):
+    paths = odd_mode_images + list(broken_images)
+    df = spark.createDataFrame([(i, p) for i, p in enumerate(paths)], "i int, path string").repartition(2)
+    got = df.select("i", caption_col(F.col("path"), caption_cfg).alias("r")).select("i", "r.caption", "r.error")
+    got = got.toPandas().sort_values("i").set_index("i")
+    expected = caption_paths(captioner, pd.Series(paths))
+    assert list(got["caption"]) == list(expected["caption"])
+    assert list(got["error"]) == list(expected["error"])

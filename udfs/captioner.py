@@ -1,0 +1,150 @@
+"""BLIP image captioning in a pandas UDF.
+
+The model (``BlipForConditionalGeneration`` + its processor) loads from a local folder once
+per Python worker and captions images in batches: on the GPU that Spark assigned to the task
+(``TaskContext.resources()['gpu']``) in bf16/fp16, else on CPU in fp32 with as many torch
+threads as the task has cores. An image that is missing, empty, truncated, undecodable or too
+large gives a null caption and a reason; it never fails the task.
+
+``caption_paths`` is the pure core (pandas in, pandas out), used by the UDF and by the plain
+loop in ``bench/captions.py`` alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import torch
+from pyspark import TaskContext
+from pyspark.sql import Column
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import StringType, StructField, StructType
+
+from jobs.config import CaptionerConfig
+from udfs.images import try_open_image
+
+log = logging.getLogger(__name__)
+
+CAPTION = "caption"
+ERROR = "error"
+RESULT_TYPE = StructType([StructField(CAPTION, StringType()), StructField(ERROR, StringType())])
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+WEIGHT_SUFFIXES = (".safetensors",)
+
+
+def task_device() -> torch.device:
+    """The task's assigned GPU if Spark gave it one; outside Spark, any GPU; else CPU."""
+    ctx = TaskContext.get()
+    if torch.cuda.is_available():
+        if ctx is None:
+            return torch.device("cuda:0")
+        gpus = ctx.resources().get("gpu")
+        if gpus is not None and gpus.addresses:
+            return torch.device(f"cuda:{gpus.addresses[0]}")
+    return torch.device("cpu")
+
+
+def task_threads() -> int:
+    """torch threads for this task: the cores Spark gave it (all cores outside Spark)."""
+    ctx = TaskContext.get()
+    return max(1, ctx.cpus()) if ctx is not None else torch.get_num_threads()
+
+
+def captioner_version(cfg: CaptionerConfig) -> str:
+    """``blip-<12 hex>`` from the model's config, weights and the generation settings: the same
+    files and settings give the same version, so captions are reused only when they would be
+    the same."""
+    folder = Path(cfg.model_path)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"captioner.model_path {str(folder)!r} has no config.json")
+    digest = hashlib.sha256()
+    digest.update(f"max_new_tokens={cfg.max_new_tokens};num_beams={cfg.num_beams}".encode())
+    for path in sorted(folder.iterdir()):
+        if path.name == "config.json" or path.suffix in WEIGHT_SUFFIXES:
+            digest.update(path.name.encode())
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return f"blip-{digest.hexdigest()[:12]}"
+
+
+class Captioner:
+    """A loaded BLIP model and processor on one device."""
+
+    def __init__(self, cfg: CaptionerConfig, device: torch.device | None = None) -> None:
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        self.cfg = cfg
+        self.device = device or task_device()
+        self.dtype = DTYPES[cfg.gpu_dtype] if self.device.type == "cuda" else torch.float32
+        self.processor = BlipProcessor.from_pretrained(cfg.model_path, local_files_only=True)
+        self.model = BlipForConditionalGeneration.from_pretrained(
+            cfg.model_path, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=self.dtype,
+        ).to(self.device).eval()
+
+    @torch.inference_mode()
+    def caption(self, images: list) -> list[str]:
+        inputs = self.processor(images=images, return_tensors="pt")
+        pixels = inputs["pixel_values"].to(self.device, self.dtype)
+        out = self.model.generate(
+            pixel_values=pixels, max_new_tokens=self.cfg.max_new_tokens, num_beams=self.cfg.num_beams,
+        )
+        return [t.strip() for t in self.processor.batch_decode(out, skip_special_tokens=True)]
+
+
+_loaded: dict[tuple[CaptionerConfig, str], Captioner] = {}
+_lock = threading.Lock()
+
+
+def loaded_captioner(cfg: CaptionerConfig) -> Captioner:
+    """The captioner for ``cfg`` on this task's device, loaded once per Python worker."""
+    device = task_device()
+    torch.set_num_threads(task_threads())
+    key = (cfg, str(device))
+    with _lock:
+        if key not in _loaded:
+            log.info("loading captioner from %s on %s", cfg.model_path, device)
+            _loaded[key] = Captioner(cfg, device)
+        return _loaded[key]
+
+
+def caption_paths(captioner: Captioner, paths: pd.Series) -> pd.DataFrame:
+    """Caption the images at ``paths``: ``caption``/``error`` columns, same index."""
+    captions: list[str | None] = [None] * len(paths)
+    errors: list[str | None] = [None] * len(paths)
+    pending: list[tuple[int, object]] = []
+
+    def flush() -> None:
+        texts = captioner.caption([img for _, img in pending])
+        for (i, _), text in zip(pending, texts):
+            captions[i] = text
+        pending.clear()
+
+    for i, path in enumerate(paths):
+        image, error = try_open_image(path, mode="RGB")
+        if image is None:
+            errors[i] = error
+            continue
+        pending.append((i, image))
+        if len(pending) >= captioner.cfg.batch_size:
+            flush()
+    if pending:
+        flush()
+    return pd.DataFrame({CAPTION: captions, ERROR: errors}, index=paths.index)
+
+
+def caption_col(path: Column, cfg: CaptionerConfig) -> Column:
+    """A struct column ``{caption, error}`` for the image at ``path``."""
+
+    @pandas_udf(RESULT_TYPE)
+    def caption_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        captioner = loaded_captioner(cfg)
+        for paths in batches:
+            yield caption_paths(captioner, paths)
+
+    return caption_udf(path)
