@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str] | None], object], str]] = {
 
 def usage() -> str:
     lines = ["usage: pinpipe <command> [options]   (pinpipe <command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<13} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 

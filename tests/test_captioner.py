@@ -112,3 +112,13 @@ def test_spark_udf_equals_the_plain_model(spark, captioner, caption_cfg, odd_mod
     expected = caption_paths(captioner, pd.Series(paths))
     assert list(got["caption"]) == list(expected["caption"])
     assert list(got["error"]) == list(expected["error"])
+
+
+@pytest.mark.shared_data
+def test_spark_udf_captions_the_real_coco_images(spark, caption_cfg, shared_data, broken_images):
+    real = sorted(str(p) for p in (shared_data / "coco_mini" / "images").glob("*.jpg"))
+    df = spark.createDataFrame([(p,) for p in real + list(broken_images)], "path string").repartition(2)
+    out = {r.path: (r.caption, r.error) for r in
+           df.select("path", caption_col(F.col("path"), caption_cfg).alias("r")).select("path", "r.*").collect()}
+    assert all(out[p][0] and out[p][1] is None for p in real)
+    assert all(out[p][0] is None and out[p][1].startswith(reason) for p, reason in broken_images.items())

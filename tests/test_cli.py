@@ -9,7 +9,7 @@ from jobs.pyfiles import PACKAGES, build_pyfiles_zip
 def test_help_lists_commands(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("demo", "simulate", "ingest", "package"):
+    for command in ("demo", "simulate", "ingest", "pin_features", "package"):
         assert f"  {command} " in out
 
 
