@@ -51,3 +51,31 @@ def save_random_blip(out: str | Path, preset: str = "tiny", seed: int = 0) -> Pa
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+BACKBONE_PRESETS = {
+    "bert": ("BertConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                max_position_embeddings=128)),
+    "xlm-roberta": ("XLMRobertaConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=64, max_position_embeddings=130, pad_token_id=0)),
+    "llama": ("LlamaConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                  intermediate_size=64, max_position_embeddings=128, pad_token_id=0)),
+}
+
+
+def save_random_backbone(out: str | Path, arch: str, seed: int = 0, **overrides) -> Path:
+    """Write a tiny random ``arch`` backbone (bert, xlm-roberta, llama) with the MiniLM
+    WordPiece tokenizer to ``out``, as ``save_pretrained`` would for real weights."""
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    if arch not in BACKBONE_PRESETS:
+        raise ValueError(f"unknown backbone {arch!r}; known: {sorted(BACKBONE_PRESETS)}")
+    config_class, kwargs = BACKBONE_PRESETS[arch]
+    out = Path(out)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    config = getattr(transformers, config_class)(vocab_size=tokenizer.vocab_size, **{**kwargs, **overrides})
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,192 @@
+"""The cross-encoder relevance teacher: backbone + pooling + MLP head over label levels.
+
+One module serves a small encoder on CPU (MiniLM, BERT, XLM-RoBERTa) and a decoder LLM on GPU
+(Llama-class) alike:
+
+* the backbone is ``AutoModel.from_pretrained(path)`` from a local folder, never remote code;
+* pooling is mean over tokens or [CLS] for encoders, the last non-pad token for decoders;
+* LoRA adapters via peft on architecture-specific projections (optional);
+* a 4-bit NF4 base (bitsandbytes) when CUDA is present and asked for, gradient
+  checkpointing, bf16/fp16 weights on GPU.
+
+An artifact folder holds ``teacher.json`` (the settings), ``head.safetensors``, the tokenizer,
+and either the full fine-tuned backbone (``backbone/``) or the LoRA adapter
+(``adapter/``) plus the path of its base. ``CrossEncoderTeacher.load`` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox"}
+LORA_TARGETS = {
+    "bert": ["query", "key", "value"],
+    "roberta": ["query", "key", "value"],
+    "xlm-roberta": ["query", "key", "value"],
+    "deberta-v2": ["query_proj", "key_proj", "value_proj"],
+    "t5": ["q", "k", "v", "o"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+POOLINGS = ("auto", "cls", "mean", "last")
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    backbone_path: str
+    num_levels: int = 4
+    pooling: str = "auto"
+    head_hidden: int = 256
+    dropout: float = 0.1
+    lora_r: int = 0  # 0: full fine-tune
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=list)  # empty: per architecture
+    quantize_4bit: bool = False  # needs CUDA + bitsandbytes
+    gradient_checkpointing: bool = False
+    gpu_dtype: str = "bfloat16"
+
+    def __post_init__(self) -> None:
+        if self.num_levels < 2:
+            raise ValueError(f"num_levels must be >= 2, got {self.num_levels}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.quantize_4bit and self.lora_r == 0:
+            raise ValueError("quantize_4bit trains adapters only: set lora_r > 0 (qLoRA)")
+
+
+def _dtype(settings: TeacherSettings, device: torch.device) -> torch.dtype:
+    return getattr(torch, settings.gpu_dtype) if device.type == "cuda" else torch.float32
+
+
+def _load_backbone(path: str, settings: TeacherSettings, device: torch.device) -> nn.Module:
+    from transformers import AutoModel
+
+    kwargs: dict = dict(local_files_only=True, trust_remote_code=False, dtype=_dtype(settings, device))
+    if settings.quantize_4bit:
+        if device.type != "cuda":
+            raise ValueError("quantize_4bit needs a CUDA device")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=_dtype(settings, device),
+        )
+        kwargs["device_map"] = {"": device.index or 0}
+    model = AutoModel.from_pretrained(path, **kwargs)
+    if not settings.quantize_4bit:
+        model = model.to(device)
+    return model
+
+
+def lora_targets(model_type: str, settings: TeacherSettings) -> list[str]:
+    if settings.lora_targets:
+        return list(settings.lora_targets)
+    if model_type not in LORA_TARGETS:
+        raise ValueError(f"no default LoRA target modules for model_type {model_type!r}; "
+                         f"set lora_targets (known types: {sorted(LORA_TARGETS)})")
+    return LORA_TARGETS[model_type]
+
+
+class CrossEncoderTeacher(nn.Module):
+    """``forward(input_ids, attention_mask) -> logits`` of shape (batch, num_levels)."""
+
+    def __init__(self, settings: TeacherSettings, backbone: nn.Module) -> None:
+        super().__init__()
+        self.settings = settings
+        config = backbone.config
+        self.model_type = config.model_type
+        self.is_decoder = self.model_type in DECODER_TYPES or bool(getattr(config, "is_decoder", False))
+        self.pooling = settings.pooling if settings.pooling != "auto" else ("last" if self.is_decoder else "mean")
+        self.backbone = backbone
+        hidden = config.hidden_size
+        self.head = nn.Sequential(
+            nn.Dropout(settings.dropout), nn.Linear(hidden, settings.head_hidden), nn.GELU(),
+            nn.Dropout(settings.dropout), nn.Linear(settings.head_hidden, settings.num_levels),
+        )
+        param = next(backbone.parameters())
+        self.head.to(param.device, torch.float32)
+
+    # ------------------------------------------------------------------ building and saving
+
+    @classmethod
+    def build(cls, settings: TeacherSettings, device: torch.device | None = None) -> "CrossEncoderTeacher":
+        device = device or torch.device("cpu")
+        backbone = _load_backbone(settings.backbone_path, settings, device)
+        for name, param in backbone.named_parameters():
+            if name.startswith("pooler."):  # BERT's pooler: unused, we pool last_hidden_state
+                param.requires_grad_(False)
+        if settings.gradient_checkpointing:
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if settings.lora_r > 0:
+            from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+            if settings.quantize_4bit:
+                backbone = prepare_model_for_kbit_training(
+                    backbone, use_gradient_checkpointing=settings.gradient_checkpointing
+                )
+            lora = LoraConfig(
+                r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                target_modules=lora_targets(backbone.config.model_type, settings), bias="none",
+            )
+            backbone = get_peft_model(backbone, lora)
+        return cls(settings, backbone)
+
+    def save(self, out: str | Path, tokenizer=None) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.settings.lora_r > 0:
+            self.backbone.save_pretrained(out / "adapter")  # adapter weights + adapter_config.json
+        else:
+            self.backbone.save_pretrained(out / "backbone")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, out / "head.safetensors")
+        (out / "teacher.json").write_text(json.dumps(dataclasses.asdict(self.settings), indent=2))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out / "tokenizer")
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path, device: torch.device | None = None) -> "CrossEncoderTeacher":
+        folder = Path(folder)
+        device = device or torch.device("cpu")
+        settings = TeacherSettings(**json.loads((folder / "teacher.json").read_text()))
+        if settings.lora_r > 0:
+            from peft import PeftModel
+
+            base = _load_backbone(settings.backbone_path, settings, device)
+            backbone = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=False)
+        else:
+            backbone = _load_backbone(str(folder / "backbone"), dataclasses.replace(settings, quantize_4bit=False), device)
+        model = cls(settings, backbone)
+        model.head.load_state_dict(load_file(folder / "head.safetensors", device=str(device)))
+        return model.eval()
+
+    # ------------------------------------------------------------------ forward
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        if self.pooling == "mean":
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        # last non-pad token, for right or left padding alike
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = self.pool(out.last_hidden_state, attention_mask)
+        return self.head(pooled.float())
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
