@@ -3,16 +3,21 @@
 # Everything lands inside the checkout (.venv/, .cache/), ignored by git. Re-running is a
 # fast no-op: each step records what it installed and is skipped while that is unchanged.
 #
-#   PINPIPE_PYTHON   interpreter for the virtualenv (default: python3.11, else python3)
-#   PINPIPE_VENV     where the virtualenv lives (default: .venv)
+#   PINPIPE_PYTHON      interpreter for the virtualenv (default: python3.11, else python3)
+#   PINPIPE_VENV        where the virtualenv lives (default: .venv)
+#   PINPIPE_WHEELHOUSE  where downloaded packages are kept (default: ~/.cache/pinpipe/wheelhouse)
 #
-# torch from PyPI is the multi-GB CUDA build; pip's wheel cache (~/.cache/pip) keeps it, so a
-# second clone on the same machine installs it without downloading it again.
+# torch from PyPI is the multi-GB CUDA build. The packages of setup/requirements.lock are
+# downloaded once into the wheelhouse, outside the checkout, and installed from there: a second
+# clone on the same machine (CI's, say) downloads nothing again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 venv=${PINPIPE_VENV:-.venv}
+wheelhouse=${PINPIPE_WHEELHOUSE:-$HOME/.cache/pinpipe/wheelhouse}
+build_setuptools=84.2.1  # build backend for pinpipe itself and for pyspark's sdist
+build_wheel=0.48.0
 py=${PINPIPE_PYTHON:-$(command -v python3.11 || command -v python3)}
 jars_dir=.cache/jars
 m2_repo=$root/.cache/m2
@@ -34,7 +39,13 @@ py_stamp=$(cat pyproject.toml setup/requirements.lock | sha256sum | cut -c1-16)
 if [[ "$(cat "$venv/.pinpipe-packages" 2>/dev/null)" != "$py_stamp" ]]; then
   log "installing Python packages (first time: several minutes, torch is large)"
   "$venv/bin/python" -m pip install --quiet --upgrade pip==25.3
-  "$venv/bin/python" -m pip install --quiet -c setup/requirements.lock -e '.[dev]'
+  mkdir -p "$wheelhouse"
+  # Files already in the wheelhouse are not downloaded again; the install reads only the
+  # wheelhouse (--no-index), so it needs the build requirements there too.
+  "$venv/bin/python" -m pip download --quiet --no-deps --prefer-binary -d "$wheelhouse" \
+    -r setup/requirements.lock "setuptools==$build_setuptools" "wheel==$build_wheel"
+  "$venv/bin/python" -m pip install --quiet --no-index --find-links "$wheelhouse" \
+    -c setup/requirements.lock -e '.[dev]'
   echo "$py_stamp" > "$venv/.pinpipe-packages"
 else
   log "Python packages up to date"
