@@ -1,22 +1,21 @@
 """``pinpipe``: the command line. ``pinpipe <job> [options]`` runs one job in local Spark
 (or on whatever master ``--set spark.master=...`` names); every job takes ``--env``,
 ``--conf-file`` and ``--set``. ``pinpipe package`` builds the ``--py-files`` zip for
-spark-submit.
+spark-submit. Only the module of the command that runs is imported.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
-from jobs import demo, ingest, pin_features, pyfiles, simulate
-
-COMMANDS: dict[str, tuple[Callable[[Sequence[str] | None], object], str]] = {
-    "demo": (demo.main, "simulate + ingest on the embedded default (local Spark, ./lake)"),
-    "simulate": (simulate.main, "write the synthetic catalog and traffic to Delta"),
-    "ingest": (ingest.main, "ingest ../shared/data (CrowdFlower, S3-Rec, COCO) into Delta"),
-    "pin_features": (pin_features.main, "caption new pin images (BLIP) and write pin_text_features"),
-    "package": (pyfiles.main, "build dist/pinpipe.zip for spark-submit --py-files"),
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("jobs.demo", "simulate + ingest + pin_features on the embedded default (local Spark, ./lake)"),
+    "simulate": ("jobs.simulate", "write the synthetic catalog and traffic to Delta"),
+    "ingest": ("jobs.ingest", "ingest ../shared/data (CrowdFlower, S3-Rec, COCO) into Delta"),
+    "pin_features": ("jobs.pin_features", "caption new pin images (BLIP) and write pin_text_features"),
+    "package": ("jobs.pyfiles", "build dist/pinpipe.zip for spark-submit --py-files"),
 }
 
 
@@ -35,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"pinpipe: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    COMMANDS[command][0](rest)
+    importlib.import_module(COMMANDS[command][0]).main(rest)
     return 0
 
 

@@ -45,3 +45,16 @@ def test_pyfiles_zip_is_importable_and_carries_the_yaml(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "200"
     assert build_pyfiles_zip(tmp_path / "again.zip").read_bytes() == out.read_bytes()  # deterministic
+
+
+def test_every_command_names_a_module_with_main():
+    import importlib
+
+    for name, (module, _) in cli.COMMANDS.items():
+        assert callable(importlib.import_module(module).main), name
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from jobs import cli; cli.main(['--help']); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().endswith("False")
