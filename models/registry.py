@@ -1,0 +1,128 @@
+"""Versioned model and index artifacts: publish, promote, roll back, keep the last N.
+
+Layout under the registry root (``<lake>/artifacts`` by default)::
+
+    <family>/v0001/...files...            an artifact, immutable once published
+    <family>/v0001/manifest.json           version, time, metrics, resolved config, inputs, sha256 of files
+    <family>/CURRENT                       the promoted version
+
+A version is built in a staging folder and renamed into place only when complete, so a crash
+never leaves a half-written version. Publishing prunes the oldest versions beyond ``keep``,
+never the promoted one. ``rollback`` promotes the newest version older than the current.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation could not be done (unknown family/version, tampered files, ...)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Registry:
+    def __init__(self, root: str | Path, keep: int = 5) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.root = Path(root)
+        self.keep = keep
+
+    def versions(self, family: str) -> list[str]:
+        folder = self.root / family
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("v") and (p / MANIFEST).is_file())
+
+    def path(self, family: str, version: str) -> Path:
+        path = self.root / family / version
+        if not (path / MANIFEST).is_file():
+            raise RegistryError(f"no version {version!r} of {family!r}; have {self.versions(family)}")
+        return path
+
+    def manifest(self, family: str, version: str) -> dict[str, Any]:
+        return json.loads((self.path(family, version) / MANIFEST).read_text())
+
+    def publish(self, family: str, build: Callable[[Path], None], *, metrics: dict | None = None,
+                config: dict | None = None, inputs: dict | None = None) -> str:
+        """Run ``build(folder)`` to write the artifact's files, then publish it as a new version."""
+        family_dir = self.root / family
+        family_dir.mkdir(parents=True, exist_ok=True)
+        staging = family_dir / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            build(staging)
+            existing = self.versions(family)
+            version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
+            files = {str(p.relative_to(staging)): _sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+            manifest = {
+                "family": family, "version": version,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "metrics": metrics or {}, "config": config or {}, "inputs": inputs or {}, "files": files,
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+            os.rename(staging, family_dir / version)  # fails if the version appeared meanwhile
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.prune(family)
+        return version
+
+    def promote(self, family: str, version: str) -> None:
+        self.path(family, version)  # must exist
+        _write_atomic(self.root / family / CURRENT, version + "\n")
+
+    def current(self, family: str) -> str | None:
+        pointer = self.root / family / CURRENT
+        return pointer.read_text().strip() if pointer.is_file() else None
+
+    def rollback(self, family: str) -> str:
+        """Promote the newest version older than the current one; returns it."""
+        current = self.current(family)
+        if current is None:
+            raise RegistryError(f"{family!r} has no promoted version to roll back from")
+        older = [v for v in self.versions(family) if v < current]
+        if not older:
+            raise RegistryError(f"{family!r}: nothing older than {current} to roll back to")
+        self.promote(family, older[-1])
+        return older[-1]
+
+    def prune(self, family: str) -> list[str]:
+        """Delete the oldest versions beyond ``keep``, never the promoted one."""
+        versions = self.versions(family)
+        current = self.current(family)
+        removable = [v for v in versions[: max(0, len(versions) - self.keep)] if v != current]
+        for v in removable:
+            shutil.rmtree(self.root / family / v)
+        return removable
+
+    def verify(self, family: str, version: str) -> None:
+        """Raise unless every file still has the checksum its manifest recorded."""
+        folder = self.path(family, version)
+        for name, digest in self.manifest(family, version)["files"].items():
+            path = folder / name
+            if not path.is_file() or _sha256(path) != digest:
+                raise RegistryError(f"{family}/{version}: {name} is missing or changed")
