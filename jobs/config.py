@@ -39,6 +39,12 @@ def _require(condition: bool, key: str, message: str, value: Any) -> None:
         raise ConfigError(f"{key}: {message}, got {value!r}")
 
 
+def _require_at_least(section: Any, prefix: str, names: tuple[str, ...], minimum: int = 1) -> None:
+    for name in names:
+        value = getattr(section, name)
+        _require(value >= minimum, f"{prefix}.{name}", f"must be >= {minimum}", value)
+
+
 @dataclass(frozen=True)
 class SparkConfig:
     master: str = _help("Master for local runs; ignored under spark-submit.")
@@ -111,10 +117,9 @@ class SimulateConfig:
     partitions: int = _help("Spark partitions for generation.")
 
     def __post_init__(self) -> None:
-        for name in ("days", "impressions_per_day", "page_size", "n_pins", "n_queries", "n_users",
-                     "n_boards", "n_topics", "partitions"):
-            _require(getattr(self, name) >= 1, f"simulate.{name}", "must be >= 1", getattr(self, name))
-        _require(self.n_labels >= 0, "simulate.n_labels", "must be >= 0", self.n_labels)
+        _require_at_least(self, "simulate", ("days", "impressions_per_day", "page_size", "n_pins", "n_queries",
+                                             "n_users", "n_boards", "n_topics", "partitions"))
+        _require_at_least(self, "simulate", ("n_labels",), minimum=0)
         _require(self.impressions_per_day >= self.page_size, "simulate.impressions_per_day",
                  "must be >= page_size", self.impressions_per_day)
         _require(self.n_pins >= self.n_topics, "simulate.n_pins", "must be >= n_topics", self.n_pins)
@@ -146,8 +151,7 @@ class CaptionerConfig:
     arrow_batch_rows: int = _help("Rows per Arrow batch sent to a Python worker.")
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "num_beams", "batch_size", "arrow_batch_rows"):
-            _require(getattr(self, name) >= 1, f"captioner.{name}", "must be >= 1", getattr(self, name))
+        _require_at_least(self, "captioner", ("max_new_tokens", "num_beams", "batch_size", "arrow_batch_rows"))
         dtypes = ("bfloat16", "float16", "float32")
         _require(self.gpu_dtype in dtypes, "captioner.gpu_dtype", f"must be one of {list(dtypes)}", self.gpu_dtype)
 
@@ -166,8 +170,7 @@ class FeaturesConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.version.strip()), "features.version", "must not be empty", self.version)
-        for name in ("top_k_boards", "top_k_queries", "query_window_days"):
-            _require(getattr(self, name) >= 1, f"features.{name}", "must be >= 1", getattr(self, name))
+        _require_at_least(self, "features", ("top_k_boards", "top_k_queries", "query_window_days"))
         _require(set(self.budgets) == set(FEATURE_FIELDS), "features.budgets",
                  f"must give a budget for each of {list(FEATURE_FIELDS)}", self.budgets)
         for k, v in self.budgets.items():

@@ -106,21 +106,17 @@ def _pick(words: Sequence[str], index: Column) -> Column:
     return F.element_at(F.array(*[F.lit(w) for w in words]), (index % len(words) + 1).cast("int"))
 
 
-def _topic_words() -> tuple[list[str], list[str], int]:
-    names = list(TOPICS)
-    per_topic = len(next(iter(TOPICS.values())))
-    flat = [w for name in names for w in TOPICS[name]]
-    return names, flat, per_topic
+TOPIC_NAMES = list(TOPICS)
+WORDS_PER_TOPIC = len(next(iter(TOPICS.values())))
+TOPIC_WORDS = [w for name in TOPIC_NAMES for w in TOPICS[name]]  # topic i's words at i*WORDS_PER_TOPIC
 
 
 def _topic_name(topic: Column) -> Column:
-    names, _, _ = _topic_words()
-    return _pick(names, topic)
+    return _pick(TOPIC_NAMES, topic)
 
 
 def _topic_noun(topic: Column, index: Column) -> Column:
-    names, flat, per_topic = _topic_words()
-    return _pick(flat, (topic % len(names)) * per_topic + index % per_topic)
+    return _pick(TOPIC_WORDS, (topic % len(TOPIC_NAMES)) * WORDS_PER_TOPIC + index % WORDS_PER_TOPIC)
 
 
 def _day_start(cfg: SimulateConfig) -> int:

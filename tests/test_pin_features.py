@@ -1,4 +1,3 @@
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -7,7 +6,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import ingest, pin_features, simulate
-from jobs.config import FEATURE_FIELDS, load_config
+from jobs.config import FEATURE_FIELDS
 from jobs.pin_features import assemble_pin_text, board_titles, engaged_queries, truncate
 from models.random_models import save_random_blip
 
