@@ -13,6 +13,7 @@ table of mean ± std over folds and writes it as Markdown to ``--out``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,11 +27,12 @@ from transformers import AutoTokenizer  # noqa: E402
 from jobs import ingest  # noqa: E402
 from jobs.config import SparkConfig  # noqa: E402
 from jobs.session import build_session  # noqa: E402
-from models.bm25 import BM25, LevelThresholds  # noqa: E402
+from models.bm25 import BM25  # noqa: E402
+from models.levels import LevelThresholds, label_shares  # noqa: E402
 from models.metrics import evaluate_predictions  # noqa: E402
 from models.random_models import minilm_dir  # noqa: E402
 from models.teacher import CrossEncoderTeacher, TeacherSettings  # noqa: E402
-from models.teacher_training import TrainSettings, encode_pairs, predict_proba, train  # noqa: E402
+from models.teacher_training import TrainSettings, encode_pairs, train  # noqa: E402
 
 LEVELS = [1, 2, 3, 4]
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "labels.csv"
@@ -68,8 +70,9 @@ def run_bm25(train_rows, test_rows):
 
 
 def run_teacher(train_rows, test_rows, lora_r: int, args, tokenizer):
+    """Per-level probabilities of the test rows from a teacher trained on the train rows."""
     settings = TrainSettings(max_length=args.max_length, query_tokens=16, batch_size=args.batch_size,
-                             epochs=args.epochs, lr=args.lr if not lora_r else args.lr * 10, patience=args.epochs,
+                             epochs=args.epochs, lr=args.lora_lr if lora_r else args.lr, select_best=False,
                              seed=args.seed, progress=not args.quiet)
     def enc(rows):
         return encode_pairs(tokenizer, list(rows["query"]), list(rows["text"]), settings,
@@ -77,12 +80,18 @@ def run_teacher(train_rows, test_rows, lora_r: int, args, tokenizer):
     train_set, test_set = enc(train_rows), enc(test_rows)
     torch.manual_seed(args.seed)
     model = CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(minilm_dir()), lora_r=lora_r, head_hidden=256))
-    # Model selection on the test fold would be optimistic: train a fixed number of epochs and
-    # evaluate the last one (patience = epochs, and the history's last epoch is reported).
-    result = train(model, train_set, test_set, settings, LEVELS, tokenizer.pad_token_id)
-    probs = predict_proba(model, test_set, 256, tokenizer.pad_token_id)
+    # Choosing the epoch on the test fold would be optimistic: train a fixed number of epochs and
+    # keep the last weights (select_best=False).
+    return train(model, train_set, test_set, settings, LEVELS, tokenizer.pad_token_id).val_probabilities
+
+
+def decoded(probs, train_labels):
+    """(argmax levels, share-matched levels, expected relevance) of per-level probabilities.
+    Share-matched: the expected relevance cut where the training label shares say (no test labels)."""
     levels = np.asarray(LEVELS)
-    return levels[probs.argmax(1)], probs @ levels, result.history
+    expected = probs @ levels
+    cuts = LevelThresholds.matching_shares(expected, label_shares(train_labels, LEVELS), LEVELS)
+    return levels[probs.argmax(1)], cuts.predict(expected), expected
 
 
 def main() -> None:
@@ -95,7 +104,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=5e-5, help="full fine-tune learning rate")
+    parser.add_argument("--lora-lr", type=float, default=2e-3)
+    parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
@@ -105,26 +116,38 @@ def main() -> None:
     fold = folds_of(rows, args.split, args.folds, args.seed)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     variants = args.variants.split(",")
-    results: dict[str, list] = {v: [] for v in variants}
+    results: dict[str, list] = {}
+    log_path = args.out.with_suffix(".folds.jsonl") if args.out else None
     for f in range(args.only_folds or args.folds):
         train_rows, test_rows = rows[fold != f], rows[fold == f]
         for variant in variants:
             started = time.perf_counter()
             if variant == "bm25":
                 predicted, scores = run_bm25(train_rows, test_rows)
+                outcomes = {"bm25": (predicted, scores)}
             else:
-                predicted, scores, _ = run_teacher(train_rows, test_rows, 0 if variant == "full" else 16, args, tokenizer)
-            report = evaluate_predictions(test_rows["query"], test_rows["relevance"], predicted, scores, LEVELS)
-            results[variant].append(report)
-            print(f"fold {f + 1} {variant:5s} kappa {report.kappa:.4f} acc {report.accuracy:.4f} "
-                  f"AUROC>=4 {report.auroc_at[4]:.4f} nDCG@20 {report.ndcg_at_20:.4f} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+                probs = run_teacher(train_rows, test_rows, 0 if variant == "full" else args.lora_r, args, tokenizer)
+                by_argmax, by_cuts, expected = decoded(probs, train_rows["relevance"])
+                outcomes = {variant: (by_argmax, expected), f"{variant}+cuts": (by_cuts, expected)}
+            for name, (predicted, scores) in outcomes.items():
+                report = evaluate_predictions(test_rows["query"], test_rows["relevance"], predicted, scores, LEVELS)
+                results.setdefault(name, []).append(report)
+                line = (f"fold {f + 1} {name:10s} kappa {report.kappa:.4f} acc {report.accuracy:.4f} "
+                        f"AUROC>=4 {report.auroc_at[4]:.4f} nDCG@20 {report.ndcg_at_20:.4f} "
+                        f"({time.perf_counter() - started:.0f} s)")
+                print(line, flush=True)
+                if log_path:
+                    log_path.parent.mkdir(parents=True, exist_ok=True)
+                    with log_path.open("a") as out:
+                        out.write(json.dumps({"split": args.split, "fold": f + 1, "variant": name,
+                                              "seconds": round(time.perf_counter() - started),
+                                              **report.to_dict()}) + "\n")
 
     def cell(values):
         return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
     header = "| variant | kappa | accuracy | AUROC ≥2 | AUROC ≥3 | AUROC ≥4 | nDCG@20 |"
-    lines = [f"CrowdFlower {args.split}-split CV, {len(results[variants[0]])} of {args.folds} folds, "
+    lines = [f"CrowdFlower {args.split}-split CV, {len(next(iter(results.values())))} of {args.folds} folds, "
              f"{len(rows):,} rows, epochs={args.epochs}, max_length={args.max_length}", "",
              header, "|" + "---|" * 7]
     for v, reports in results.items():

@@ -1,8 +1,8 @@
 """Okapi BM25 over (query, document) pairs: the lexical baseline the teacher must beat.
 
 ``BM25.fit(documents)`` learns document frequencies and the mean length; ``score`` gives the
-BM25 score of a query against each document. ``LevelThresholds`` turns scores into graded
-levels so that, on the data it was fitted on, each level is predicted as often as it occurs.
+BM25 score of a query against each document (``models.levels.LevelThresholds`` turns scores into
+graded levels).
 """
 
 from __future__ import annotations
@@ -58,21 +58,3 @@ class BM25:
 
     def score_pairs(self, queries: Sequence[str | None], documents: Sequence[str | None]) -> np.ndarray:
         return np.array([self.score(q, d) for q, d in zip(queries, documents)], dtype=np.float64)
-
-
-@dataclass
-class LevelThresholds:
-    """Score cut-offs mapping a score to a level ``levels[i]``, fitted to match label shares."""
-
-    levels: list[int]
-    cuts: list[float]
-
-    @classmethod
-    def fit(cls, scores: Sequence[float], labels: Sequence[int], levels: Sequence[int]) -> "LevelThresholds":
-        s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-        shares = np.cumsum([(y == lvl).mean() for lvl in levels])[:-1]
-        return cls(list(levels), [float(np.quantile(s, q)) for q in shares])
-
-    def predict(self, scores: Sequence[float]) -> np.ndarray:
-        idx = np.searchsorted(np.asarray(self.cuts), np.asarray(scores, dtype=np.float64), side="right")
-        return np.asarray(self.levels)[idx]

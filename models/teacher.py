@@ -26,10 +26,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox"}
+_BERT_LINEARS = ["query", "key", "value", "intermediate.dense", "output.dense"]  # not the unused pooler
 LORA_TARGETS = {
-    "bert": ["query", "key", "value"],
-    "roberta": ["query", "key", "value"],
-    "xlm-roberta": ["query", "key", "value"],
+    "bert": _BERT_LINEARS,
+    "roberta": _BERT_LINEARS,
+    "xlm-roberta": _BERT_LINEARS,
     "deberta-v2": ["query_proj", "key_proj", "value_proj"],
     "t5": ["q", "k", "v", "o"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],

@@ -45,6 +45,9 @@ class TrainSettings:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     patience: int = 1  # epochs without a better validation kappa before stopping
+    # False: train exactly ``epochs`` and keep the last weights, validating once at the end (for
+    # cross-validation, where choosing the epoch on the test fold would flatter the result)
+    select_best: bool = True
     seed: int = 0
     sort_window: int = 50  # batches per length-sorted window
     progress: bool = True
@@ -139,6 +142,7 @@ class TrainResult:
     best_epoch: int
     best: RelevanceReport
     history: list[dict] = field(default_factory=list)
+    val_probabilities: np.ndarray | None = None  # of the weights the model holds on return
 
 
 def _optimizer(model: CrossEncoderTeacher, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -169,7 +173,7 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     loss_fn = nn.CrossEntropyLoss()
     lengths = train_set.lengths
-    best_kappa, best_epoch, best_state, best_report, stale = -math.inf, -1, None, None, 0
+    best_kappa, best_epoch, best_state, best_report, best_probs, stale = -math.inf, -1, None, None, None, 0
     history = []
     for epoch in range(settings.epochs):
         model.train()
@@ -190,23 +194,28 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
             rate = step / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{running / step:.4f}", steps_s=f"{rate:.2f}",
                             eta_s=f"{(len(batches) - step) / rate:.0f}")
+        epoch_s = time.perf_counter() - started
+        history.append({"epoch": epoch + 1, "train_loss": running / max(1, len(batches)),
+                        "examples_per_s": len(train_set) / epoch_s})
+        if not settings.select_best and epoch + 1 < settings.epochs:
+            log.info("epoch %d: loss %.4f (%.1f ex/s)", epoch + 1, history[-1]["train_loss"], history[-1]["examples_per_s"])
+            continue
         probs = predict_proba(model, val_set, settings.eval_batch_size, pad_id)
         report = evaluate_relevance(val_set.query_ids, np.asarray(levels)[val_set.labels], probs, levels)
-        epoch_s = time.perf_counter() - started
-        history.append({"epoch": epoch + 1, "train_loss": running / max(1, len(batches)), "val_kappa": report.kappa,
-                        "val_accuracy": report.accuracy, "val_ndcg_at_20": report.ndcg_at_20,
-                        "examples_per_s": len(train_set) / epoch_s})
+        history[-1].update(val_kappa=report.kappa, val_accuracy=report.accuracy, val_ndcg_at_20=report.ndcg_at_20)
         log.info("epoch %d: loss %.4f val kappa %.4f acc %.4f nDCG@20 %.4f (%.1f ex/s)", epoch + 1,
                  history[-1]["train_loss"], report.kappa, report.accuracy, report.ndcg_at_20,
                  history[-1]["examples_per_s"])
-        if report.kappa > best_kappa:
-            best_kappa, best_epoch, best_report, stale = report.kappa, epoch + 1, report, 0
+        if not settings.select_best:
+            best_epoch, best_report, best_probs = epoch + 1, report, probs
+        elif report.kappa > best_kappa:
+            best_kappa, best_epoch, best_report, best_probs, stale = report.kappa, epoch + 1, report, probs, 0
             best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
         else:
             stale += 1
             if stale >= settings.patience:
                 log.info("early stop after epoch %d (best %d)", epoch + 1, best_epoch)
                 break
-    if best_state is not None:
+    if best_state is not None and settings.select_best:
         model.load_state_dict(best_state)
-    return TrainResult(best_epoch, best_report, history)
+    return TrainResult(best_epoch, best_report, history, best_probs)
