@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("jobs.simulate", "write the synthetic catalog and traffic to Delta"),
     "ingest": ("jobs.ingest", "ingest ../shared/data (CrowdFlower, S3-Rec, COCO) into Delta"),
     "pin_features": ("jobs.pin_features", "caption new pin images (BLIP) and write pin_text_features"),
+    "train_teacher": ("jobs.train_teacher", "train the cross-encoder teacher on human_labels and publish it"),
     "package": ("jobs.pyfiles", "build dist/pinpipe.zip for spark-submit --py-files"),
 }
 

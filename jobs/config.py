@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+
+from models.settings import TeacherSettings, TrainSettings
 
 ENVIRONMENTS = ("local", "cluster", "cluster-gpu")
 
@@ -187,6 +190,34 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class TeacherConfig:
+    model: TeacherSettings = _help("The cross-encoder: backbone_path (empty = the bundled MiniLM), "
+                                   "num_levels, pooling, head, LoRA, 4-bit, checkpointing, GPU dtype.")
+    training: TrainSettings = _help("Training loop: token budgets, batch sizes, epochs, learning rates, "
+                                    "early-stopping patience, seed.")
+    label_sources: list[str] = _help("human_labels sources to train on (e.g. [crowdflower]); empty = all.")
+    feature_version: str = _help("pin_text_features slice joined to the labels; empty = features.version.")
+    validation_fraction: float = _help("Share of queries (whole queries) held out for validation.")
+    split_seed: int = _help("Seed of the query-grouped train/validation split.")
+    max_labels: int = _help("Use at most this many labels (a seeded sample); 0 = all.")
+    family: str = _help("Registry family the artifact is published under (<lake>/artifacts/<family>).")
+    registry_keep: int = _help("Versions kept per family; the promoted one is never pruned.")
+    promote: bool = _help("Promote the new version to CURRENT once it is published.")
+    distributed_processes: int = _help("0 = train in-process; N = data-parallel over N processes "
+                                       "with pyspark's TorchDistributor.")
+    distributed_local_mode: bool = _help("TorchDistributor local_mode: processes on the driver (true) "
+                                         "or in a barrier stage on the executors (false).")
+    distributed_use_gpu: bool = _help("TorchDistributor use_gpu: one GPU per process.")
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.validation_fraction < 1.0, "teacher.validation_fraction", "must be in (0, 1)",
+                 self.validation_fraction)
+        _require_at_least(self, "teacher", ("registry_keep",))
+        _require_at_least(self, "teacher", ("max_labels", "distributed_processes"), minimum=0)
+        _require(bool(self.family.strip()), "teacher.family", "must not be empty", self.family)
+
+
+@dataclass(frozen=True)
 class PinpipeConfig:
     env: str = _help("The environment overlay that was applied.")
     spark: SparkConfig = _help("Spark session settings.")
@@ -195,6 +226,7 @@ class PinpipeConfig:
     simulate: SimulateConfig = _help("Synthetic data generator.")
     captioner: CaptionerConfig = _help("BLIP image captioning.")
     features: FeaturesConfig = _help("Pin text features.")
+    teacher: TeacherConfig = _help("Cross-encoder relevance teacher training.")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, as saved next to artifacts."""
@@ -269,7 +301,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             kwargs[f.name] = _check_type(key, data[f.name], hints[f.name])
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing config key {key!r}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a settings class's own check (e.g. models.settings)
+        raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
 
 
 def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -300,6 +337,9 @@ def _packaged_yaml(name: str) -> dict[str, Any]:
     return _read_yaml(resource.read_text(encoding="utf-8"), f"conf/{name}.yaml")
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'simulate.days=3'`` -> ``(['simulate', 'days'], 3)``; the value is read as YAML."""
     key, sep, raw = text.partition("=")
@@ -309,6 +349,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw)
     except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01 is no date: keep the text
         value = raw
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # YAML 1.1 reads 5e-5 as text
+        value = float(value)
     return key.strip().split("."), value
 
 

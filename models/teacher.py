@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from models.settings import TeacherSettings
 
 DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox"}
 _BERT_LINEARS = ["query", "key", "value", "intermediate.dense", "output.dense"]  # not the unused pooler
@@ -37,33 +38,6 @@ LORA_TARGETS = {
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-POOLINGS = ("auto", "cls", "mean", "last")
-
-
-@dataclass(frozen=True)
-class TeacherSettings:
-    backbone_path: str
-    num_levels: int = 4
-    pooling: str = "auto"
-    head_hidden: int = 256
-    dropout: float = 0.1
-    lora_r: int = 0  # 0: full fine-tune
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=list)  # empty: per architecture
-    quantize_4bit: bool = False  # needs CUDA + bitsandbytes
-    gradient_checkpointing: bool = False
-    gpu_dtype: str = "bfloat16"
-
-    def __post_init__(self) -> None:
-        if self.num_levels < 2:
-            raise ValueError(f"num_levels must be >= 2, got {self.num_levels}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
-        if self.quantize_4bit and self.lora_r == 0:
-            raise ValueError("quantize_4bit trains adapters only: set lora_r > 0 (qLoRA)")
 
 
 def _dtype(settings: TeacherSettings, device: torch.device) -> torch.dtype:

@@ -11,6 +11,11 @@ Fast on few CPU cores by doing less work, not by cutting corners:
 ``train`` is a plain function: ``train(model, encoded_train, encoded_val, settings) ->
 TrainResult``; it early-stops on validation kappa, keeps the best weights, shows progress (loss,
 steps/s, ETA) and, with the same seed on CPU, gives the same result every time.
+
+Data-parallel: when ``torch.distributed`` is initialised (``TorchDistributor`` starts the
+processes), every rank draws the same batch order and trains on its share of the batches
+through ``DistributedDataParallel``; gradients are averaged, so the weights stay identical
+across ranks, and every rank validates (identically) so all agree on when to stop.
 """
 
 from __future__ import annotations
@@ -28,36 +33,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.metrics import RelevanceReport, evaluate_relevance
+from models.settings import TrainSettings
 from models.teacher import CrossEncoderTeacher
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    max_length: int = 128
-    query_tokens: int = 24  # budget for the query; the pin text gets the rest
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    epochs: int = 3
-    lr: float = 5e-5
-    head_lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    patience: int = 1  # epochs without a better validation kappa before stopping
-    # False: train exactly ``epochs`` and keep the last weights, validating once at the end (for
-    # cross-validation, where choosing the epoch on the test fold would flatter the result)
-    select_best: bool = True
-    seed: int = 0
-    sort_window: int = 50  # batches per length-sorted window
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.query_tokens >= self.max_length - 3:
-            raise ValueError(f"query_tokens ({self.query_tokens}) must leave room in max_length ({self.max_length})")
-        for name in ("batch_size", "eval_batch_size", "epochs", "patience", "sort_window"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -155,6 +134,21 @@ def _optimizer(model: CrossEncoderTeacher, settings: TrainSettings) -> torch.opt
     )
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the running process group; (0, 1) when not distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _share(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
+    """This rank's batches: every ``world``-th one, the same count on every rank (DDP needs it)."""
+    usable = len(batches) // world * world
+    return batches[:usable][rank::world] if world > 1 else batches
+
+
 def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedPairs, settings: TrainSettings,
           levels: Sequence[int], pad_id: int) -> TrainResult:
     """Fine-tune ``model`` in place; on return it holds the weights of the best epoch."""
@@ -163,8 +157,16 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     device = _device(model)
+    rank, world = _world()
+    if world > 1 and len(train_set) < settings.batch_size * world:
+        raise ValueError(f"{len(train_set)} training pairs cannot fill a batch of {settings.batch_size} on {world} ranks")
+    forward = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = _optimizer(model, settings)
-    steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
+    steps_per_epoch = max(1, math.ceil(len(train_set) / settings.batch_size) // world)
     total = steps_per_epoch * settings.epochs
     warmup = max(1, int(total * settings.warmup_ratio))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -177,14 +179,16 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
     history = []
     for epoch in range(settings.epochs):
         model.train()
-        batches = length_sorted_batches(lengths, settings.batch_size, settings.sort_window, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not settings.progress, leave=False)
+        batches = _share(length_sorted_batches(lengths, settings.batch_size, settings.sort_window, rng), rank, world)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not settings.progress or rank > 0,
+                   leave=False)
         started, running = time.perf_counter(), 0.0
+        log_every = max(1, len(batches) // 10)
         for step, idx in enumerate(bar, 1):
             ids, mask = collate(train_set, idx, pad_id, device)
             labels = torch.as_tensor(train_set.labels[idx], device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(model(ids, mask).float(), labels)
+                loss = loss_fn(forward(ids, mask).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -192,11 +196,15 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
             scheduler.step()
             running += loss.item()
             rate = step / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{running / step:.4f}", steps_s=f"{rate:.2f}",
-                            eta_s=f"{(len(batches) - step) / rate:.0f}")
+            eta = (len(batches) - step) / rate
+            bar.set_postfix(loss=f"{running / step:.4f}", steps_s=f"{rate:.2f}", eta_s=f"{eta:.0f}")
+            if rank == 0 and step % log_every == 0:  # for logs of unattended runs, where no bar is seen
+                log.info("epoch %d step %d/%d: loss %.4f, %.2f steps/s, ETA %.0f s", epoch + 1, step, len(batches),
+                         running / step, rate, eta)
         epoch_s = time.perf_counter() - started
-        history.append({"epoch": epoch + 1, "train_loss": running / max(1, len(batches)),
-                        "examples_per_s": len(train_set) / epoch_s})
+        seen = sum(len(b) for b in batches) * world
+        history.append({"epoch": epoch + 1, "train_loss": running / max(1, len(batches)), "pairs_seen": seen,
+                        "examples_per_s": seen / epoch_s})
         if not settings.select_best and epoch + 1 < settings.epochs:
             log.info("epoch %d: loss %.4f (%.1f ex/s)", epoch + 1, history[-1]["train_loss"], history[-1]["examples_per_s"])
             continue
