@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("jobs.ingest", "ingest ../shared/data (CrowdFlower, S3-Rec, COCO) into Delta"),
     "pin_features": ("jobs.pin_features", "caption new pin images (BLIP) and write pin_text_features"),
     "train_teacher": ("jobs.train_teacher", "train the cross-encoder teacher on human_labels and publish it"),
+    "score_impressions": ("jobs.score_impressions", "label search impressions with the teacher (teacher_scores)"),
     "package": ("jobs.pyfiles", "build dist/pinpipe.zip for spark-submit --py-files"),
 }
 

@@ -217,6 +217,50 @@ class TeacherConfig:
         _require(bool(self.family.strip()), "teacher.family", "must not be empty", self.family)
 
 
+PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16", "nf4")
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    teacher_family: str = _help("Registry family of the teacher to score with.")
+    teacher_version: str = _help("Version to score with (e.g. v0003); empty = the promoted (CURRENT) one.")
+    start_date: str = _help("First impression date (YYYY-MM-DD) to score; empty = today (UTC).")
+    end_date: str = _help("Last impression date, inclusive; empty = start_date.")
+    feature_version: str = _help("pin_text_features slice to take pin text from; empty = features.version.")
+    precision: str = _help("auto (int8 on CPU, bf16 on GPU), fp32, int8 (CPU), bf16/fp16 (GPU), nf4 (4-bit, GPU).")
+    batch_size: int = _help("Pairs per model call, at most.")
+    max_batch_tokens: int = _help("Padded tokens per model call, at most (rows x longest pair); 0 = rows only.")
+    max_length: int = _help("Tokens per pair; 0 = as the teacher was trained.")
+    query_tokens: int = _help("Tokens of the query, at most; 0 = as the teacher was trained.")
+    arrow_batch_rows: int = _help("Rows per Arrow batch sent to a Python worker (maxRecordsPerBatch).")
+    arrow_batch_bytes: int = _help("Bytes per Arrow batch sent to a Python worker (maxBytesPerBatch).")
+    max_text_chars: int = _help("Pins whose text is longer than this are quarantined, not scored.")
+    chunks: int = _help("Commit units: the pairs are scored and committed in this many hash chunks, so a "
+                        "killed run loses at most one chunk of work.")
+    partitions: int = _help("Partitions (parallel scoring tasks) per chunk; 0 = spark.default.parallelism.")
+
+    def __post_init__(self) -> None:
+        _require(self.precision in PRECISIONS, "scorer.precision", f"must be one of {list(PRECISIONS)}", self.precision)
+        _require_at_least(self, "scorer", ("batch_size", "arrow_batch_rows", "arrow_batch_bytes", "max_text_chars", "chunks"))
+        _require_at_least(self, "scorer", ("max_batch_tokens", "max_length", "query_tokens", "partitions"), minimum=0)
+        for name in ("start_date", "end_date"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    dt.date.fromisoformat(value)
+                except ValueError:
+                    raise ConfigError(f"scorer.{name}: must be YYYY-MM-DD or empty, got {value!r}") from None
+        _require(self.first_date <= self.last_date, "scorer.end_date", "must not be before start_date", self.end_date)
+
+    @property
+    def first_date(self) -> dt.date:
+        return dt.date.fromisoformat(self.start_date) if self.start_date else dt.datetime.now(dt.timezone.utc).date()
+
+    @property
+    def last_date(self) -> dt.date:
+        return dt.date.fromisoformat(self.end_date) if self.end_date else self.first_date
+
+
 @dataclass(frozen=True)
 class PinpipeConfig:
     env: str = _help("The environment overlay that was applied.")
@@ -227,6 +271,7 @@ class PinpipeConfig:
     captioner: CaptionerConfig = _help("BLIP image captioning.")
     features: FeaturesConfig = _help("Pin text features.")
     teacher: TeacherConfig = _help("Cross-encoder relevance teacher training.")
+    scorer: ScorerConfig = _help("Scoring search impressions with the teacher.")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, as saved next to artifacts."""

@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 SOURCE = "train_teacher"
 LEVEL = "level"  # the label on the model's 1..num_levels scale
 TEXT = "text"
-DECODING_FILE = "decoding.json"
 REPORT_FILE = "report.txt"
 METRICS_FILE = "metrics.json"
 
@@ -150,7 +149,7 @@ def fit_teacher(train_rows: pd.DataFrame, val_rows: pd.DataFrame, teacher: dict[
     from models.levels import LevelThresholds
     from models.metrics import evaluate_relevance
     from models.settings import TeacherSettings, TrainSettings
-    from models.teacher import CrossEncoderTeacher
+    from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
     from models.teacher_training import encode_pairs, train
 
     settings = TeacherSettings(**teacher["model"])
@@ -185,6 +184,8 @@ def fit_teacher(train_rows: pd.DataFrame, val_rows: pd.DataFrame, teacher: dict[
         with tempfile.TemporaryDirectory() as tmp:
             folder = model.save(Path(tmp) / "teacher", tokenizer)
             (folder / DECODING_FILE).write_text(json.dumps(cuts.to_dict(), indent=2))
+            (folder / ENCODING_FILE).write_text(json.dumps(
+                {"max_length": training.max_length, "query_tokens": training.query_tokens}, indent=2))
             metrics = {"validation": report.to_dict(), "best_epoch": result.best_epoch, "history": result.history,
                        "trainable_parameters": model.trainable_parameters(),
                        "world_size": dist.get_world_size() if distributed else 1, "device": str(device)}

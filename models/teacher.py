@@ -26,6 +26,10 @@ from torch import nn
 
 from models.settings import TeacherSettings
 
+# Files a published teacher carries besides the model (written by jobs/train_teacher.py).
+ENCODING_FILE = "encoding.json"  # max_length and query_tokens it was trained with
+DECODING_FILE = "decoding.json"  # share-matched level cuts of the expected relevance
+
 DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox"}
 _BERT_LINEARS = ["query", "key", "value", "intermediate.dense", "output.dense"]  # not the unused pooler
 LORA_TARGETS = {
@@ -44,11 +48,13 @@ def _dtype(settings: TeacherSettings, device: torch.device) -> torch.dtype:
     return getattr(torch, settings.gpu_dtype) if device.type == "cuda" else torch.float32
 
 
-def _load_backbone(path: str, settings: TeacherSettings, device: torch.device) -> nn.Module:
+def _load_backbone(path: str, settings: TeacherSettings, device: torch.device,
+                   quantize_4bit: bool | None = None) -> nn.Module:
     from transformers import AutoModel
 
+    quantize_4bit = settings.quantize_4bit if quantize_4bit is None else quantize_4bit
     kwargs: dict = dict(local_files_only=True, trust_remote_code=False, dtype=_dtype(settings, device))
-    if settings.quantize_4bit:
+    if quantize_4bit:
         if device.type != "cuda":
             raise ValueError("quantize_4bit needs a CUDA device")
         from transformers import BitsAndBytesConfig
@@ -59,7 +65,7 @@ def _load_backbone(path: str, settings: TeacherSettings, device: torch.device) -
         )
         kwargs["device_map"] = {"": device.index or 0}
     model = AutoModel.from_pretrained(path, **kwargs)
-    if not settings.quantize_4bit:
+    if not quantize_4bit:
         model = model.to(device)
     return model
 
@@ -131,17 +137,22 @@ class CrossEncoderTeacher(nn.Module):
         return out
 
     @classmethod
-    def load(cls, folder: str | Path, device: torch.device | None = None) -> "CrossEncoderTeacher":
+    def load(cls, folder: str | Path, device: torch.device | None = None, gpu_dtype: str | None = None,
+             quantize_4bit: bool = False) -> "CrossEncoderTeacher":
+        """The saved teacher, for inference: on a GPU in ``gpu_dtype`` (default: as trained), with
+        ``quantize_4bit`` an NF4 base (CUDA only)."""
         folder = Path(folder)
         device = device or torch.device("cpu")
         settings = TeacherSettings(**json.loads((folder / "teacher.json").read_text()))
+        if gpu_dtype is not None:
+            settings = dataclasses.replace(settings, gpu_dtype=gpu_dtype)
         if settings.lora_r > 0:
             from peft import PeftModel
 
-            base = _load_backbone(settings.backbone_path, settings, device)
+            base = _load_backbone(settings.backbone_path, settings, device, quantize_4bit)
             backbone = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=False)
         else:
-            backbone = _load_backbone(str(folder / "backbone"), dataclasses.replace(settings, quantize_4bit=False), device)
+            backbone = _load_backbone(str(folder / "backbone"), settings, device, quantize_4bit)
         model = cls(settings, backbone)
         model.head.load_state_dict(load_file(folder / "head.safetensors", device=str(device)))
         return model.eval()

@@ -100,16 +100,32 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def inference_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int = 0) -> list[np.ndarray]:
+    """Indices in length order, cut into batches of at most ``batch_size`` rows and, when
+    ``max_batch_tokens`` > 0, at most that many padded tokens (rows x longest); a pair longer
+    than the budget gets a batch of its own."""
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    for end in range(1, len(order) + 1):
+        rows = end - start
+        full = rows == batch_size or end == len(order)
+        if not full and max_batch_tokens > 0:
+            full = (rows + 1) * lengths[order[end]] > max_batch_tokens
+        if full:
+            batches.append(order[start:end])
+            start = end
+    return batches
+
+
 @torch.inference_mode()
-def predict_proba(model: CrossEncoderTeacher, encoded: EncodedPairs, batch_size: int, pad_id: int) -> np.ndarray:
+def predict_proba(model: CrossEncoderTeacher, encoded: EncodedPairs, batch_size: int, pad_id: int,
+                  max_batch_tokens: int = 0) -> np.ndarray:
     """Per-level probabilities, in input order (batches are formed in length order)."""
     was_training = model.training
     model.eval()
-    order = np.argsort(encoded.lengths, kind="stable")
     out = np.zeros((len(encoded), model.settings.num_levels), dtype=np.float64)
     device = _device(model)
-    for start in range(0, len(order), batch_size):
-        idx = order[start: start + batch_size]
+    for idx in inference_batches(encoded.lengths, batch_size, max_batch_tokens):
         ids, mask = collate(encoded, idx, pad_id, device)
         out[idx] = torch.softmax(model(ids, mask).float(), dim=-1).cpu().numpy()
     model.train(was_training)

@@ -14,12 +14,14 @@ from pyspark.sql.types import StructType
 from schemas import (
     boards,
     human_labels,
+    labeled_impressions,
     pin_captions,
     pin_text_features,
     pins,
     quarantine,
     reference_captions,
     search_impressions,
+    teacher_scores,
     user_engagements,
 )
 
@@ -45,6 +47,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("quarantine", quarantine.QUARANTINE_V1),
         TableSpec("pin_captions", pin_captions.PIN_CAPTIONS_V1),
         TableSpec("pin_text_features", pin_text_features.PIN_TEXT_FEATURES_V1, ("feature_version",)),
+        TableSpec("teacher_scores", teacher_scores.TEACHER_SCORES_V1, ("teacher_version",)),
+        TableSpec("labeled_impressions", labeled_impressions.LABELED_IMPRESSIONS_V1, ("dt",)),
     )
 }
 

@@ -8,7 +8,8 @@ from pyspark.sql import functions as F
 
 from jobs.config import load_config
 from models.random_models import save_random_blip
-from udfs.captioner import Captioner, caption_col, caption_paths, captioner_version, task_device
+from udfs.captioner import Captioner, caption_col, caption_paths, captioner_version
+from udfs.task_resources import task_device
 
 
 @pytest.fixture(scope="session")

@@ -120,6 +120,7 @@ def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, 
     assert "quadratic weighted kappa" in (folder / "report.txt").read_text()
     cuts = json.loads((folder / "decoding.json").read_text())
     assert cuts["levels"] == [1, 2, 3, 4] and len(cuts["cuts"]) == 3
+    assert json.loads((folder / "encoding.json").read_text()) == {"max_length": 32, "query_tokens": 8}
 
     # The published files are the trained model: reloaded, they reproduce the validation metrics.
     model = CrossEncoderTeacher.load(folder)

@@ -20,13 +20,13 @@ from typing import Iterator
 
 import pandas as pd
 import torch
-from pyspark import TaskContext
 from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType, StructField, StructType
 
 from jobs.config import CaptionerConfig
 from udfs.images import try_open_image
+from udfs.task_resources import task_device, task_threads
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,6 @@ ERROR = "error"
 RESULT_TYPE = StructType([StructField(CAPTION, StringType()), StructField(ERROR, StringType())])
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 WEIGHT_SUFFIXES = (".safetensors",)
-
-
-def task_device() -> torch.device:
-    """The task's assigned GPU if Spark gave it one; outside Spark, any GPU; else CPU."""
-    ctx = TaskContext.get()
-    if torch.cuda.is_available():
-        if ctx is None:
-            return torch.device("cuda:0")
-        gpus = ctx.resources().get("gpu")
-        if gpus is not None and gpus.addresses:
-            return torch.device(f"cuda:{gpus.addresses[0]}")
-    return torch.device("cpu")
-
-
-def task_threads() -> int:
-    """torch threads for this task: the cores Spark gave it (all cores outside Spark)."""
-    ctx = TaskContext.get()
-    return max(1, ctx.cpus()) if ctx is not None else torch.get_num_threads()
 
 
 def captioner_version(cfg: CaptionerConfig) -> str:
