@@ -18,51 +18,22 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
-import psutil  # noqa: E402
 import torch  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
+from bench.worker_memory import WorkerMemory  # noqa: E402
 from jobs.config import SparkConfig, load_config  # noqa: E402
 from jobs.session import build_session  # noqa: E402
 from models.random_models import save_random_blip  # noqa: E402
 from udfs.captioner import Captioner, caption_col, caption_paths  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini" / "images"
-
-
-class WorkerMemory:
-    """Samples the resident memory of Spark's Python workers (children of this process)."""
-
-    def __init__(self) -> None:
-        self.peak: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            for p in me.children(recursive=True):
-                try:
-                    if "pyspark" in " ".join(p.cmdline()) or "worker" in p.name():
-                        self.peak[p.pid] = max(self.peak.get(p.pid, 0), p.memory_info().rss)
-                except psutil.Error:
-                    pass
-            time.sleep(0.2)
-
-    def __enter__(self) -> "WorkerMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main() -> None:
