@@ -185,3 +185,16 @@ def test_int8_scorer_tracks_fp32(scoring_lake):
     assert not np.array_equal(p32, p8)  # it really is a different (quantized) model
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         TeacherScorer(scoring_lake, ScoringSettings(precision="bf16"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_precisions_track_fp32(scoring_lake):
+    pytest.importorskip("bitsandbytes")
+    queries = [f"{ITEMS[i % 10]} ideas" for i in range(64)]
+    texts = [pin_text(i * 3) for i in range(64)]
+    p32, _, _ = TeacherScorer(scoring_lake, ScoringSettings(precision="fp32")).score(queries, texts)
+    for precision, tolerance in (("bf16", 0.05), ("fp16", 0.01), ("nf4", 0.15)):
+        scorer = TeacherScorer(scoring_lake, ScoringSettings(precision=precision), torch.device("cuda"))
+        probs, _, _ = scorer.score(queries, texts)
+        assert scorer.precision == precision and np.abs(probs - p32).max() < tolerance, precision
