@@ -42,6 +42,18 @@ def _require(condition: bool, key: str, message: str, value: Any) -> None:
         raise ConfigError(f"{key}: {message}, got {value!r}")
 
 
+def _date(key: str, value: str, empty_is_today: bool = False) -> dt.date:
+    """``value`` as a date; empty means today (UTC) where allowed. Checked in ``__post_init__``
+    so a bad date fails with the config, before any Spark work."""
+    if not value and empty_is_today:
+        return dt.datetime.now(dt.timezone.utc).date()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        allowed = "YYYY-MM-DD or empty" if empty_is_today else "YYYY-MM-DD"
+        raise ConfigError(f"{key}: must be {allowed}, got {value!r}") from None
+
+
 def _require_at_least(section: Any, prefix: str, names: tuple[str, ...], minimum: int = 1) -> None:
     for name in names:
         value = getattr(section, name)
@@ -133,14 +145,11 @@ class SimulateConfig:
             v = getattr(self, name)
             _require(0.0 <= v <= 1.0, f"simulate.{name}", "must be in [0, 1]", v)
         _require(self.position_decay >= 0, "simulate.position_decay", "must be >= 0", self.position_decay)
-        try:
-            dt.date.fromisoformat(self.start_date)
-        except ValueError:
-            raise ConfigError(f"simulate.start_date: must be YYYY-MM-DD, got {self.start_date!r}") from None
+        _date("simulate.start_date", self.start_date)
 
     @property
     def first_day(self) -> dt.date:
-        return dt.date.fromisoformat(self.start_date)
+        return _date("simulate.start_date", self.start_date)
 
 
 @dataclass(frozen=True)
@@ -178,15 +187,11 @@ class FeaturesConfig:
                  f"must give a budget for each of {list(FEATURE_FIELDS)}", self.budgets)
         for k, v in self.budgets.items():
             _require(v >= 1, f"features.budgets.{k}", "must be >= 1", v)
-        if self.as_of:
-            try:
-                dt.date.fromisoformat(self.as_of)
-            except ValueError:
-                raise ConfigError(f"features.as_of: must be YYYY-MM-DD or empty, got {self.as_of!r}") from None
+        _date("features.as_of", self.as_of, empty_is_today=True)
 
     @property
     def as_of_date(self) -> dt.date:
-        return dt.date.fromisoformat(self.as_of) if self.as_of else dt.datetime.now(dt.timezone.utc).date()
+        return _date("features.as_of", self.as_of, empty_is_today=True)
 
 
 @dataclass(frozen=True)
@@ -243,22 +248,15 @@ class ScorerConfig:
         _require(self.precision in PRECISIONS, "scorer.precision", f"must be one of {list(PRECISIONS)}", self.precision)
         _require_at_least(self, "scorer", ("batch_size", "arrow_batch_rows", "arrow_batch_bytes", "max_text_chars", "chunks"))
         _require_at_least(self, "scorer", ("max_batch_tokens", "max_length", "query_tokens", "partitions"), minimum=0)
-        for name in ("start_date", "end_date"):
-            value = getattr(self, name)
-            if value:
-                try:
-                    dt.date.fromisoformat(value)
-                except ValueError:
-                    raise ConfigError(f"scorer.{name}: must be YYYY-MM-DD or empty, got {value!r}") from None
         _require(self.first_date <= self.last_date, "scorer.end_date", "must not be before start_date", self.end_date)
 
     @property
     def first_date(self) -> dt.date:
-        return dt.date.fromisoformat(self.start_date) if self.start_date else dt.datetime.now(dt.timezone.utc).date()
+        return _date("scorer.start_date", self.start_date, empty_is_today=True)
 
     @property
     def last_date(self) -> dt.date:
-        return dt.date.fromisoformat(self.end_date) if self.end_date else self.first_date
+        return _date("scorer.end_date", self.end_date) if self.end_date else self.first_date
 
 
 @dataclass(frozen=True)

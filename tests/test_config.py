@@ -45,11 +45,25 @@ def test_unknown_section_names_it():
         ("ingest.sources=[crowdflower, imdb]", r"ingest.sources: must be a subset"),
         ("spark.log_level=LOUD", r"spark.log_level: must be one of"),
         ("spark=3", r"spark: must be a mapping"),
+        ("features.as_of=soon", r"features.as_of: must be YYYY-MM-DD or empty"),
+        ("teacher.validation_fraction=1.0", r"teacher.validation_fraction: must be in \(0, 1\)"),
+        ("teacher.model.quantize_4bit=true", r"teacher.model: quantize_4bit trains adapters only"),
+        ("teacher.training.query_tokens=200", r"teacher.training: query_tokens \(200\) must leave room"),
+        ("teacher.model.lora_rank=8", r"unknown config key\(s\) \['teacher.model.lora_rank'\]"),
+        ("scorer.precision=int4", r"scorer.precision: must be one of"),
+        ("scorer.chunks=0", r"scorer.chunks: must be >= 1"),
+        ("scorer.end_date=2026-10-01", r"scorer.end_date: must not be before start_date"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("local", overrides=[override])
+
+
+def test_exponent_floats_from_the_command_line():
+    cfg = load_config("local", overrides=["teacher.training.lr=5e-5", "teacher.training.head_lr=1E-3"])
+    assert (cfg.teacher.training.lr, cfg.teacher.training.head_lr) == (5e-5, 1e-3)
+    assert load_config("local", overrides=["scorer.start_date=2026-11-01"]).scorer.last_date.isoformat() == "2026-11-01"
 
 
 def test_floats_accept_integers_but_strings_do_not():
