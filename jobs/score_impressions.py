@@ -206,10 +206,10 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> ScoreReport:
     spark.sparkContext.setJobDescription("score_impressions: labeled_impressions")
     where = (f"{SI.DT} >= DATE'{sc.first_date}' AND {SI.DT} <= DATE'{sc.last_date}' "
              f"AND {TS.TEACHER_VERSION} = {sql_literal(teacher_version)}")
-    written = lake.replace_slice(labeled(impressions, lake.read(spark, "teacher_scores"), teacher_version),
+    written = lake.replace_slice(labeled(impressions, lake.read_or_empty(spark, "teacher_scores"), teacher_version),
                                  "labeled_impressions", where)
     spark.sparkContext.setJobDescription(None)
-    mine = lake.read(spark, "teacher_scores").filter(F.col(TS.TEACHER_VERSION) == teacher_version)
+    mine = lake.read_or_empty(spark, "teacher_scores").filter(F.col(TS.TEACHER_VERSION) == teacher_version)
     precision = ",".join(sorted(r[0] for r in mine.select(TS.PRECISION).distinct().collect())) or "none"
     report = ScoreReport(teacher_version, precision, n_impressions, n_pairs + n_quarantined,
                          n_pairs - total_todo, total_todo, n_quarantined, written, seconds)

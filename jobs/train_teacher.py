@@ -42,6 +42,9 @@ from jobs.job_args import job_config
 from jobs.lake import Lake, sql_literal
 from jobs.session import spark_session
 from jobs.validation import REASON, duplicated, first_failure, is_blank, split_rejected, to_quarantine
+from models.levels import LevelThresholds
+from models.metrics import evaluate_relevance, quadratic_weighted_kappa
+from models.settings import TeacherSettings, TrainSettings
 from schemas import human_labels as HL
 from schemas import pin_text_features as PTF
 
@@ -146,9 +149,6 @@ def fit_teacher(train_rows: pd.DataFrame, val_rows: pd.DataFrame, teacher: dict[
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    from models.levels import LevelThresholds
-    from models.metrics import evaluate_relevance
-    from models.settings import TeacherSettings, TrainSettings
     from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
     from models.teacher_training import encode_pairs, train
 
@@ -179,8 +179,8 @@ def fit_teacher(train_rows: pd.DataFrame, val_rows: pd.DataFrame, teacher: dict[
         expected = probs @ np.asarray(levels, dtype=np.float64)
         cuts = LevelThresholds.fit(expected, val_rows[LEVEL], levels)
         report = evaluate_relevance(val_set.query_ids, val_rows[LEVEL], probs, levels)
-        report.extra["kappa, share-matched cuts (fit on validation)"] = float(
-            _kappa(val_rows[LEVEL], cuts.predict(expected), levels))
+        report.extra["kappa, share-matched cuts (fit on validation)"] = quadratic_weighted_kappa(
+            val_rows[LEVEL], cuts.predict(expected), min(levels), max(levels))
         with tempfile.TemporaryDirectory() as tmp:
             folder = model.save(Path(tmp) / "teacher", tokenizer)
             (folder / DECODING_FILE).write_text(json.dumps(cuts.to_dict(), indent=2))
@@ -195,12 +195,6 @@ def fit_teacher(train_rows: pd.DataFrame, val_rows: pd.DataFrame, teacher: dict[
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _kappa(y_true, y_pred, levels: Sequence[int]) -> float:
-    from models.metrics import quadratic_weighted_kappa
-
-    return quadratic_weighted_kappa(np.asarray(y_true), np.asarray(y_pred), min(levels), max(levels))
 
 
 # --------------------------------------------------------------------------- run

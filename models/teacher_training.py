@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,13 @@ from models.settings import TrainSettings
 from models.teacher import CrossEncoderTeacher
 
 log = logging.getLogger(__name__)
+
+
+class TokenBudget(Protocol):
+    """What encoding needs to know (``TrainSettings`` at training, the scorer at inference)."""
+
+    max_length: int
+    query_tokens: int
 
 
 @dataclass
@@ -55,7 +62,7 @@ class EncodedPairs:
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
 
-def encode_pairs(tokenizer, queries: Sequence[str], texts: Sequence[str], settings: TrainSettings,
+def encode_pairs(tokenizer, queries: Sequence[str], texts: Sequence[str], settings: TokenBudget,
                  labels: Sequence[int] | None = None, query_ids: Sequence | None = None) -> EncodedPairs:
     """Tokenize once: query cut to ``query_tokens``, text to what is left of ``max_length``."""
     q_ids = tokenizer(list(queries), add_special_tokens=False)["input_ids"]
