@@ -21,12 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from jobs import ingest  # noqa: E402
-from jobs.config import SparkConfig  # noqa: E402
-from jobs.session import build_session  # noqa: E402
 from models.bm25 import BM25  # noqa: E402
 from models.levels import LevelThresholds, label_shares  # noqa: E402
 from models.metrics import evaluate_predictions  # noqa: E402
@@ -39,6 +37,11 @@ DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdfl
 
 
 def load_rows(csv: Path):
+    """CrowdFlower rows through the ingest adapter (Spark), with the pin text joined."""
+    from jobs import ingest
+    from jobs.config import SparkConfig
+    from jobs.session import build_session
+
     spark = build_session("crowdflower-cv", SparkConfig(
         master="local[2]", driver_memory="2g", shuffle_partitions=2, ui_enabled=False, log_level="ERROR", extra={}))
     try:
@@ -79,7 +82,9 @@ def run_teacher(train_rows, test_rows, lora_r: int, args, tokenizer):
                             list(rows["relevance"] - 1), list(rows["query"]))
     train_set, test_set = enc(train_rows), enc(test_rows)
     torch.manual_seed(args.seed)
-    model = CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(minilm_dir()), lora_r=lora_r, head_hidden=256))
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    model = CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(minilm_dir()), lora_r=lora_r, head_hidden=256),
+                                      device)
     # Choosing the epoch on the test fold would be optimistic: train a fixed number of epochs and
     # keep the last weights (select_best=False).
     return train(model, train_set, test_set, settings, LEVELS, tokenizer.pad_token_id).val_probabilities
@@ -110,9 +115,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="read the rows from this parquet (written by --dump-rows) instead of Spark ingest")
+    parser.add_argument("--dump-rows", type=Path, default=None, help="write the ingested rows as parquet and stop")
     args = parser.parse_args()
 
-    rows = load_rows(args.csv)
+    rows = pd.read_parquet(args.rows) if args.rows else load_rows(args.csv)
+    if args.dump_rows:
+        rows.to_parquet(args.dump_rows)
+        print(f"{len(rows):,} rows -> {args.dump_rows}")
+        return
     fold = folds_of(rows, args.split, args.folds, args.seed)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     variants = args.variants.split(",")
@@ -147,8 +159,10 @@ def main() -> None:
         return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
     header = "| variant | kappa | accuracy | AUROC ≥2 | AUROC ≥3 | AUROC ≥4 | nDCG@20 |"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     lines = [f"CrowdFlower {args.split}-split CV, {len(next(iter(results.values())))} of {args.folds} folds, "
-             f"{len(rows):,} rows, epochs={args.epochs}, max_length={args.max_length}", "",
+             f"{len(rows):,} rows, epochs={args.epochs}, max_length={args.max_length}, lr={args.lr} (full) / "
+             f"{args.lora_lr} (LoRA r={args.lora_r}), seed={args.seed}, on {device}", "",
              header, "|" + "---|" * 7]
     for v, reports in results.items():
         lines.append(f"| {v} | {cell([r.kappa for r in reports])} | {cell([r.accuracy for r in reports])} | "

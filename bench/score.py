@@ -39,7 +39,7 @@ from jobs.lake import Lake  # noqa: E402
 from jobs.score_impressions import TEXT, candidate_pairs, chunk_of, score_chunk  # noqa: E402
 from jobs.session import build_session  # noqa: E402
 from models.teacher import CrossEncoderTeacher  # noqa: E402
-from udfs.teacher_scorer import ScoringSettings, TeacherScorer, quantize_int8  # noqa: E402
+from models.scoring import ScoringSettings, TeacherScorer, quantize_int8  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "labels.csv"
 

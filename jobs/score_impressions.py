@@ -144,7 +144,8 @@ def resolve_teacher(lake: Lake, cfg: ScorerConfig) -> tuple[str, str]:
 
 def score_chunk(rows: DataFrame, folder: str, cfg: ScorerConfig, teacher_version: str, partitions: int) -> DataFrame:
     """``teacher_scores`` rows of one chunk; the same chunk always makes the same batches."""
-    from udfs.teacher_scorer import SCORED_SCHEMA, ScoringSettings, score_partitions
+    from models.scoring import ScoringSettings
+    from udfs.teacher_scorer import SCORED_SCHEMA, score_partitions
 
     settings = ScoringSettings(cfg.precision, cfg.batch_size, cfg.max_batch_tokens, cfg.max_length, cfg.query_tokens)
     ordered = (rows.repartition(partitions, TS.QUERY, TS.PIN_ID)

@@ -18,7 +18,7 @@ from models.teacher import CrossEncoderTeacher
 from schemas import pin_text_features as PTF
 from schemas import pins as P
 from schemas import search_impressions as SI
-from udfs.teacher_scorer import ScoringSettings, TeacherScorer
+from models.scoring import ScoringSettings, TeacherScorer
 
 ITEMS = ["sofa", "lamp", "rug", "desk", "chair", "vase", "mirror", "shelf", "clock", "quilt"]
 DAY1, DAY2, DAY3 = dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3)

@@ -1,0 +1,98 @@
+"""Score (query, pin text) pairs with a published teacher — no Spark here.
+
+``TeacherScorer`` loads a teacher artifact for one device at one precision:
+
+* CPU: ``int8`` (dynamic int8 quantization of every ``nn.Linear``) or ``fp32``;
+* GPU: ``bf16`` / ``fp16`` weights, or ``nf4`` (4-bit NF4 base via bitsandbytes);
+* ``auto``: int8 on CPU, bf16 on GPU (fp16 where bf16 is not supported).
+
+``score`` tokenizes with the budgets the teacher was trained with, orders the pairs by token
+length, cuts them into batches bounded by rows and by padded tokens, and returns results in
+input order: per-level probabilities, expected relevance, and the level from the teacher's
+share-matched cuts. ``udfs/teacher_scorer.py`` runs it inside Spark.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.levels import LevelThresholds
+from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
+from models.teacher_training import encode_pairs, predict_proba
+
+GPU_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "nf4": "bfloat16", "fp32": "float32"}
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    precision: str = "auto"
+    batch_size: int = 128
+    max_batch_tokens: int = 8192  # 0: rows only
+    max_length: int = 0  # 0: as trained
+    query_tokens: int = 0  # 0: as trained
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The concrete precision for ``device``; a precision the device cannot run is an error."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "int8"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cuda" and precision == "int8":
+        raise ValueError("int8 dynamic quantization runs on CPU; on a GPU use bf16, fp16 or nf4")
+    if device.type != "cuda" and precision in ("bf16", "fp16", "nf4"):
+        raise ValueError(f"precision {precision!r} needs a CUDA GPU; on CPU use int8 or fp32")
+    if precision not in GPU_DTYPES and precision != "int8":
+        raise ValueError(f"unknown precision {precision!r}; known: auto, fp32, int8, bf16, fp16, nf4")
+    return precision
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantization of the linear layers (weights int8, activations quantized per batch)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch points at torchao for new code; this API is still the CPU path
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+class TeacherScorer:
+    def __init__(self, folder: str | Path, settings: ScoringSettings, device: torch.device | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        self.device = device or torch.device("cpu")
+        self.precision = resolve_precision(settings.precision, self.device)
+        model = CrossEncoderTeacher.load(folder, self.device, gpu_dtype=GPU_DTYPES.get(self.precision),
+                                         quantize_4bit=self.precision == "nf4")
+        self.model = quantize_int8(model) if self.precision == "int8" else model
+        self.num_levels = model.settings.num_levels
+        self.levels = np.arange(1, self.num_levels + 1, dtype=np.float64)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        trained = json.loads((folder / ENCODING_FILE).read_text()) if (folder / ENCODING_FILE).is_file() else {}
+        self.max_length = settings.max_length or trained.get("max_length", 128)
+        self.query_tokens = settings.query_tokens or trained.get("query_tokens", 16)
+        decoding = folder / DECODING_FILE
+        self.cuts = LevelThresholds(**json.loads(decoding.read_text())) if decoding.is_file() else None
+        self.batch_size = settings.batch_size
+        self.max_batch_tokens = settings.max_batch_tokens
+
+    def score(self, queries: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities (n, L) float32, expected relevance (n,), level (n,)), in input order."""
+        if len(queries) == 0:
+            return np.zeros((0, self.num_levels), np.float32), np.zeros(0), np.zeros(0, np.int32)
+        encoded = encode_pairs(self.tokenizer, list(queries), list(texts), self)
+        probs = predict_proba(self.model, encoded, self.batch_size, self.tokenizer.pad_token_id, self.max_batch_tokens)
+        expected = probs @ self.levels
+        level = self.cuts.predict(expected) if self.cuts else probs.argmax(1) + 1
+        return probs.astype(np.float32), expected, level.astype(np.int32)
