@@ -7,7 +7,10 @@
 2. Spark vs plain, same precision (int8) and cores: the Spark scoring path of
    ``jobs/score_impressions.py`` (mapInPandas, one int8 model per worker, length-ordered batches)
    over a sample of the unique pairs, against a plain Hugging Face loop over the same pairs in
-   one process with all the cores (batches in input order, padded to their longest).
+   one process with all the cores (batches in input order, padded to their longest), and
+   against the same loop on one thread times the number of workers (the ideal for the job's
+   one-thread workers). Every loop uses the same model batch size (``--batch-size``) and the
+   same int8 layers (the teacher's ``int8.json``).
 3. End to end vs naive: impressions/s of the job (dedup time + every unique pair at the Spark
    rate measured in 2) against a naive fp32 loop over every impression (rate measured on a
    sample of impressions). Both rates are measured; the end-to-end time is extrapolated from them.
@@ -39,15 +42,29 @@ from jobs.lake import Lake  # noqa: E402
 from jobs.score_impressions import TEXT, candidate_pairs, chunk_of, score_chunk  # noqa: E402
 from jobs.session import build_session  # noqa: E402
 from models.teacher import CrossEncoderTeacher  # noqa: E402
-from models.scoring import ScoringSettings, TeacherScorer, quantize_int8  # noqa: E402
+from models.int8 import Int8Plan, quantize_int8  # noqa: E402
+from models.metrics import spearman  # noqa: E402
+from models.scoring import ScoringSettings, TeacherScorer  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "labels.csv"
 
 
-def plain_loop(folder: Path, queries, texts, precision: str, batch_size: int, max_length: int) -> float:
+def plain_loop(folder: Path, queries, texts, precision: str, batch_size: int, max_length: int,
+               threads: int | None = None) -> float:
     """pairs/s of a plain loop: tokenize each batch in input order, pad to its longest, forward."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        return _plain_loop(folder, queries, texts, precision, batch_size, max_length)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _plain_loop(folder: Path, queries, texts, precision: str, batch_size: int, max_length: int) -> float:
     model = CrossEncoderTeacher.load(folder)
-    model = quantize_int8(model) if precision == "int8" else model
+    if precision == "int8":  # the same layers int8 as the scorer's
+        plan = Int8Plan.load(folder)
+        model = quantize_int8(model, plan.keep_fp32 if plan else ())
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     started = time.perf_counter()
     with torch.inference_mode():
@@ -58,11 +75,6 @@ def plain_loop(folder: Path, queries, texts, precision: str, batch_size: int, ma
     return len(queries) / (time.perf_counter() - started)
 
 
-def spearman(a, b) -> float:
-    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, required=True, help="a published teacher folder")
@@ -71,7 +83,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20_000)
     parser.add_argument("--pair-sample", type=int, default=8_000, help="unique pairs scored by Spark and plain")
     parser.add_argument("--naive-sample", type=int, default=1_000, help="impressions scored by the naive loop")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16, help="model batch of every loop (scorer.batch_size)")
     parser.add_argument("--fidelity-pairs", type=int, default=0, help="CrowdFlower pairs (0 = all)")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--workdir", type=Path, default=None)
@@ -123,13 +135,19 @@ def main() -> None:
           f"({n:,} pairs)")
     print(f"plain HF loop, int8, 1 process x {cores} threads:        {plain_rate:8.1f} pairs/s")
     print(f"ratio Spark / plain: {spark_rate / plain_rate:.2f}", flush=True)
+    half = n // 2
+    one_thread = plain_loop(args.teacher, sample_pd["query"][:half], sample_pd[TEXT][:half], "int8", args.batch_size,
+                            scorer.max_length, threads=1)
+    print(f"plain HF loop, int8, 1 thread: {one_thread:8.1f} pairs/s; x {partitions} workers = "
+          f"{one_thread * partitions:.1f}; ratio Spark / that: {spark_rate / (one_thread * partitions):.2f}", flush=True)
     peaks = sorted(memory.peak.values(), reverse=True)
     print("peak RSS per Python worker: " + ", ".join(f"{p / 2**20:,.0f} MiB" for p in peaks[:4]), flush=True)
 
     # 3. end to end vs naive fp32 over every impression
     naive_rows = (impressions.limit(args.naive_sample).join(lake.read(spark, "pin_text_features")
                   .select("pin_id", F.col("pin_text").alias(TEXT)), "pin_id").toPandas())
-    naive_rate = plain_loop(args.teacher, naive_rows["query"].fillna(""), naive_rows[TEXT], "fp32", 32, scorer.max_length)
+    naive_rate = plain_loop(args.teacher, naive_rows["query"].fillna(""), naive_rows[TEXT], "fp32", args.batch_size,
+                            scorer.max_length)
     ours_s = dedup_s + n_pairs / spark_rate
     print(f"naive fp32 loop over impressions: {naive_rate:8.1f} impressions/s ({len(naive_rows):,} measured)")
     print(f"pinpipe end to end: {n_imps / ours_s:8.1f} impressions/s (dedup {dedup_s:.0f} s + {n_pairs:,} pairs at "
@@ -148,6 +166,9 @@ def main() -> None:
     print(f"int8 vs fp32 on {len(cf):,} CrowdFlower pairs: Spearman {spearman(e32, e8):.4f}, "
           f"argmax agreement {(p32.argmax(1) == p8.argmax(1)).mean():.4f}, level agreement {(l32 == l8).mean():.4f}, "
           f"max |delta expected| {np.abs(e32 - e8).max():.4f}")
+    plan = scorer.int8_plan
+    print(f"int8 plan: {len(plan.keep_fp32) if plan else 0} linear layers kept fp32 "
+          f"{list(plan.keep_fp32) if plan else '(no int8.json: all int8)'}")
 
 
 if __name__ == "__main__":

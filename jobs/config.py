@@ -213,12 +213,18 @@ class TeacherConfig:
     distributed_local_mode: bool = _help("TorchDistributor local_mode: processes on the driver (true) "
                                          "or in a barrier stage on the executors (false).")
     distributed_use_gpu: bool = _help("TorchDistributor use_gpu: one GPU per process.")
+    int8_calibration_pairs: int = _help("Validation pairs on which the published teacher's CPU int8 plan "
+                                        "(which layers stay fp32) is chosen; 0 = no plan (all layers int8).")
+    int8_target_spearman: float = _help("The int8 plan keeps layers in fp32 until the int8 model's expected "
+                                        "relevance has this Spearman correlation with fp32's.")
 
     def __post_init__(self) -> None:
         _require(0.0 < self.validation_fraction < 1.0, "teacher.validation_fraction", "must be in (0, 1)",
                  self.validation_fraction)
+        _require(-1.0 <= self.int8_target_spearman <= 1.0, "teacher.int8_target_spearman", "must be in [-1, 1]",
+                 self.int8_target_spearman)
         _require_at_least(self, "teacher", ("registry_keep",))
-        _require_at_least(self, "teacher", ("max_labels", "distributed_processes"), minimum=0)
+        _require_at_least(self, "teacher", ("max_labels", "distributed_processes", "int8_calibration_pairs"), minimum=0)
         _require(bool(self.family.strip()), "teacher.family", "must not be empty", self.family)
 
 

@@ -149,7 +149,7 @@ def fit_teacher(train_rows: pd.DataFrame, val_rows: pd.DataFrame, teacher: dict[
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
+    from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher, backbone_location
     from models.teacher_training import encode_pairs, train
 
     settings = TeacherSettings(**teacher["model"])
@@ -160,7 +160,7 @@ def fit_teacher(train_rows: pd.DataFrame, val_rows: pd.DataFrame, teacher: dict[
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if distributed else 0
     try:
-        tokenizer = AutoTokenizer.from_pretrained(settings.backbone_path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(backbone_location(settings.backbone_path), local_files_only=True)
         if tokenizer.pad_token_id is None:  # decoder LLMs often ship without one
             tokenizer.pad_token = tokenizer.eos_token
         levels = list(range(1, settings.num_levels + 1))
@@ -197,6 +197,22 @@ def fit_teacher(train_rows: pd.DataFrame, val_rows: pd.DataFrame, teacher: dict[
             dist.destroy_process_group()
 
 
+def int8_plan(folder: Path, val_rows: pd.DataFrame, teacher: TeacherConfig):
+    """Choose, on validation pairs, which layers stay fp32 when the teacher is scored in int8 on
+    CPU (``models/int8.py``), and save the plan with it. None for 4-bit (GPU-only) teachers or
+    when ``int8_calibration_pairs`` is 0."""
+    if teacher.int8_calibration_pairs == 0 or teacher.model.quantize_4bit or val_rows.empty:
+        return None
+    from models.scoring import calibrate_teacher_int8
+
+    sample = val_rows.sample(n=min(teacher.int8_calibration_pairs, len(val_rows)), random_state=teacher.split_seed)
+    plan = calibrate_teacher_int8(folder, list(sample[HL.QUERY]), list(sample[TEXT]), teacher.int8_target_spearman)
+    plan.save(folder)
+    log.info("train_teacher: int8 plan keeps %d of %d linear layers fp32 (Spearman with fp32 %.4f on %d pairs)",
+             len(plan.keep_fp32), len(plan.layer_error), plan.spearman, plan.pairs)
+    return plan
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -215,15 +231,6 @@ class TeacherRunReport:
         return (f"train_teacher: version={self.version} train_pairs={self.train_pairs:,} "
                 f"({self.train_queries:,} queries) val_pairs={self.val_pairs:,} ({self.val_queries:,} queries) "
                 f"quarantined={self.quarantined:,} val_kappa={self.kappa:.4f} val_ndcg@20={self.ndcg_at_20:.4f}")
-
-
-def resolved_teacher(cfg: TeacherConfig) -> TeacherConfig:
-    """``cfg`` with an empty backbone_path replaced by the bundled MiniLM."""
-    if cfg.model.backbone_path:
-        return cfg
-    from models.random_models import minilm_dir
-
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone_path=str(minilm_dir())))
 
 
 def load_pairs(spark: SparkSession, lake: Lake, cfg: PinpipeConfig) -> tuple[pd.DataFrame, int, dict[str, Any]]:
@@ -265,7 +272,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
     from models.registry import Registry
 
     lake = Lake.at(cfg.lake.root)
-    teacher = resolved_teacher(cfg.teacher)
+    teacher = cfg.teacher
     spark.sparkContext.setJobDescription("train_teacher: labels x pin text")
     rows, quarantined, inputs = load_pairs(spark, lake, cfg)
     if rows.empty:
@@ -278,6 +285,10 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
 
     def build(folder: Path) -> None:
         _untar(trained.artifact, folder)
+        plan = int8_plan(folder, val_rows, teacher)
+        if plan is not None:
+            trained.metrics["int8"] = {"keep_fp32": list(plan.keep_fp32), "spearman": plan.spearman,
+                                       "calibration_pairs": plan.pairs}
         (folder / METRICS_FILE).write_text(json.dumps(trained.metrics, indent=2))
         (folder / REPORT_FILE).write_text(trained.report + "\n")
 
@@ -285,7 +296,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
     inputs.update(train_pairs=len(train_rows), val_pairs=len(val_rows),
                   train_queries=int(train_rows[HL.QUERY].nunique()), val_queries=int(val_rows[HL.QUERY].nunique()),
                   quarantined=quarantined)
-    config = dataclasses.replace(cfg, teacher=teacher).to_dict()
+    config = cfg.to_dict()
     validation = trained.metrics["validation"]
     version = registry.publish(teacher.family, build, metrics={"validation": validation}, config=config, inputs=inputs)
     if teacher.promote:

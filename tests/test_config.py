@@ -47,7 +47,7 @@ def test_unknown_section_names_it():
         ("spark=3", r"spark: must be a mapping"),
         ("features.as_of=soon", r"features.as_of: must be YYYY-MM-DD or empty"),
         ("teacher.validation_fraction=1.0", r"teacher.validation_fraction: must be in \(0, 1\)"),
-        ("teacher.model.quantize_4bit=true", r"teacher.model: quantize_4bit trains adapters only"),
+        (["teacher.model.lora_r=0", "teacher.model.quantize_4bit=true"], r"teacher.model: quantize_4bit trains adapters only"),
         ("teacher.training.query_tokens=200", r"teacher.training: query_tokens \(200\) must leave room"),
         ("teacher.model.lora_rank=8", r"unknown config key\(s\) \['teacher.model.lora_rank'\]"),
         ("scorer.precision=int4", r"scorer.precision: must be one of"),
@@ -57,7 +57,7 @@ def test_unknown_section_names_it():
 )
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config("local", overrides=[override])
+        load_config("local", overrides=[override] if isinstance(override, str) else override)
 
 
 def test_exponent_floats_from_the_command_line():

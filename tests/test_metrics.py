@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score, ndcg_score, roc_auc_score
 
-from models.metrics import auroc, evaluate_relevance, ndcg_at_k, quadratic_weighted_kappa
+from models.metrics import auroc, evaluate_relevance, ndcg_at_k, quadratic_weighted_kappa, spearman
 
 rng = np.random.default_rng(0)
 
@@ -31,6 +32,16 @@ def test_auroc_matches_sklearn_with_ties(seed):
     s = np.round(r.random(400) + y * 0.3, 1)  # coarse scores: many ties
     assert auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert np.isnan(auroc(s, np.ones(400, bool)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_spearman_matches_scipy_with_ties(seed):
+    r = np.random.default_rng(seed)
+    a = np.round(r.random(300), 1)  # many ties
+    b = np.round(a + r.normal(0, 0.3, 300), 1)
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert np.isnan(spearman(a, np.ones(300)))
 
 
 def test_ndcg_matches_sklearn_per_query_mean():

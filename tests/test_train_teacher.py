@@ -8,6 +8,7 @@ from transformers import AutoTokenizer
 
 from jobs import train_teacher
 from jobs.train_teacher import labeled_pairs, load_pairs, split_by_query
+from models.int8 import Int8Plan, linear_layers
 from models.metrics import evaluate_relevance
 from models.random_models import save_random_backbone
 from models.registry import Registry
@@ -121,6 +122,11 @@ def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, 
     cuts = json.loads((folder / "decoding.json").read_text())
     assert cuts["levels"] == [1, 2, 3, 4] and len(cuts["cuts"]) == 3
     assert json.loads((folder / "encoding.json").read_text()) == {"max_length": 32, "query_tokens": 8}
+    # the CPU int8 plan was chosen on validation pairs and is what the scorer quantizes by
+    plan = Int8Plan.load(folder)
+    assert plan.pairs == first.val_pairs and set(plan.layer_error) == set(linear_layers(CrossEncoderTeacher.load(folder)))
+    assert plan.spearman >= plan.target or len(plan.keep_fp32) == int(0.25 * len(plan.layer_error))
+    assert metrics["int8"]["keep_fp32"] == list(plan.keep_fp32)
 
     # The published files are the trained model: reloaded, they reproduce the validation metrics.
     model = CrossEncoderTeacher.load(folder)
