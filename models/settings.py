@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 POOLINGS = ("auto", "cls", "mean", "last")
+GPU_DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class TeacherSettings:
             raise ValueError(f"num_levels must be >= 2, got {self.num_levels}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.gpu_dtype not in GPU_DTYPE_NAMES:
+            raise ValueError(f"gpu_dtype must be one of {GPU_DTYPE_NAMES}, got {self.gpu_dtype!r}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.quantize_4bit and self.lora_r == 0:

@@ -7,7 +7,8 @@ One module serves a small encoder on CPU (MiniLM, BERT, XLM-RoBERTa) and a decod
 * pooling is mean over tokens or [CLS] for encoders, the last non-pad token for decoders;
 * LoRA adapters via peft on architecture-specific projections (optional);
 * a 4-bit NF4 base (bitsandbytes) when CUDA is present and asked for, gradient
-  checkpointing, bf16/fp16 weights on GPU.
+  checkpointing, mixed precision on GPU (bf16/fp16 compute; fp32 master weights when the
+  whole backbone trains).
 
 An artifact folder holds ``teacher.json`` (the settings), ``head.safetensors``, the tokenizer,
 and either the full fine-tuned backbone (``backbone/``) or the LoRA adapter
@@ -44,8 +45,20 @@ LORA_TARGETS = {
 }
 
 
-def _dtype(settings: TeacherSettings, device: torch.device) -> torch.dtype:
+def compute_dtype(settings: TeacherSettings, device: torch.device) -> torch.dtype:
+    """The dtype the teacher computes in: ``gpu_dtype`` on a GPU, fp32 on CPU."""
     return getattr(torch, settings.gpu_dtype) if device.type == "cuda" else torch.float32
+
+
+def weights_dtype(settings: TeacherSettings, device: torch.device, training: bool) -> torch.dtype:
+    """The dtype the backbone's weights are stored in. A full fine-tune on a GPU keeps fp32 master
+    weights and computes in ``gpu_dtype`` under autocast (mixed precision): stored in bf16, whose
+    8-bit mantissa cannot represent most AdamW updates at fine-tuning learning rates, the weights
+    would barely move. A frozen base (LoRA; peft keeps the adapters fp32) and inference use
+    ``gpu_dtype`` directly, at half the memory."""
+    if training and settings.lora_r == 0:
+        return torch.float32
+    return compute_dtype(settings, device)
 
 
 def backbone_location(path: str) -> str:
@@ -59,14 +72,15 @@ def backbone_location(path: str) -> str:
     return str(minilm_dir())
 
 
-def _load_backbone(path: str, settings: TeacherSettings, device: torch.device,
+def _load_backbone(path: str, settings: TeacherSettings, device: torch.device, training: bool,
                    quantize_4bit: bool | None = None) -> nn.Module:
     from transformers import AutoModel
 
     path = backbone_location(path)
 
     quantize_4bit = settings.quantize_4bit if quantize_4bit is None else quantize_4bit
-    kwargs: dict = dict(local_files_only=True, trust_remote_code=False, dtype=_dtype(settings, device))
+    kwargs: dict = dict(local_files_only=True, trust_remote_code=False,
+                        dtype=weights_dtype(settings, device, training))
     if quantize_4bit:
         if device.type != "cuda":
             raise ValueError("quantize_4bit needs a CUDA device")
@@ -74,7 +88,7 @@ def _load_backbone(path: str, settings: TeacherSettings, device: torch.device,
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_dtype(settings, device),
+            bnb_4bit_compute_dtype=compute_dtype(settings, device),
         )
         kwargs["device_map"] = {"": device.index or 0}
     model = AutoModel.from_pretrained(path, **kwargs)
@@ -116,7 +130,7 @@ class CrossEncoderTeacher(nn.Module):
     @classmethod
     def build(cls, settings: TeacherSettings, device: torch.device | None = None) -> "CrossEncoderTeacher":
         device = device or torch.device("cpu")
-        backbone = _load_backbone(settings.backbone_path, settings, device)
+        backbone = _load_backbone(settings.backbone_path, settings, device, training=True)
         for name, param in backbone.named_parameters():
             if name.startswith("pooler."):  # BERT's pooler: unused, we pool last_hidden_state
                 param.requires_grad_(False)
@@ -163,14 +177,16 @@ class CrossEncoderTeacher(nn.Module):
         if settings.lora_r > 0:
             from peft import PeftModel
 
-            base = _load_backbone(settings.backbone_path, settings, device, quantize_4bit)
+            base = _load_backbone(settings.backbone_path, settings, device, training=False,
+                                  quantize_4bit=quantize_4bit)
             backbone = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=False)
             if not quantize_4bit:
                 # Folded into the base weights, the adapters cost nothing at inference and the
                 # backbone is plain nn.Linear again (what int8 dynamic quantization expects).
                 backbone = backbone.merge_and_unload()
         else:
-            backbone = _load_backbone(str(folder / "backbone"), settings, device, quantize_4bit)
+            backbone = _load_backbone(str(folder / "backbone"), settings, device, training=False,
+                                      quantize_4bit=quantize_4bit)
         model = cls(settings, backbone)
         model.head.load_state_dict(load_file(folder / "head.safetensors", device=str(device)))
         return model.eval()

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from models.metrics import RelevanceReport, evaluate_relevance
 from models.settings import TrainSettings
-from models.teacher import CrossEncoderTeacher
+from models.teacher import CrossEncoderTeacher, compute_dtype
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,13 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def autocast_dtype(model: CrossEncoderTeacher, device: torch.device) -> torch.dtype | None:
+    """The half dtype training computes in under autocast (the teacher's ``gpu_dtype`` on a GPU),
+    or None: fp32 on CPU, or on a GPU when ``gpu_dtype`` is float32."""
+    dtype = compute_dtype(model.settings, device)
+    return dtype if device.type == "cuda" and dtype != torch.float32 else None
+
+
 def _share(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
     """This rank's batches: every ``world``-th one, the same count on every rank (DDP needs it)."""
     usable = len(batches) // world * world
@@ -195,7 +202,9 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
     )
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    amp_dtype = autocast_dtype(model, device)
+    # fp16's narrow exponent range underflows small gradients: scale the loss (bf16 needs no scaling)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = nn.CrossEntropyLoss()
     lengths = train_set.lengths
     best_kappa, best_epoch, best_state, best_report, best_probs, stale = -math.inf, -1, None, None, None, 0
@@ -210,12 +219,14 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
         for step, idx in enumerate(bar, 1):
             ids, mask = collate(train_set, idx, pad_id, device)
             labels = torch.as_tensor(train_set.labels[idx], device=device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                 loss = loss_fn(forward(ids, mask).float(), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             running += loss.item()
             rate = step / (time.perf_counter() - started)

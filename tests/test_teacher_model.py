@@ -1,9 +1,11 @@
+import dataclasses
+
 import pytest
 import torch
 from transformers import AutoTokenizer
 
 from models.random_models import minilm_dir, save_random_backbone
-from models.teacher import CrossEncoderTeacher, TeacherSettings
+from models.teacher import CrossEncoderTeacher, TeacherSettings, weights_dtype
 
 PAIRS = [("wine rack", "Oak wine rack for 6 bottles"), ("projector", "A small lamp"), ("sofa", "sofa")]
 
@@ -75,9 +77,21 @@ def test_invalid_settings_and_unknown_architecture(tmp_path):
         TeacherSettings(backbone_path="x", quantize_4bit=True)
     with pytest.raises(ValueError, match="pooling"):
         TeacherSettings(backbone_path="x", pooling="max")
+    with pytest.raises(ValueError, match="gpu_dtype"):
+        TeacherSettings(backbone_path="x", gpu_dtype="bf16")
     path = save_random_backbone(tmp_path / "bert", "bert")
     with pytest.raises(ValueError, match="needs a CUDA device"):
         CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(path), lora_r=4, quantize_4bit=True))
+
+
+def test_weights_stay_fp32_where_they_train_and_half_where_they_do_not():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name needs no GPU
+    full, lora = TeacherSettings(backbone_path="x"), TeacherSettings(backbone_path="x", lora_r=8)
+    assert weights_dtype(full, cuda, training=True) == torch.float32  # master weights; autocast computes bf16
+    assert weights_dtype(lora, cuda, training=True) == torch.bfloat16  # frozen base; peft keeps adapters fp32
+    assert weights_dtype(full, cuda, training=False) == torch.bfloat16
+    assert weights_dtype(dataclasses.replace(full, gpu_dtype="float16"), cuda, training=False) == torch.float16
+    assert weights_dtype(lora, cpu, training=True) == weights_dtype(full, cpu, training=False) == torch.float32
 
 
 @pytest.mark.gpu

@@ -7,6 +7,7 @@ from models.random_models import minilm_dir
 from models.teacher import CrossEncoderTeacher, TeacherSettings
 from models.teacher_training import (
     TrainSettings,
+    autocast_dtype,
     collate,
     encode_pairs,
     length_sorted_batches,
@@ -105,3 +106,27 @@ def test_unlabelled_pairs_are_refused(data, tokenizer):
     bad = type(train_set)(train_set.input_ids[:4], np.array([0, -1, 2, 3]), train_set.query_ids[:4])
     with pytest.raises(ValueError, match="needs a label"):
         train(fresh_model(), bad, val_set, settings, [1, 2, 3, 4], tokenizer.pad_token_id)
+
+
+def test_training_computes_in_half_precision_only_on_a_gpu():
+    cpu_model = fresh_model()
+    assert autocast_dtype(cpu_model, torch.device("cpu")) is None
+    assert autocast_dtype(cpu_model, torch.device("cuda")) == torch.bfloat16
+    cpu_model.settings = TeacherSettings(backbone_path="x", gpu_dtype="float32")
+    assert autocast_dtype(cpu_model, torch.device("cuda")) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("gpu_dtype", ["bfloat16", "float16"])
+def test_full_fine_tune_on_cuda_is_mixed_precision(data, tokenizer, gpu_dtype):
+    settings, train_set, val_set = data
+    torch.manual_seed(0)
+    model = CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(minilm_dir()), head_hidden=64, dropout=0.0,
+                                                      gpu_dtype=gpu_dtype), torch.device("cuda:0"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    before = model.backbone.encoder.layer[0].attention.self.query.weight.detach().clone()
+    result = train(model, train_set, val_set, settings, [1, 2, 3, 4], tokenizer.pad_token_id)
+    after = model.backbone.encoder.layer[0].attention.self.query.weight.detach()
+    assert result.best.kappa > 0.8 and all(np.isfinite(h["train_loss"]) for h in result.history)
+    assert after.dtype == torch.float32 and (after != before).float().mean() > 0.9  # the backbone really moved
