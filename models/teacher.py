@@ -17,8 +17,10 @@ and either the full fine-tuned backbone (``backbone/``) or the LoRA adapter
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -97,6 +99,15 @@ def _load_backbone(path: str, settings: TeacherSettings, device: torch.device, t
     return model
 
 
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model;
+    the FutureWarning is theirs, not the user's, so keep it out of every job's log."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def lora_targets(model_type: str, settings: TeacherSettings) -> list[str]:
     if settings.lora_targets:
         return list(settings.lora_targets)
@@ -147,7 +158,8 @@ class CrossEncoderTeacher(nn.Module):
                 r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
                 target_modules=lora_targets(backbone.config.model_type, settings), bias="none",
             )
-            backbone = get_peft_model(backbone, lora)
+            with _quiet_peft():
+                backbone = get_peft_model(backbone, lora)
         return cls(settings, backbone)
 
     def save(self, out: str | Path, tokenizer=None) -> Path:
@@ -179,7 +191,8 @@ class CrossEncoderTeacher(nn.Module):
 
             base = _load_backbone(settings.backbone_path, settings, device, training=False,
                                   quantize_4bit=quantize_4bit)
-            backbone = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=False)
+            with _quiet_peft():
+                backbone = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=False)
             if not quantize_4bit:
                 # Folded into the base weights, the adapters cost nothing at inference and the
                 # backbone is plain nn.Linear again (what int8 dynamic quantization expects).
