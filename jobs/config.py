@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from models.settings import TeacherSettings, TrainSettings
+from models.settings import GPU_DTYPE_NAMES, TeacherSettings, TrainSettings
 
 ENVIRONMENTS = ("local", "cluster", "cluster-gpu")
 
@@ -164,8 +164,8 @@ class CaptionerConfig:
 
     def __post_init__(self) -> None:
         _require_at_least(self, "captioner", ("max_new_tokens", "num_beams", "batch_size", "arrow_batch_rows"))
-        dtypes = ("bfloat16", "float16", "float32")
-        _require(self.gpu_dtype in dtypes, "captioner.gpu_dtype", f"must be one of {list(dtypes)}", self.gpu_dtype)
+        _require(self.gpu_dtype in GPU_DTYPE_NAMES, "captioner.gpu_dtype", f"must be one of {list(GPU_DTYPE_NAMES)}",
+                 self.gpu_dtype)
 
 
 FEATURE_FIELDS = ("title", "description", "caption", "boards", "queries", "link")

@@ -52,6 +52,13 @@ def compute_dtype(settings: TeacherSettings, device: torch.device) -> torch.dtyp
     return getattr(torch, settings.gpu_dtype) if device.type == "cuda" else torch.float32
 
 
+def autocast_dtype(settings: TeacherSettings, device: torch.device) -> torch.dtype | None:
+    """The half dtype training computes in under autocast, or None where it computes in fp32 (on
+    CPU, or on a GPU when ``gpu_dtype`` is float32)."""
+    dtype = compute_dtype(settings, device)
+    return None if dtype == torch.float32 else dtype
+
+
 def weights_dtype(settings: TeacherSettings, device: torch.device, training: bool) -> torch.dtype:
     """The dtype the backbone's weights are stored in. A full fine-tune on a GPU keeps fp32 master
     weights and computes in ``gpu_dtype`` under autocast (mixed precision): stored in bf16, whose

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from models.metrics import RelevanceReport, evaluate_relevance
 from models.settings import TrainSettings
-from models.teacher import CrossEncoderTeacher, compute_dtype
+from models.teacher import CrossEncoderTeacher, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +166,6 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def autocast_dtype(model: CrossEncoderTeacher, device: torch.device) -> torch.dtype | None:
-    """The half dtype training computes in under autocast (the teacher's ``gpu_dtype`` on a GPU),
-    or None: fp32 on CPU, or on a GPU when ``gpu_dtype`` is float32."""
-    dtype = compute_dtype(model.settings, device)
-    return dtype if device.type == "cuda" and dtype != torch.float32 else None
-
-
 def _share(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
     """This rank's batches: every ``world``-th one, the same count on every rank (DDP needs it)."""
     usable = len(batches) // world * world
@@ -202,7 +195,7 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
     )
-    amp_dtype = autocast_dtype(model, device)
+    amp_dtype = autocast_dtype(model.settings, device)
     # fp16's narrow exponent range underflows small gradients: scale the loss (bf16 needs no scaling)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = nn.CrossEntropyLoss()
@@ -219,7 +212,7 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
         for step, idx in enumerate(bar, 1):
             ids, mask = collate(train_set, idx, pad_id, device)
             labels = torch.as_tensor(train_set.labels[idx], device=device)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(forward(ids, mask).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

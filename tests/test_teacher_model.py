@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer
 
 from models.random_models import minilm_dir, save_random_backbone
-from models.teacher import CrossEncoderTeacher, TeacherSettings, weights_dtype
+from models.teacher import CrossEncoderTeacher, TeacherSettings, autocast_dtype, weights_dtype
 
 PAIRS = [("wine rack", "Oak wine rack for 6 bottles"), ("projector", "A small lamp"), ("sofa", "sofa")]
 
@@ -92,6 +92,13 @@ def test_weights_stay_fp32_where_they_train_and_half_where_they_do_not():
     assert weights_dtype(full, cuda, training=False) == torch.bfloat16
     assert weights_dtype(dataclasses.replace(full, gpu_dtype="float16"), cuda, training=False) == torch.float16
     assert weights_dtype(lora, cpu, training=True) == weights_dtype(full, cpu, training=False) == torch.float32
+
+
+def test_training_computes_in_half_precision_only_on_a_gpu():
+    settings = TeacherSettings(backbone_path="x")
+    assert autocast_dtype(settings, torch.device("cpu")) is None
+    assert autocast_dtype(settings, torch.device("cuda")) == torch.bfloat16
+    assert autocast_dtype(dataclasses.replace(settings, gpu_dtype="float32"), torch.device("cuda")) is None
 
 
 @pytest.mark.gpu

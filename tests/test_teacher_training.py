@@ -7,7 +7,6 @@ from models.random_models import minilm_dir
 from models.teacher import CrossEncoderTeacher, TeacherSettings
 from models.teacher_training import (
     TrainSettings,
-    autocast_dtype,
     collate,
     encode_pairs,
     length_sorted_batches,
@@ -106,14 +105,6 @@ def test_unlabelled_pairs_are_refused(data, tokenizer):
     bad = type(train_set)(train_set.input_ids[:4], np.array([0, -1, 2, 3]), train_set.query_ids[:4])
     with pytest.raises(ValueError, match="needs a label"):
         train(fresh_model(), bad, val_set, settings, [1, 2, 3, 4], tokenizer.pad_token_id)
-
-
-def test_training_computes_in_half_precision_only_on_a_gpu():
-    cpu_model = fresh_model()
-    assert autocast_dtype(cpu_model, torch.device("cpu")) is None
-    assert autocast_dtype(cpu_model, torch.device("cuda")) == torch.bfloat16
-    cpu_model.settings = TeacherSettings(backbone_path="x", gpu_dtype="float32")
-    assert autocast_dtype(cpu_model, torch.device("cuda")) is None
 
 
 @pytest.mark.gpu
