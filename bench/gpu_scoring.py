@@ -24,15 +24,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.random_models import minilm_dir, save_random_backbone  # noqa: E402
+from bench.record import Figure, Record, write_record  # noqa: E402
+from models.packaged import minilm_dir  # noqa: E402
+from models.random_models import save_random_backbone  # noqa: E402
 from models.scoring import ScoringSettings, TeacherScorer  # noqa: E402
-from models.settings import TeacherSettings  # noqa: E402
 from models.teacher import CrossEncoderTeacher  # noqa: E402
-from models.teacher_training import encode_pairs, predict_proba  # noqa: E402
+from models.teacher_inference import encode_pairs, predict_proba  # noqa: E402
+from models.teacher_settings import TeacherSettings  # noqa: E402
 
-LLAMA_3_8B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                  intermediate_size=14336, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
-                  rms_norm_eps=1e-5, pad_token_id=0)
+LLAMA_3_8B = dict(
+    hidden_size=4096,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=14336,
+    vocab_size=128256,
+    max_position_embeddings=8192,
+    rope_theta=500000.0,
+    rms_norm_eps=1e-5,
+    pad_token_id=0,
+)
 
 
 def pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -55,11 +66,15 @@ def publish(model: CrossEncoderTeacher, folder: Path, max_length: int = 128) -> 
     return folder
 
 
+FIGURES: list[Figure] = []  # every measured figure of this run, for its record
+
+
 def throughput(scorer: TeacherScorer, queries, texts, batch_sizes, tokens_budget: int = 0) -> None:
     encoded = encode_pairs(scorer.tokenizer, queries, texts, scorer)
     print(f"  {len(queries):,} pairs, mean {encoded.lengths.mean():.1f} tokens (max_length {scorer.max_length})")
     best = (0.0, 0)
     for bs in batch_sizes:
+        torch.cuda.reset_peak_memory_stats()  # each batch size's own peak, not the run's so far
         scorer.batch_size, scorer.max_batch_tokens = bs, tokens_budget
         for _ in range(2):  # the first pass meets each padded shape for the first time (kernel choice): not timed
             torch.cuda.synchronize()
@@ -72,15 +87,25 @@ def throughput(scorer: TeacherScorer, queries, texts, batch_sizes, tokens_budget
         torch.cuda.synchronize()
         e2e_rate = len(queries) / (time.perf_counter() - started)
         best = max(best, (model_rate, bs))
-        print(f"  batch {bs:5d}: model only {model_rate:9.1f} pairs/s | with tokenization {e2e_rate:9.1f} pairs/s | "
-              f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
+        FIGURES.append(Figure(f"{scorer.precision} batch {bs} model only", model_rate, "pairs/s"))
+        FIGURES.append(Figure(f"{scorer.precision} batch {bs} with tokenization", e2e_rate, "pairs/s"))
+        FIGURES.append(
+            Figure(f"{scorer.precision} batch {bs} peak GPU memory", torch.cuda.max_memory_allocated() / 2**30, "GiB")
+        )
+        print(
+            f"  batch {bs:5d}: model only {model_rate:9.1f} pairs/s | with tokenization {e2e_rate:9.1f} pairs/s | "
+            f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB",
+            flush=True,
+        )
     print(f"  best: batch {best[1]} at {best[0]:.1f} pairs/s (model only)")
 
 
 def part_checks(work: Path) -> None:
     backbone = save_random_backbone(work / "bert", "bert")
     torch.manual_seed(0)
-    folder = publish(CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(backbone), head_hidden=16)), work / "t")
+    folder = publish(
+        CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(backbone), head_hidden=16)), work / "t"
+    )
     q, t = pairs(256)
     cpu = TeacherScorer(folder, ScoringSettings(precision="fp32"))
     ref, _, _ = cpu.score(q, t)
@@ -115,9 +140,12 @@ def qlora_steps(settings: TeacherSettings, name: str, batch: int, steps: int, le
         losses.append(loss.item())
     torch.cuda.synchronize()
     rate = batch * steps / (time.perf_counter() - started)
-    print(f"qLoRA {name}: trainable {model.trainable_parameters():,} params, losses {losses[0]:.3f} -> {losses[-1]:.3f}, "
-          f"{rate:.1f} examples/s at {length} tokens, peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB",
-          flush=True)
+    print(
+        f"qLoRA {name}: trainable {model.trainable_parameters():,} params, losses {losses[0]:.3f} -> {losses[-1]:.3f}, "
+        f"{rate:.1f} examples/s at {length} tokens, "
+        f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB",
+        flush=True,
+    )
     return model
 
 
@@ -133,8 +161,12 @@ def part_minilm(work: Path, n: int) -> None:
     q, t = pairs(n)
     for precision in ("bf16", "fp16"):
         print(f"MiniLM-L6 shape, {precision}:")
-        throughput(TeacherScorer(folder, ScoringSettings(precision=precision), torch.device("cuda")), q, t,
-                   [128, 256, 512, 1024, 2048, 4096])
+        throughput(
+            TeacherScorer(folder, ScoringSettings(precision=precision), torch.device("cuda")),
+            q,
+            t,
+            [128, 256, 512, 1024, 2048, 4096],
+        )
 
 
 def part_llama(work: Path, n: int) -> None:
@@ -151,8 +183,9 @@ def part_llama(work: Path, n: int) -> None:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         (work / "llama8b" / name).write_bytes((minilm_dir() / name).read_bytes())
     print(f"  random bf16 weights saved in {time.perf_counter() - started:.0f} s", flush=True)
-    settings = TeacherSettings(backbone_path=str(work / "llama8b"), lora_r=16, quantize_4bit=True,
-                               gradient_checkpointing=True)
+    settings = TeacherSettings(
+        backbone_path=str(work / "llama8b"), lora_r=16, quantize_4bit=True, gradient_checkpointing=True
+    )
     trained = qlora_steps(settings, "Llama-3-8B shape", batch=8, steps=3)
     folder = publish(trained, work / "t")  # the adapter and head; the base stays where it is
     del trained
@@ -162,7 +195,10 @@ def part_llama(work: Path, n: int) -> None:
         torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         scorer = TeacherScorer(folder, ScoringSettings(precision=precision), torch.device("cuda"))
-        print(f"Llama-3-8B shape + LoRA adapter, {precision} (loaded in {time.perf_counter() - started:.0f} s):", flush=True)
+        print(
+            f"Llama-3-8B shape + LoRA adapter, {precision} (loaded in {time.perf_counter() - started:.0f} s):",
+            flush=True,
+        )
         throughput(scorer, q, t, [64, 128, 256, 512])
         del scorer
         torch.cuda.empty_cache()
@@ -177,8 +213,21 @@ def main() -> None:
         sys.exit("needs a CUDA GPU")
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        {"checks": lambda: part_checks(Path(tmp)), "minilm": lambda: part_minilm(Path(tmp), args.pairs),
-         "llama": lambda: part_llama(Path(tmp), args.pairs)}[args.part]()
+        {
+            "checks": lambda: part_checks(Path(tmp)),
+            "minilm": lambda: part_minilm(Path(tmp), args.pairs),
+            "llama": lambda: part_llama(Path(tmp), args.pairs),
+        }[args.part]()
+    if FIGURES:
+        write_record(
+            Record(
+                f"gpu_scoring_{args.part}",
+                f"Teacher scoring on GPU, {args.part} (random weights, real shapes)",
+                "bench/gpu_scoring.py " + " ".join(sys.argv[1:]),
+                FIGURES,
+                inputs={"pairs": args.pairs},
+            )
+        )
 
 
 if __name__ == "__main__":

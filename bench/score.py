@@ -1,27 +1,29 @@
-"""Scoring impressions with the teacher: the Spark job vs plain loops, measured in one run.
+"""Scoring impressions with the teacher: the real job end to end, and fair plain baselines.
 
-    .venv/bin/python bench/score.py --teacher lake/artifacts/teacher/v0001 [--impressions 1000000]
+    .venv/bin/python bench/score.py [--impressions 100000] [--teacher lake/artifacts/teacher/v0001]
 
-1. Simulates one day of search traffic (Zipf queries and pins) into a scratch lake and builds
-   pin text; counts impressions and unique (query, pin) pairs (the dedup ratio).
-2. Spark vs plain, same precision (int8) and cores: the Spark scoring path of
-   ``jobs/score_impressions.py`` (mapInPandas, one int8 model per worker, length-ordered batches)
-   over a sample of the unique pairs, against a plain Hugging Face loop over the same pairs in
-   one process with all the cores (batches in input order, padded to their longest), and
-   against the same loop on one thread times the number of workers (the ideal for the job's
-   one-thread workers). Every loop uses the same model batch size (``--batch-size``) and the
-   same int8 layers (the teacher's ``int8.json``).
-3. End to end vs naive: impressions/s of the job (dedup time + every unique pair at the Spark
-   rate measured in 2) against a naive fp32 loop over every impression (rate measured on a
-   sample of impressions). Both rates are measured; the end-to-end time is extrapolated from them.
-4. int8 vs fp32 fidelity on the CrowdFlower pairs: Spearman of expected relevance, agreement of
-   argmax labels and of share-matched levels.
-5. Peak resident memory of each Spark Python worker.
+1. One simulated day of Zipf search traffic (``--impressions``) and its pin text go into a
+   scratch lake; the teacher (``--teacher``, a published folder, or the bundled MiniLM with an
+   untrained head: speed does not depend on the weights' values) is published there with its
+   int8 plan.
+2. End to end, measured: the real ``score_impressions`` job (``run``: dedup, quarantine, model
+   load on every worker, int8 scoring, one MERGE commit per chunk, ``labeled_impressions``)
+   timed over the whole day: impressions/s.
+3. Spark vs plain, same pairs, same int8 plan, same length sorting, same cores, both warmed up:
+   the job's scoring path (``mapInPandas``, one 1-thread model per core) against the same scorer
+   (``models.scoring.TeacherScorer``: length-ordered batches) in one process with all cores.
+4. Naive: a plain fp32 loop over every impression (no dedup, input order, batches padded to
+   their longest), its rate measured on ``--naive-sample`` impressions; the ratio of rates is
+   derived, the naive loop's time for the whole day a projection.
+
+Writes ``reports/score.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 import time
@@ -29,146 +31,181 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from bench.record import Figure, Record, write_record  # noqa: E402
 from bench.worker_memory import WorkerMemory  # noqa: E402
-from jobs import pin_features, simulate  # noqa: E402
-from jobs.config import load_config  # noqa: E402
-from jobs.lake import Lake  # noqa: E402
-from jobs.score_impressions import TEXT, candidate_pairs, chunk_of, score_chunk  # noqa: E402
-from jobs.session import build_session  # noqa: E402
+from jobs import pin_features, score_impressions, simulate  # noqa: E402
+from models.packaged import minilm_dir  # noqa: E402
+from models.registry import Registry  # noqa: E402
+from models.scoring import ScoringSettings, TeacherScorer, calibrate_teacher_int8  # noqa: E402
 from models.teacher import CrossEncoderTeacher  # noqa: E402
-from models.int8 import Int8Plan, quantize_int8  # noqa: E402
-from models.metrics import spearman  # noqa: E402
-from models.scoring import ScoringSettings, TeacherScorer  # noqa: E402
-
-DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "labels.csv"
-
-
-def plain_loop(folder: Path, queries, texts, precision: str, batch_size: int, max_length: int,
-               threads: int | None = None) -> float:
-    """pairs/s of a plain loop: tokenize each batch in input order, pad to its longest, forward."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
-        return _plain_loop(folder, queries, texts, precision, batch_size, max_length)
-    finally:
-        torch.set_num_threads(before)
+from models.teacher_settings import TeacherSettings  # noqa: E402
+from runtime.config import load_config  # noqa: E402
+from runtime.lake import Lake  # noqa: E402
+from runtime.session import build_session  # noqa: E402
 
 
-def _plain_loop(folder: Path, queries, texts, precision: str, batch_size: int, max_length: int) -> float:
-    model = CrossEncoderTeacher.load(folder)
-    if precision == "int8":  # the same layers int8 as the scorer's
-        plan = Int8Plan.load(folder)
-        model = quantize_int8(model, plan.keep_fp32 if plan else ())
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+def publish_teacher(lake: Lake, source: Path | None, calibration: tuple[list[str], list[str]]) -> str:
+    """Publish ``source`` (a teacher folder) or an untrained-head MiniLM teacher, promoted."""
+
+    def build(folder: Path) -> None:
+        if source is not None:
+            shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json"))
+            return
+        torch.manual_seed(0)
+        model = CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(minilm_dir())))
+        model.save(folder, AutoTokenizer.from_pretrained(minilm_dir()))
+        (folder / "encoding.json").write_text(json.dumps({"max_length": 128, "query_tokens": 16}))
+        calibrate_teacher_int8(folder, *calibration, target=0.993).save(folder)
+
+    registry = Registry(lake.artifacts_path())
+    version = registry.publish("teacher", build)
+    registry.promote("teacher", version)
+    return str(registry.path("teacher", version))
+
+
+def timed(fn) -> float:
     started = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(queries), batch_size):
-            enc = tokenizer(list(queries[i: i + batch_size]), list(texts[i: i + batch_size]), truncation="only_second",
-                            max_length=max_length, padding="longest", return_tensors="pt")
-            torch.softmax(model(enc["input_ids"], enc["attention_mask"]), -1)
-    return len(queries) / (time.perf_counter() - started)
+    fn()
+    return time.perf_counter() - started
+
+
+def naive_rate(folder: str, queries: list[str], texts: list[str], batch_size: int, max_length: int) -> float:
+    """Impressions/s of a plain fp32 loop: input order, per-batch tokenization, pad to longest."""
+    model = CrossEncoderTeacher.load(folder)
+    tokenizer = AutoTokenizer.from_pretrained(f"{folder}/tokenizer")
+
+    def loop(qs, ts):
+        with torch.inference_mode():
+            for i in range(0, len(qs), batch_size):
+                enc = tokenizer(
+                    qs[i : i + batch_size],
+                    ts[i : i + batch_size],
+                    truncation="only_second",
+                    max_length=max_length,
+                    padding="longest",
+                    return_tensors="pt",
+                )
+                torch.softmax(model(enc["input_ids"], enc["attention_mask"]), -1)
+
+    loop(queries[: batch_size * 2], texts[: batch_size * 2])  # warm-up
+    return len(queries) / timed(lambda: loop(queries, texts))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", type=Path, required=True, help="a published teacher folder")
-    parser.add_argument("--impressions", type=int, default=1_000_000)
-    parser.add_argument("--pins", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=20_000)
-    parser.add_argument("--pair-sample", type=int, default=8_000, help="unique pairs scored by Spark and plain")
-    parser.add_argument("--naive-sample", type=int, default=1_000, help="impressions scored by the naive loop")
+    parser.add_argument("--teacher", type=Path, default=None, help="a published teacher folder (default: see 1.)")
+    parser.add_argument("--impressions", type=int, default=100_000)
+    parser.add_argument("--pins", type=int, default=20_000)
+    parser.add_argument("--queries", type=int, default=2_000)
+    parser.add_argument("--pair-sample", type=int, default=2_000, help="unique pairs for Spark vs plain")
+    parser.add_argument("--naive-sample", type=int, default=1_000, help="impressions timed in the naive loop")
     parser.add_argument("--batch-size", type=int, default=16, help="model batch of every loop (scorer.batch_size)")
-    parser.add_argument("--fidelity-pairs", type=int, default=0, help="CrowdFlower pairs (0 = all)")
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    cores = torch.get_num_threads()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-score-"))
-    cfg = load_config("local", overrides=[
-        f"lake.root={work / 'lake'}", "simulate.days=1", f"simulate.impressions_per_day={args.impressions}",
-        f"simulate.n_pins={args.pins}", f"simulate.n_queries={args.queries}", "simulate.n_labels=10",
-        "simulate.partitions=8", "spark.shuffle_partitions=8", "spark.log_level=ERROR", "features.as_of=2026-11-02",
-        "scorer.start_date=2026-11-01", "scorer.precision=int8", f"scorer.batch_size={args.batch_size}"])
+    cfg = load_config(
+        "local",
+        overrides=[
+            f"lake.root={work / 'lake'}",
+            "simulate.days=1",
+            f"simulate.impressions_per_day={args.impressions}",
+            f"simulate.n_pins={args.pins}",
+            f"simulate.n_queries={args.queries}",
+            "simulate.n_labels=10",
+            "spark.log_level=ERROR",
+            "features.as_of=2026-11-02",
+            "scorer.start_date=2026-11-01",
+            "scorer.precision=int8",
+            f"scorer.batch_size={args.batch_size}",
+        ],
+    )
     spark = build_session("pinpipe-bench-score", cfg.spark)
     lake = Lake.at(cfg.lake.root)
-    started = time.perf_counter()
+    cores = spark.sparkContext.defaultParallelism
     simulate.run(spark, cfg)
     pin_features.run(spark, cfg)
-    print(f"simulated day + pin text: {time.perf_counter() - started:.0f} s ({work})", flush=True)
+    text = lake.read(spark, "pin_text_features").select("pin_id", F.col("pin_text").alias("text"))
+    sample = lake.read(spark, "search_impressions").limit(args.naive_sample).join(text, "pin_id").toPandas()
+    queries, texts = sample["query"].fillna("").tolist(), sample["text"].tolist()
+    folder = publish_teacher(lake, args.teacher, (queries[:128], texts[:128]))
+    print(f"scratch lake and teacher ready in {work}", flush=True)
 
-    # 1. dedup
-    impressions = lake.read(spark, "search_impressions")
-    started = time.perf_counter()
-    pairs, _ = candidate_pairs(impressions, lake.read(spark, "pins"), lake.read(spark, "pin_text_features"),
-                               cfg.scorer.max_text_chars)
-    pairs = pairs.persist()
-    n_pairs = pairs.count()
-    dedup_s = time.perf_counter() - started
-    n_imps = impressions.count()
-    print(f"impressions {n_imps:,} -> unique scorable pairs {n_pairs:,} (dedup {n_imps / n_pairs:.1f}x) in {dedup_s:.1f} s",
-          flush=True)
-
-    # 2. Spark vs plain on the same sample of unique pairs
-    sample = (pairs.withColumn("_h", chunk_of(1 << 30)).orderBy("_h").limit(args.pair_sample).drop("_h", "impressions")
-              .persist())
-    sample_pd = sample.toPandas()
-    n = len(sample_pd)
-    partitions = spark.sparkContext.defaultParallelism
-    # warm-up: every worker loads (and quantizes) its model once, as in a long job; not timed
-    score_chunk(sample.limit(partitions * 8), str(args.teacher), cfg.scorer, "bench", partitions) \
-        .write.format("noop").mode("overwrite").save()
+    # 2. the real job, end to end
     with WorkerMemory() as memory:
         started = time.perf_counter()
-        score_chunk(sample, str(args.teacher), cfg.scorer, "bench", partitions) \
-            .write.format("noop").mode("overwrite").save()
-        spark_rate = n / (time.perf_counter() - started)
-    scorer = TeacherScorer(args.teacher, ScoringSettings(precision="int8"))
-    plain_rate = plain_loop(args.teacher, sample_pd["query"], sample_pd[TEXT], "int8", args.batch_size, scorer.max_length)
-    print(f"Spark job, int8, {spark.sparkContext.defaultParallelism} workers x 1 thread: {spark_rate:8.1f} pairs/s "
-          f"({n:,} pairs)")
-    print(f"plain HF loop, int8, 1 process x {cores} threads:        {plain_rate:8.1f} pairs/s")
-    print(f"ratio Spark / plain: {spark_rate / plain_rate:.2f}", flush=True)
-    half = n // 2
-    one_thread = plain_loop(args.teacher, sample_pd["query"][:half], sample_pd[TEXT][:half], "int8", args.batch_size,
-                            scorer.max_length, threads=1)
-    print(f"plain HF loop, int8, 1 thread: {one_thread:8.1f} pairs/s; x {partitions} workers = "
-          f"{one_thread * partitions:.1f}; ratio Spark / that: {spark_rate / (one_thread * partitions):.2f}", flush=True)
-    peaks = sorted(memory.peak.values(), reverse=True)
-    print("peak RSS per Python worker: " + ", ".join(f"{p / 2**20:,.0f} MiB" for p in peaks[:4]), flush=True)
+        job = score_impressions.run(spark, cfg)
+        job_s = time.perf_counter() - started
+    print(job.line(), flush=True)
 
-    # 3. end to end vs naive fp32 over every impression
-    naive_rows = (impressions.limit(args.naive_sample).join(lake.read(spark, "pin_text_features")
-                  .select("pin_id", F.col("pin_text").alias(TEXT)), "pin_id").toPandas())
-    naive_rate = plain_loop(args.teacher, naive_rows["query"].fillna(""), naive_rows[TEXT], "fp32", args.batch_size,
-                            scorer.max_length)
-    ours_s = dedup_s + n_pairs / spark_rate
-    print(f"naive fp32 loop over impressions: {naive_rate:8.1f} impressions/s ({len(naive_rows):,} measured)")
-    print(f"pinpipe end to end: {n_imps / ours_s:8.1f} impressions/s (dedup {dedup_s:.0f} s + {n_pairs:,} pairs at "
-          f"{spark_rate:.1f}/s = {ours_s:,.0f} s, extrapolated)")
-    print(f"ratio end to end / naive: {n_imps / ours_s / naive_rate:.1f}x", flush=True)
+    # 3. Spark scoring path vs the same scorer in one process, on the same pairs
+    pairs = (
+        lake.read(spark, "teacher_scores")
+        .select("query", "pin_id")
+        .orderBy(F.xxhash64("query", "pin_id"))
+        .limit(args.pair_sample)
+        .join(text, "pin_id")
+        .persist()
+    )
+    n = pairs.count()
+    pairs_pd = pairs.toPandas()
+    scoring = ScoringSettings("int8", args.batch_size, cfg.scorer.max_batch_tokens)
+
+    def spark_pass(rows):
+        score_impressions.score_chunk(rows, folder, scoring, "bench", cores).write.format("noop").mode(
+            "overwrite"
+        ).save()
+
+    spark_pass(pairs.limit(cores * 32))  # warm-up (the workers hold the model after the job anyway)
+    spark_rate = n / timed(lambda: spark_pass(pairs))
     spark.stop()
+    scorer = TeacherScorer(folder, scoring)
+    scorer.score(pairs_pd["query"][:64].tolist(), pairs_pd["text"][:64].tolist())  # warm-up
+    plain_rate = n / timed(lambda: scorer.score(pairs_pd["query"].tolist(), pairs_pd["text"].tolist()))
 
-    # 4. int8 vs fp32 fidelity on CrowdFlower
-    cf = pd.read_csv(args.csv)
-    if args.fidelity_pairs:
-        cf = cf.head(args.fidelity_pairs)
-    texts = (cf["product_title"].fillna("") + " " + cf["product_description"].fillna("")).tolist()
-    fp32 = TeacherScorer(args.teacher, ScoringSettings(precision="fp32"))
-    p32, e32, l32 = fp32.score(cf["query"].tolist(), texts)
-    p8, e8, l8 = scorer.score(cf["query"].tolist(), texts)
-    print(f"int8 vs fp32 on {len(cf):,} CrowdFlower pairs: Spearman {spearman(e32, e8):.4f}, "
-          f"argmax agreement {(p32.argmax(1) == p8.argmax(1)).mean():.4f}, level agreement {(l32 == l8).mean():.4f}, "
-          f"max |delta expected| {np.abs(e32 - e8).max():.4f}")
-    plan = scorer.int8_plan
-    print(f"int8 plan: {len(plan.keep_fp32) if plan else 0} linear layers kept fp32 "
-          f"{list(plan.keep_fp32) if plan else '(no int8.json: all int8)'}")
+    # 4. naive fp32 loop over impressions
+    naive = naive_rate(folder, queries, texts, args.batch_size, scorer.max_length)
+    job_rate = job.impressions / job_s
+    write_record(
+        Record(
+            "score",
+            f"score_impressions end to end, {job.impressions:,} impressions (int8 MiniLM teacher, CPU)",
+            "bench/score.py " + " ".join(sys.argv[1:]),
+            [
+                Figure("impressions", float(job.impressions), "", headline=False),
+                Figure("unique scorable pairs", float(job.scored), ""),
+                Figure("dedup", job.unique_pairs and job.impressions / job.unique_pairs, "x", "derived", headline=True),
+                Figure("job wall time", job_s, "s"),
+                Figure("job end to end", job_rate, "impressions/s", headline=True),
+                Figure("naive fp32 loop", naive, "impressions/s", headline=True),
+                Figure("end to end vs naive", job_rate / naive, "x", "derived", headline=True),
+                Figure("naive loop for the whole day", job.impressions / naive, "s", "projection"),
+                Figure("Spark scoring path", spark_rate, "pairs/s"),
+                Figure("plain scorer, 1 process", plain_rate, "pairs/s"),
+                Figure("Spark / plain", spark_rate / plain_rate, "x", "derived", headline=True),
+                Figure("peak RSS per Python worker", max(memory.peak.values(), default=0) / 2**30, "GiB"),
+            ],
+            inputs={
+                "impressions_per_day": args.impressions,
+                "pins": args.pins,
+                "queries": args.queries,
+                "pair_sample": n,
+                "naive_sample": len(sample),
+                "batch_size": args.batch_size,
+                "spark_cores": cores,
+                "torch_threads_plain": torch.get_num_threads(),
+                "precision": "int8 (job, Spark, plain); fp32 (naive)",
+                "teacher": str(args.teacher)
+                if args.teacher
+                else "bundled MiniLM, untrained head, int8 plan on 128 pairs",
+                "int8_fp32_layers": len(scorer.int8_plan.keep_fp32),
+            },
+        )
+    )
 
 
 if __name__ == "__main__":

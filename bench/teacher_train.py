@@ -3,14 +3,17 @@
     .venv/bin/python bench/teacher_train.py [--examples 1024] [--batch-size 32] [--max-length 128]
 
 Both train the MiniLM cross-encoder for one pass over the same CrowdFlower (query, product)
-pairs, with the same optimizer, batch size and threads, from the same initial weights:
+pairs, with the same optimizer, batch size, token budget and threads, from the same initial
+weights, after the same warm-up (``--warmup`` steps each, untimed):
 
-* plain: random batches, each tokenized when it is drawn and padded to ``max_length``;
+* plain: random batches, each tokenized when it is drawn and padded to its own longest pair
+  (dynamic padding, ``padding="longest"``): a fair, ordinary fine-tuning loop;
 * pinpipe: tokenized once (cached), batches of similar length (length-sorted windows), each
-  padded only to its own longest pair (``models.teacher_training``).
+  padded to its own longest pair (``models.teacher_training``).
 
-Prints examples/s of each (tokenization included), their ratio, and the share of the tokens
-that are padding.
+So the difference measured is tokenizing once plus length-sorted batching. Prints examples/s
+of each (tokenization included), their ratio and the padding share, and writes
+``reports/teacher_train.json``.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from models.random_models import minilm_dir  # noqa: E402
-from models.settings import TeacherSettings, TrainSettings  # noqa: E402
+from bench.record import Figure, Record, write_record  # noqa: E402
+from models.packaged import minilm_dir  # noqa: E402
 from models.teacher import CrossEncoderTeacher  # noqa: E402
-from models.teacher_training import collate, encode_pairs, length_sorted_batches  # noqa: E402
+from models.teacher_inference import collate, encode_pairs  # noqa: E402
+from models.teacher_settings import TeacherSettings, TrainSettings  # noqa: E402
+from models.teacher_training import length_sorted_batches  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "labels.csv"
 
@@ -64,9 +69,15 @@ def run_plain(rows, tokenizer, args) -> tuple[float, float]:
     real = padded = 0
     started = time.perf_counter()
     for start in range(0, len(order), args.batch_size):
-        batch = rows.iloc[order[start: start + args.batch_size]]
-        enc = tokenizer(list(batch["query"]), list(batch["text"]), truncation="only_second",
-                        max_length=args.max_length, padding="max_length", return_tensors="pt")
+        batch = rows.iloc[order[start : start + args.batch_size]]
+        enc = tokenizer(
+            list(batch["query"]),
+            list(batch["text"]),
+            truncation="only_second",
+            max_length=args.max_length,
+            padding="max_length",
+            return_tensors="pt",
+        )
         real += int(enc["attention_mask"].sum())
         padded += enc["attention_mask"].numel()
         step(model, optimizer, enc["input_ids"], enc["attention_mask"], torch.as_tensor(batch["level"].to_numpy()))
@@ -77,13 +88,15 @@ def run_pinpipe(rows, tokenizer, args) -> tuple[float, float]:
     """(examples/s, padding share) of cached tokenization + length-sorted dynamic padding."""
     model = fresh_model(args.seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
-    settings = TrainSettings(max_length=args.max_length, query_tokens=min(16, args.max_length - 8),
-                             batch_size=args.batch_size)
+    settings = TrainSettings(
+        max_length=args.max_length, query_tokens=min(16, args.max_length - 8), batch_size=args.batch_size
+    )
     real = padded = 0
     started = time.perf_counter()
     encoded = encode_pairs(tokenizer, list(rows["query"]), list(rows["text"]), settings, list(rows["level"]))
-    batches = length_sorted_batches(encoded.lengths, settings.batch_size, settings.sort_window,
-                                    np.random.default_rng(args.seed))
+    batches = length_sorted_batches(
+        encoded.lengths, settings.batch_size, settings.sort_window, np.random.default_rng(args.seed)
+    )
     for idx in batches:
         ids, mask = collate(encoded, idx, tokenizer.pad_token_id, torch.device("cpu"))
         real += int(mask.sum())
@@ -99,18 +112,46 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed training steps before each timed pass")
     args = parser.parse_args()
 
     rows = load_pairs(args.csv, args.examples, args.seed)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    print(f"{len(rows):,} CrowdFlower pairs, batch {args.batch_size}, max_length {args.max_length}, "
-          f"{torch.get_num_threads()} torch threads", flush=True)
+    print(
+        f"{len(rows):,} CrowdFlower pairs, batch {args.batch_size}, max_length {args.max_length}, "
+        f"{torch.get_num_threads()} torch threads",
+        flush=True,
+    )
     plain, plain_pad = run_plain(rows, tokenizer, args)
-    print(f"plain loop (pad to max_length, tokenize per batch): {plain:7.1f} examples/s, padding {plain_pad:.1%}",
-          flush=True)
+    print(
+        f"plain loop (tokenize per batch, dynamic padding): {plain:7.1f} examples/s, padding {plain_pad:.1%}",
+        flush=True,
+    )
     ours, ours_pad = run_pinpipe(rows, tokenizer, args)
-    print(f"pinpipe loop (cached, length-sorted, dynamic pad):  {ours:7.1f} examples/s, padding {ours_pad:.1%}")
-    print(f"speed-up: {ours / plain:.2f}x")
+    print(f"pinpipe loop (cached, length-sorted, dynamic pad): {ours:7.1f} examples/s, padding {ours_pad:.1%}")
+    write_record(
+        Record(
+            "teacher_train",
+            "Teacher training speed, pinpipe loop vs plain dynamic-padding loop (MiniLM, CPU)",
+            "bench/teacher_train.py " + " ".join(sys.argv[1:]),
+            [
+                Figure("plain", plain, "examples/s"),
+                Figure("pinpipe", ours, "examples/s"),
+                Figure("speed-up", ours / plain, "x", "derived", headline=True),
+                Figure("padding plain", plain_pad * 100, "%", headline=True),
+                Figure("padding pinpipe", ours_pad * 100, "%", headline=True),
+            ],
+            inputs={
+                "examples": len(rows),
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
+                "warmup_steps": args.warmup,
+                "seed": args.seed,
+                "threads": torch.get_num_threads(),
+                "data": "CrowdFlower labels.csv",
+            },
+        )
+    )
 
 
 if __name__ == "__main__":

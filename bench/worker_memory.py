@@ -27,7 +27,7 @@ class WorkerMemory:
                     pass
             time.sleep(0.2)
 
-    def __enter__(self) -> "WorkerMemory":
+    def __enter__(self) -> WorkerMemory:
         self._thread.start()
         return self
 

@@ -1,4 +1,4 @@
 """pinpipe's YAML configuration (``base.yaml`` + one overlay per environment).
 
-A package only so the YAML travels inside the ``--py-files`` zip; see ``jobs.config``.
+A package only so the YAML travels inside the ``--py-files`` zip; see ``runtime.config``.
 """

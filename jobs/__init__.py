@@ -1,2 +1,11 @@
-"""Spark jobs. Each module exposes ``transform(...)`` (pure DataFrame -> DataFrame),
-``run(spark, cfg)`` and ``main(argv)``, and runs under ``spark-submit jobs/<name>.py``."""
+"""Spark jobs, one module each, all of one shape (infrastructure lives in ``runtime``):
+
+* ``read(spark, cfg) -> inputs``: the only place a job touches the session, the lake or the config;
+* ``transform(inputs, *, values) -> outputs``: pure — lazy DataFrames and plain values in, lazy
+  DataFrames (and plain values) out; no session, no paths, no config sections;
+* ``write(outputs, lake) -> report``: commits, counts, and a report with a one-line ``line()``;
+* ``run(spark, cfg)``: ``write(transform(read(...), ...), lake)`` in a few lines;
+* ``main(argv)``: ``runtime.entry.run_job``, also what ``spark-submit jobs/<name>.py`` runs.
+
+``demo`` is a pipeline of jobs (their ``run`` in one session), not a job of its own.
+"""

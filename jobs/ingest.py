@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType
 
-from jobs.config import IngestConfig, PinpipeConfig
-from jobs.job_args import job_config
-from jobs.lake import Lake, sql_literal
-from jobs.session import spark_session
-from jobs.validation import (
+from runtime.config import IngestConfig, PinpipeConfig
+from runtime.entry import run_job
+from runtime.lake import Lake, sql_literal
+from runtime.session import job_description
+from runtime.validation import (
     REASON,
     duplicated,
     first_failure,
@@ -54,7 +54,13 @@ log = logging.getLogger(__name__)
 CROWDFLOWER = "crowdflower"
 COCO = "coco"
 CROWDFLOWER_COLUMNS = (
-    "id", "query", "product_title", "product_description", "median_relevance", "relevance_variance", "fold",
+    "id",
+    "query",
+    "product_title",
+    "product_description",
+    "median_relevance",
+    "relevance_variance",
+    "fold",
 )
 
 
@@ -138,7 +144,10 @@ def transform_crowdflower(raw: DataFrame, scale_max: int, source: str = CROWDFLO
         F.lit(source).alias(P.SOURCE),
         F.col("_title").alias(P.TITLE),
         F.col("_description").alias(P.DESCRIPTION),
-        *[F.lit(None).cast("string").alias(c) for c in (P.LINK_URL, P.LINK_TITLE, P.LINK_DESCRIPTION, P.IMAGE_PATH, P.IMAGE_SIGNATURE)],
+        *[
+            F.lit(None).cast("string").alias(c)
+            for c in (P.LINK_URL, P.LINK_TITLE, P.LINK_DESCRIPTION, P.IMAGE_PATH, P.IMAGE_SIGNATURE)
+        ],
         F.lit(None).cast("timestamp").alias(P.CREATED_AT),
     ).dropDuplicates([P.PIN_ID])
     return IngestBatch(
@@ -183,7 +192,7 @@ def transform_s3rec(lines: DataFrame, dataset: str, start_time: dt.datetime, ste
     ]
     classified = staged.withColumn(REASON, first_failure(checks))
     valid, rejected = split_rejected(classified)
-    start = int(start_time.replace(tzinfo=dt.timezone.utc).timestamp())
+    start = int(start_time.replace(tzinfo=start_time.tzinfo or dt.UTC).timestamp())
     events = valid.select(
         "_user", F.posexplode(F.slice("_tokens", 2, F.size("_tokens") - 1)).alias("seq_index", "_item")
     )
@@ -216,7 +225,8 @@ def read_lines(spark: SparkSession, path: str) -> DataFrame:
 
 
 def transform_coco(doc: DataFrame, images_dir: str, source: str = COCO) -> IngestBatch:
-    """A COCO captions document (columns ``images``, ``annotations``) -> pins + captions."""
+    """A COCO captions document (columns ``images``, ``annotations``) -> pins + captions;
+    ``images_dir`` is the folder its ``file_name`` values are relative to."""
     require_columns(doc, {"images": None, "annotations": None}, f"{source} captions.json")
     images = doc.select(F.explode("images").alias("im")).select("im.*")
     require_columns(images, {"id": LongType(), "file_name": StringType()}, f"{source} images[]")
@@ -225,7 +235,9 @@ def transform_coco(doc: DataFrame, images_dir: str, source: str = COCO) -> Inges
 
     folder = images_dir.rstrip("/")
     path = F.when(is_blank(F.col("file_name")), None).otherwise(F.concat(F.lit(folder + "/"), F.col("file_name")))
-    staged = images.select("id", "file_name", path.alias("_path")).withColumn("_sig", image_signature_col(F.col("_path")))
+    staged = images.select("id", "file_name", path.alias("_path")).withColumn(
+        "_sig", image_signature_col(F.col("_path"))
+    )
     checks = [
         (F.col("id").isNull(), "missing id"),
         (is_blank(F.col("file_name")), "missing file_name"),
@@ -237,16 +249,17 @@ def transform_coco(doc: DataFrame, images_dir: str, source: str = COCO) -> Inges
     pins = valid.select(
         F.concat(F.lit(f"{source}:"), F.col("id").cast("string")).alias(P.PIN_ID),
         F.lit(source).alias(P.SOURCE),
-        *[F.lit(None).cast("string").alias(c) for c in (P.TITLE, P.DESCRIPTION, P.LINK_URL, P.LINK_TITLE, P.LINK_DESCRIPTION)],
+        *[
+            F.lit(None).cast("string").alias(c)
+            for c in (P.TITLE, P.DESCRIPTION, P.LINK_URL, P.LINK_TITLE, P.LINK_DESCRIPTION)
+        ],
         F.col("_path").alias(P.IMAGE_PATH),
         F.col(f"_sig.{SIGNATURE}").alias(P.IMAGE_SIGNATURE),
         F.lit(None).cast("timestamp").alias(P.CREATED_AT),
     )
 
     known = valid.select(F.col("id").alias("_image_id"), F.col(f"_sig.{SIGNATURE}").alias("_signature"))
-    captions = annotations.select("image_id", "caption").join(
-        known, F.col("image_id") == F.col("_image_id"), "left"
-    )
+    captions = annotations.select("image_id", "caption").join(known, F.col("image_id") == F.col("_image_id"), "left")
     caption_checks = [
         (F.col("image_id").isNull(), "missing image_id"),
         (is_blank(F.col("caption")), "empty caption"),
@@ -272,12 +285,65 @@ def transform_coco(doc: DataFrame, images_dir: str, source: str = COCO) -> Inges
 
 
 def read_json_document(spark: SparkSession, path: str) -> DataFrame:
-    if not Path(path).is_file():
+    if "://" not in path and not Path(path).is_file():
         raise FileNotFoundError(f"no such file: {path}")
     return spark.read.option("multiLine", True).option("mode", "FAILFAST").json(path)
 
 
-# --------------------------------------------------------------------------- run
+# --------------------------------------------------------------------------- read, transform, write
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """One source as read: ``kind`` crowdflower (CSV rows), s3rec (text lines) or coco (the
+    captions document, with the folder its image file names are relative to)."""
+
+    kind: str
+    name: str  # crowdflower source name, S3-Rec dataset name, or coco source name
+    frame: DataFrame
+    images_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    sources: list[SourceReport]
+
+    def line(self) -> str:
+        return "\n".join(report.line() for report in self.sources)
+
+
+def read(spark: SparkSession, cfg: PinpipeConfig) -> list[RawSource]:
+    """Every configured source, from ``ingest.data_root``."""
+    ing: IngestConfig = cfg.ingest
+    found: list[RawSource] = []
+    if CROWDFLOWER in ing.sources:
+        found.append(RawSource(CROWDFLOWER, CROWDFLOWER, read_crowdflower(spark, ing.path(ing.crowdflower_csv))))
+    if "s3rec" in ing.sources:
+        for dataset in ing.s3rec_datasets:
+            found.append(RawSource("s3rec", dataset, read_lines(spark, ing.path(f"{ing.s3rec_dir}/{dataset}.txt"))))
+    if COCO in ing.sources:
+        coco = Path(ing.path(ing.coco_dir))
+        found.append(
+            RawSource(COCO, COCO, read_json_document(spark, str(coco / "captions.json")), str(coco / "images"))
+        )
+    return found
+
+
+def transform(
+    raws: Sequence[RawSource], *, crowdflower_scale_max: int, s3rec_start_time: dt.datetime, s3rec_step_seconds: int
+) -> list[IngestBatch]:
+    """One batch (valid rows per table + quarantine) per source."""
+    batches = []
+    for raw in raws:
+        if raw.kind == CROWDFLOWER:
+            batches.append(transform_crowdflower(raw.frame, crowdflower_scale_max, raw.name))
+        elif raw.kind == "s3rec":
+            batches.append(transform_s3rec(raw.frame, raw.name, s3rec_start_time, s3rec_step_seconds))
+        elif raw.kind == COCO:
+            batches.append(transform_coco(raw.frame, raw.images_dir or "", raw.name))
+        else:
+            raise ValueError(f"unknown source kind {raw.kind!r}")
+    return batches
 
 
 def write_batch(lake: Lake, batch: IngestBatch) -> SourceReport:
@@ -289,58 +355,44 @@ def write_batch(lake: Lake, batch: IngestBatch) -> SourceReport:
     try:
         written = {}
         for table, rows in batch.outputs.items():
-            spark.sparkContext.setJobDescription(f"ingest {batch.source}: write {table}")
-            written[table] = lake.replace_slice(rows, table, where)
-        spark.sparkContext.setJobDescription(f"ingest {batch.source}: write quarantine")
-        lake.replace_slice(batch.quarantine, "quarantine", f"{Q.SOURCE} = {sql_literal(batch.source)}")
-        quarantined = {
-            r[Q.REASON]: r["n"] for r in batch.quarantine.groupBy(Q.REASON).agg(F.count("*").alias("n")).collect()
-        }
-        stats = {name: frame.count() for name, frame in batch.stats.items()}
+            with job_description(spark, f"ingest {batch.source}: write {table}"):
+                written[table] = lake.replace_slice(rows, table, where)
+        with job_description(spark, f"ingest {batch.source}: write quarantine"):
+            lake.replace_slice(batch.quarantine, "quarantine", f"{Q.SOURCE} = {sql_literal(batch.source)}")
+            quarantined = {
+                r[Q.REASON]: r["n"] for r in batch.quarantine.groupBy(Q.REASON).agg(F.count("*").alias("n")).collect()
+            }
+            stats = {name: frame.count() for name, frame in batch.stats.items()}
     finally:
         for frame in batch.staged:
             frame.unpersist()
-        spark.sparkContext.setJobDescription(None)
     return SourceReport(batch.source, written, dict(sorted(quarantined.items())), stats)
 
 
-def batches(spark: SparkSession, cfg: IngestConfig) -> list[IngestBatch]:
-    """The batches of every configured source, read from ``cfg.data_root``."""
-    found: list[IngestBatch] = []
-    if CROWDFLOWER in cfg.sources:
-        raw = read_crowdflower(spark, cfg.path(cfg.crowdflower_csv))
-        found.append(transform_crowdflower(raw, cfg.crowdflower_scale_max))
-    if "s3rec" in cfg.sources:
-        start = dt.datetime.fromisoformat(cfg.s3rec_start_time)
-        for dataset in cfg.s3rec_datasets:
-            lines = read_lines(spark, cfg.path(f"{cfg.s3rec_dir}/{dataset}.txt"))
-            found.append(transform_s3rec(lines, dataset, start, cfg.s3rec_step_seconds))
-    if COCO in cfg.sources:
-        coco = Path(cfg.path(cfg.coco_dir)).resolve()
-        doc = read_json_document(spark, str(coco / "captions.json"))
-        found.append(transform_coco(doc, str(coco / "images")))
-    return found
-
-
-def run(spark: SparkSession, cfg: PinpipeConfig) -> list[SourceReport]:
-    lake = Lake.at(cfg.lake.root)
+def write(batches: Sequence[IngestBatch], lake: Lake) -> IngestReport:
     reports = []
-    for batch in batches(spark, cfg.ingest):
+    for batch in batches:
         report = write_batch(lake, batch)
         log.info(report.line())
         for reason, n in report.quarantined.items():
             log.info("  quarantined %s: %s x%d", report.source, reason, n)
         reports.append(report)
-    return reports
+    return IngestReport(reports)
 
 
-def main(argv: Sequence[str] | None = None) -> list[SourceReport]:
-    cfg = job_config("pinpipe ingest", __doc__.splitlines()[0], argv)
-    with spark_session("pinpipe-ingest", cfg.spark) as spark:
-        reports = run(spark, cfg)
-    for report in reports:
-        print(report.line())
-    return reports
+def run(spark: SparkSession, cfg: PinpipeConfig) -> IngestReport:
+    ing = cfg.ingest
+    batches = transform(
+        read(spark, cfg),
+        crowdflower_scale_max=ing.crowdflower_scale_max,
+        s3rec_start_time=ing.s3rec_start_time,
+        s3rec_step_seconds=ing.s3rec_step_seconds,
+    )
+    return write(batches, Lake.at(cfg.lake.root))
+
+
+def main(argv: Sequence[str] | None = None) -> IngestReport:
+    return run_job("pinpipe ingest", __doc__, run, argv)
 
 
 if __name__ == "__main__":

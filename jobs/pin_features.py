@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -27,11 +27,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType
 
-from jobs.config import FEATURE_FIELDS, CaptionerConfig, FeaturesConfig, PinpipeConfig
-from jobs.job_args import job_config
-from jobs.lake import Lake, sql_literal
-from jobs.session import spark_session
-from jobs.validation import REASON, split_rejected, to_quarantine
+from runtime.config import FEATURE_FIELDS, PinpipeConfig
+from runtime.entry import run_job
+from runtime.lake import Lake, sql_literal
+from runtime.session import job_description
+from runtime.validation import REASON, split_rejected, to_quarantine
 from schemas import boards as B
 from schemas import pin_captions as PC
 from schemas import pin_text_features as PTF
@@ -39,6 +39,7 @@ from schemas import pins as P
 from schemas import search_impressions as SI
 from schemas import user_engagements as UE
 from udfs.captioner import CAPTION, ERROR, caption_col, captioner_version
+from udfs.captioner_settings import CaptionerSettings
 from udfs.text_clean import clean_text_col
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,48 @@ def pin_text_col(budgets: dict[str, int], cols: dict[str, Column]) -> Column:
     engaged_queries, link_title, link_description`` as one pandas UDF."""
 
     @pandas_udf(StringType())
-    def assemble(title: pd.Series, description: pd.Series, caption: pd.Series, boards: pd.Series,
-                 queries: pd.Series, link_title: pd.Series, link_description: pd.Series) -> pd.Series:
+    def assemble(
+        title: pd.Series,
+        description: pd.Series,
+        caption: pd.Series,
+        boards: pd.Series,
+        queries: pd.Series,
+        link_title: pd.Series,
+        link_description: pd.Series,
+    ) -> pd.Series:
         out = []
-        for row in zip(title, description, caption, boards, queries, link_title, link_description):
+        for row in zip(title, description, caption, boards, queries, link_title, link_description, strict=False):
             t, d, c, b, q, lt, ld = (None if (v is None or (isinstance(v, float) and pd.isna(v))) else v for v in row)
             link = " - ".join(x for x in (lt, ld) if x) or None
-            out.append(assemble_pin_text(
-                {"title": t, "description": d, "caption": c, "boards": _joined(b), "queries": _joined(q), "link": link},
-                budgets,
-            ))
+            out.append(
+                assemble_pin_text(
+                    {
+                        "title": t,
+                        "description": d,
+                        "caption": c,
+                        "boards": _joined(b),
+                        "queries": _joined(q),
+                        "link": link,
+                    },
+                    budgets,
+                )
+            )
         return pd.Series(out, index=title.index, dtype=object)
 
-    return assemble(*[cols[c] for c in ("title", "description", "caption", "board_titles", "engaged_queries",
-                                         "link_title", "link_description")])
+    return assemble(
+        *[
+            cols[c]
+            for c in (
+                "title",
+                "description",
+                "caption",
+                "board_titles",
+                "engaged_queries",
+                "link_title",
+                "link_description",
+            )
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- pure transforms
@@ -119,8 +148,9 @@ def engaged_queries(impressions: DataFrame, as_of: dt.date, window_days: int, k:
         (F.col(SI.DT) >= F.lit(start)) & (F.col(SI.DT) < F.lit(as_of)) & (F.col(SI.CLICKED) | F.col(SI.SAVED))
     )
     query = clean_text_col(F.lower(F.col(SI.QUERY)))
-    scored = recent.select(SI.PIN_ID, query.alias("_q"),
-                           (F.col(SI.CLICKED).cast("int") + F.col(SI.SAVED).cast("int")).alias("_e"))
+    scored = recent.select(
+        SI.PIN_ID, query.alias("_q"), (F.col(SI.CLICKED).cast("int") + F.col(SI.SAVED).cast("int")).alias("_e")
+    )
     counts = scored.filter(F.col("_q").isNotNull()).groupBy(SI.PIN_ID, "_q").agg(F.sum("_e").alias("_n"))
     return _top_k(counts, SI.PIN_ID, "_q", "_n", k, PTF.ENGAGED_QUERIES)
 
@@ -128,21 +158,41 @@ def engaged_queries(impressions: DataFrame, as_of: dt.date, window_days: int, k:
 @dataclass(frozen=True)
 class FeatureInputs:
     pins: DataFrame
-    captions: DataFrame | None  # pin_captions rows of one captioner version, or None
+    captions: DataFrame | None  # pin_captions rows of the captioner version, or None
     boards: DataFrame
     engagements: DataFrame
     impressions: DataFrame
 
 
-def transform(inputs: FeatureInputs, cfg: FeaturesConfig, captioner: str | None) -> tuple[DataFrame, DataFrame]:
+@dataclass(frozen=True)
+class FeatureOutputs:
+    new_captions: DataFrame | None  # pin_captions rows for images not captioned yet (None: no captioner)
+    features: DataFrame  # pin_text_features rows of one feature_version
+    quarantine: DataFrame
+    feature_version: str
+    captioner_version: str | None
+
+
+def text_features(
+    inputs: FeatureInputs,
+    captions: DataFrame | None,
+    *,
+    as_of: dt.date,
+    budgets: dict[str, int],
+    top_k_boards: int,
+    top_k_queries: int,
+    query_window_days: int,
+    feature_version: str,
+    captioner_version: str | None,
+) -> tuple[DataFrame, DataFrame]:
     """(``pin_text_features`` rows, quarantine rows for pins with no text at all)."""
-    as_of = cfg.as_of_date
     pins = inputs.pins.select(
-        P.PIN_ID, P.IMAGE_SIGNATURE,
+        P.PIN_ID,
+        P.IMAGE_SIGNATURE,
         *[clean_text_col(F.col(c)).alias(c) for c in (P.TITLE, P.DESCRIPTION, P.LINK_TITLE, P.LINK_DESCRIPTION)],
     )
-    if inputs.captions is not None:
-        captions = inputs.captions.select(
+    if captions is not None:
+        captions = captions.select(
             F.col(PC.IMAGE_SIGNATURE).alias(P.IMAGE_SIGNATURE), clean_text_col(F.col(PC.CAPTION)).alias(PTF.CAPTION)
         )
         pins = pins.join(captions, P.IMAGE_SIGNATURE, "left")
@@ -150,24 +200,65 @@ def transform(inputs: FeatureInputs, cfg: FeaturesConfig, captioner: str | None)
         pins = pins.withColumn(PTF.CAPTION, F.lit(None).cast("string"))
     empty = F.array().cast("array<string>")
     joined = (
-        pins.join(board_titles(inputs.engagements, inputs.boards, cfg.top_k_boards), P.PIN_ID, "left")
-        .join(engaged_queries(inputs.impressions, as_of, cfg.query_window_days, cfg.top_k_queries), P.PIN_ID, "left")
+        pins.join(board_titles(inputs.engagements, inputs.boards, top_k_boards), P.PIN_ID, "left")
+        .join(engaged_queries(inputs.impressions, as_of, query_window_days, top_k_queries), P.PIN_ID, "left")
         .withColumn(PTF.BOARD_TITLES, F.coalesce(PTF.BOARD_TITLES, empty))
         .withColumn(PTF.ENGAGED_QUERIES, F.coalesce(PTF.ENGAGED_QUERIES, empty))
     )
     cols = {c: F.col(c) for c in joined.columns}
-    texts = joined.withColumn(PTF.PIN_TEXT, pin_text_col(cfg.budgets, cols))
+    texts = joined.withColumn(PTF.PIN_TEXT, pin_text_col(budgets, cols))
     texts = texts.withColumn(REASON, F.when(F.col(PTF.PIN_TEXT).isNull(), F.lit("no text for pin")))
     valid, rejected = split_rejected(texts)
     features = valid.select(
-        PTF.PIN_ID, PTF.TITLE, PTF.DESCRIPTION, PTF.CAPTION, PTF.BOARD_TITLES, PTF.ENGAGED_QUERIES,
-        PTF.LINK_TITLE, PTF.LINK_DESCRIPTION, PTF.PIN_TEXT,
-        F.lit(captioner).cast("string").alias(PTF.CAPTIONER_VERSION),
+        PTF.PIN_ID,
+        PTF.TITLE,
+        PTF.DESCRIPTION,
+        PTF.CAPTION,
+        PTF.BOARD_TITLES,
+        PTF.ENGAGED_QUERIES,
+        PTF.LINK_TITLE,
+        PTF.LINK_DESCRIPTION,
+        PTF.PIN_TEXT,
+        F.lit(captioner_version).cast("string").alias(PTF.CAPTIONER_VERSION),
         F.lit(as_of).alias(PTF.AS_OF),
-        F.lit(cfg.version).alias(PTF.FEATURE_VERSION),
+        F.lit(feature_version).alias(PTF.FEATURE_VERSION),
     )
     quarantine = to_quarantine(rejected.select(P.PIN_ID, P.IMAGE_SIGNATURE, REASON), SOURCE, "pin_text_features")
     return features, quarantine
+
+
+def transform(
+    inputs: FeatureInputs,
+    *,
+    captioner: CaptionerSettings | None,
+    captioner_version: str | None,
+    as_of: dt.date,
+    budgets: dict[str, int],
+    top_k_boards: int,
+    top_k_queries: int,
+    query_window_days: int,
+    feature_version: str,
+) -> FeatureOutputs:
+    """Captions for the images not captioned under ``captioner_version`` (a BLIP UDF, lazy), and
+    the text features of every pin with the known and the new captions."""
+    new_captions = None
+    captions = inputs.captions
+    if captioner is not None and captioner_version is not None:
+        new_captions = caption_images(images_to_caption(inputs.pins, inputs.captions), captioner, captioner_version)
+        mine = new_captions.select(*PC.PIN_CAPTIONS_V1.fieldNames())
+        captions = mine if captions is None else captions.unionByName(mine)
+    features, quarantine = text_features(
+        inputs,
+        captions,
+        as_of=as_of,
+        budgets=budgets,
+        top_k_boards=top_k_boards,
+        top_k_queries=top_k_queries,
+        query_window_days=query_window_days,
+        feature_version=feature_version,
+        captioner_version=captioner_version,
+    )
+    return FeatureOutputs(new_captions, features, quarantine, feature_version, captioner_version)
 
 
 def images_to_caption(pins: DataFrame, captioned: DataFrame | None) -> DataFrame:
@@ -182,7 +273,7 @@ def images_to_caption(pins: DataFrame, captioned: DataFrame | None) -> DataFrame
     return images.join(captioned.select(PC.IMAGE_SIGNATURE), P.IMAGE_SIGNATURE, "left_anti")
 
 
-def caption_images(todo: DataFrame, cfg: CaptionerConfig, version: str) -> DataFrame:
+def caption_images(todo: DataFrame, cfg: CaptionerSettings, version: str) -> DataFrame:
     """``pin_captions`` rows for ``todo`` (columns ``image_signature, image_path``)."""
     result = caption_col(F.col(P.IMAGE_PATH), cfg)
     return todo.select(P.IMAGE_SIGNATURE, P.IMAGE_PATH, result.alias("_r")).select(
@@ -195,7 +286,7 @@ def caption_images(todo: DataFrame, cfg: CaptionerConfig, version: str) -> DataF
     )
 
 
-# --------------------------------------------------------------------------- run
+# --------------------------------------------------------------------------- read, write, run
 
 
 @dataclass
@@ -207,62 +298,72 @@ class FeaturesReport:
     quarantined: int
 
     def line(self) -> str:
-        return (f"pin_features: captioner={self.captioner_version or 'none'} captioned={self.captioned:,} "
-                f"caption_errors={self.caption_errors:,} pin_text_features={self.features:,} "
-                f"quarantined={self.quarantined:,}")
+        return (
+            f"pin_features: captioner={self.captioner_version or 'none'} captioned={self.captioned:,} "
+            f"caption_errors={self.caption_errors:,} pin_text_features={self.features:,} "
+            f"quarantined={self.quarantined:,}"
+        )
 
 
-def _captions_of(lake: Lake, spark: SparkSession, version: str) -> DataFrame | None:
-    if not lake.exists(spark, "pin_captions"):
-        return None
-    return lake.read(spark, "pin_captions").filter(F.col(PC.CAPTIONER_VERSION) == version)
-
-
-def run_captions(spark: SparkSession, lake: Lake, cfg: CaptionerConfig) -> tuple[str | None, int, int]:
-    """Caption the images not captioned under this version; (version, captioned, errors)."""
-    if not cfg.model_path:
-        log.info("captioner.model_path is empty: no captions")
-        return None, 0, 0
-    version = captioner_version(cfg)
-    todo = images_to_caption(lake.read(spark, "pins"), _captions_of(lake, spark, version))
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
-    spark.sparkContext.setJobDescription(f"pin_features: caption new images ({version})")
-    rows = caption_images(todo, cfg, version).persist()  # caption once, whatever MERGE re-reads
-    try:
-        errors = rows.filter(F.col(PC.ERROR).isNotNull()).count()
-        captioned = lake.insert_new(rows, "pin_captions", (PC.IMAGE_SIGNATURE, PC.CAPTIONER_VERSION))
-    finally:
-        rows.unpersist()
-    return version, captioned, errors
-
-
-def run(spark: SparkSession, cfg: PinpipeConfig) -> FeaturesReport:
+def read(spark: SparkSession, cfg: PinpipeConfig) -> FeatureInputs:
     lake = Lake.at(cfg.lake.root)
-    version, captioned, errors = run_captions(spark, lake, cfg.captioner)
-    inputs = FeatureInputs(
+    captions = None
+    if cfg.captioner.model_path:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.features.caption_arrow_batch_rows))
+        if lake.exists(spark, "pin_captions"):
+            version = captioner_version(cfg.captioner)
+            captions = lake.read(spark, "pin_captions").filter(F.col(PC.CAPTIONER_VERSION) == version)
+    else:
+        log.info("captioner.model_path is empty: no captions")
+    return FeatureInputs(
         pins=lake.read(spark, "pins"),
-        captions=_captions_of(lake, spark, version) if version else None,
+        captions=captions,
         boards=lake.read_or_empty(spark, "boards"),
         engagements=lake.read_or_empty(spark, "user_engagements"),
         impressions=lake.read_or_empty(spark, "search_impressions"),
     )
-    features, quarantine = transform(inputs, cfg.features, version)
-    spark.sparkContext.setJobDescription("pin_features: write pin_text_features")
-    written = lake.replace_slice(features, "pin_text_features",
-                                 f"{PTF.FEATURE_VERSION} = {sql_literal(cfg.features.version)}")
-    quarantined = lake.replace_slice(quarantine, "quarantine", f"source = {sql_literal(SOURCE)}")
-    spark.sparkContext.setJobDescription(None)
-    report = FeaturesReport(version, captioned, errors, written, quarantined)
-    log.info(report.line())
-    return report
+
+
+def write(outputs: FeatureOutputs, lake: Lake) -> FeaturesReport:
+    """New captions first (one MERGE; captioned once, whatever later reads), then the
+    ``feature_version`` slice of ``pin_text_features`` and this job's quarantine slice."""
+    spark = outputs.features.sparkSession
+    captioned = errors = 0
+    new = outputs.new_captions.persist() if outputs.new_captions is not None else None
+    try:
+        if new is not None:
+            with job_description(spark, f"pin_features: caption new images ({outputs.captioner_version})"):
+                errors = new.filter(F.col(PC.ERROR).isNotNull()).count()
+                captioned = lake.insert_new(new, "pin_captions", (PC.IMAGE_SIGNATURE, PC.CAPTIONER_VERSION))
+        with job_description(spark, "pin_features: write pin_text_features"):
+            written = lake.replace_slice(
+                outputs.features, "pin_text_features", f"{PTF.FEATURE_VERSION} = {sql_literal(outputs.feature_version)}"
+            )
+    finally:
+        if new is not None:
+            new.unpersist()
+    quarantined = lake.replace_slice(outputs.quarantine, "quarantine", f"source = {sql_literal(SOURCE)}")
+    return FeaturesReport(outputs.captioner_version, captioned, errors, written, quarantined)
+
+
+def run(spark: SparkSession, cfg: PinpipeConfig) -> FeaturesReport:
+    f, captioner = cfg.features, cfg.captioner if cfg.captioner.model_path else None
+    outputs = transform(
+        read(spark, cfg),
+        captioner=captioner,
+        captioner_version=captioner_version(captioner) if captioner else None,
+        as_of=f.as_of,
+        budgets=f.budgets,
+        top_k_boards=f.top_k_boards,
+        top_k_queries=f.top_k_queries,
+        query_window_days=f.query_window_days,
+        feature_version=f.version,
+    )
+    return write(outputs, Lake.at(cfg.lake.root))
 
 
 def main(argv: Sequence[str] | None = None) -> FeaturesReport:
-    cfg = job_config("pinpipe pin_features", __doc__.splitlines()[0], argv)
-    with spark_session("pinpipe-pin-features", cfg.spark) as spark:
-        report = run(spark, cfg)
-    print(report.line())
-    return report
+    return run_job("pinpipe pin_features", __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -21,19 +21,21 @@ Cluster:  spark-submit --py-files dist/pinpipe.zip --jars ... jobs/score_impress
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import PinpipeConfig, ScorerConfig
-from jobs.job_args import job_config
-from jobs.lake import Lake, sql_literal
-from jobs.session import spark_session
-from jobs.validation import REASON, first_failure, is_blank, split_rejected, to_quarantine
+from models.scoring import ScoringSettings
+from runtime.config import PinpipeConfig, ScorerConfig
+from runtime.entry import run_job
+from runtime.lake import Lake, sql_literal
+from runtime.session import job_description
+from runtime.validation import REASON, first_failure, is_blank, split_rejected, to_quarantine
 from schemas import labeled_impressions as LI
 from schemas import pin_text_features as PTF
 from schemas import pins as P
@@ -56,27 +58,37 @@ def normalize_query(col: Column) -> Column:
     return F.lower(F.trim(F.regexp_replace(col, r"\s+", " ")))
 
 
-def in_dates(col: str, cfg: ScorerConfig) -> Column:
-    return F.col(col).between(F.lit(cfg.first_date), F.lit(cfg.last_date))
+def in_dates(col: str, start: dt.date, end: dt.date) -> Column:
+    return F.col(col).between(F.lit(start), F.lit(end))
 
 
-def candidate_pairs(impressions: DataFrame, pins: DataFrame, features: DataFrame,
-                    max_text_chars: int) -> tuple[DataFrame, DataFrame]:
+def candidate_pairs(
+    impressions: DataFrame, pins: DataFrame, features: DataFrame, max_text_chars: int
+) -> tuple[DataFrame, DataFrame]:
     """(unique pairs ``query, pin_id, text, impressions`` to score, quarantine rows)."""
-    pairs = (impressions.groupBy(normalize_query(F.col(SI.QUERY)).alias(TS.QUERY), F.col(SI.PIN_ID).alias(TS.PIN_ID))
-             .agg(F.count(F.lit(1)).alias(IMPRESSIONS)))
+    pairs = impressions.groupBy(
+        normalize_query(F.col(SI.QUERY)).alias(TS.QUERY), F.col(SI.PIN_ID).alias(TS.PIN_ID)
+    ).agg(F.count(F.lit(1)).alias(IMPRESSIONS))
     known = pins.select(F.col(P.PIN_ID).alias("_known")).distinct()
     text = features.select(F.col(PTF.PIN_ID).alias("_pin"), F.col(PTF.PIN_TEXT).alias(TEXT))
-    joined = (pairs.join(known, pairs[TS.PIN_ID] == known["_known"], "left")
-              .join(text, pairs[TS.PIN_ID] == text["_pin"], "left"))
-    checked = joined.withColumn(REASON, first_failure([
-        (is_blank(F.col(TS.QUERY)), "empty query"),
-        (F.col(TS.PIN_ID).isNull(), "missing pin_id"),
-        (F.col("_known").isNull(), "unknown pin_id"),
-        (is_blank(F.col(TEXT)), "pin has no text"),
-        (F.length(TEXT) > max_text_chars, F.concat(F.lit(f"pin text longer than {max_text_chars} chars: "),
-                                                   F.length(TEXT).cast("string"))),
-    ])).drop("_known", "_pin")
+    joined = pairs.join(known, pairs[TS.PIN_ID] == known["_known"], "left").join(
+        text, pairs[TS.PIN_ID] == text["_pin"], "left"
+    )
+    checked = joined.withColumn(
+        REASON,
+        first_failure(
+            [
+                (is_blank(F.col(TS.QUERY)), "empty query"),
+                (F.col(TS.PIN_ID).isNull(), "missing pin_id"),
+                (F.col("_known").isNull(), "unknown pin_id"),
+                (is_blank(F.col(TEXT)), "pin has no text"),
+                (
+                    F.length(TEXT) > max_text_chars,
+                    F.concat(F.lit(f"pin text longer than {max_text_chars} chars: "), F.length(TEXT).cast("string")),
+                ),
+            ]
+        ),
+    ).drop("_known", "_pin")
     valid, rejected = split_rejected(checked)
     raw = F.to_json(F.struct(F.col(TS.QUERY), F.col(TS.PIN_ID)))  # the pair, not its count: one record per pair
     return valid, to_quarantine(rejected, SOURCE, "teacher_scores", raw)
@@ -95,14 +107,61 @@ def chunk_of(chunks: int) -> Column:
 def labeled(impressions: DataFrame, scores: DataFrame, teacher_version: str) -> DataFrame:
     """Impressions with their pair's teacher label (inner join: unscored pairs are left out)."""
     mine = scores.filter(F.col(TS.TEACHER_VERSION) == teacher_version).select(
-        F.col(TS.QUERY).alias("_q"), F.col(TS.PIN_ID).alias("_pin"), TS.PROBABILITIES,
-        TS.EXPECTED_RELEVANCE, TS.LEVEL, TS.TEACHER_VERSION)
+        F.col(TS.QUERY).alias("_q"),
+        F.col(TS.PIN_ID).alias("_pin"),
+        TS.PROBABILITIES,
+        TS.EXPECTED_RELEVANCE,
+        TS.LEVEL,
+        TS.TEACHER_VERSION,
+    )
     keyed = impressions.withColumn(LI.QUERY_NORM, normalize_query(F.col(SI.QUERY)))
     joined = keyed.join(mine, (keyed[LI.QUERY_NORM] == mine["_q"]) & (keyed[SI.PIN_ID] == mine["_pin"]))
     return joined.select(*LI.LABELED_IMPRESSIONS_V1.fieldNames())
 
 
-# --------------------------------------------------------------------------- run
+def score_chunk(
+    rows: DataFrame, folder: str, settings: ScoringSettings, teacher_version: str, partitions: int
+) -> DataFrame:
+    """``teacher_scores`` rows of one chunk; the same chunk always makes the same batches."""
+    from udfs.teacher_scorer import SCORED_SCHEMA, score_partitions
+
+    ordered = rows.repartition(partitions, TS.QUERY, TS.PIN_ID).sortWithinPartitions(
+        F.length(TEXT) + F.length(TS.QUERY), TS.QUERY, TS.PIN_ID
+    )
+    scored = ordered.select(TS.QUERY, TS.PIN_ID, TEXT).mapInPandas(
+        score_partitions(folder, settings, TEXT), SCORED_SCHEMA
+    )
+    return scored.withColumns({TS.TEACHER_VERSION: F.lit(teacher_version), TS.SCORED_AT: F.current_timestamp()}).select(
+        *TS.TEACHER_SCORES_V1.fieldNames()
+    )
+
+
+# --------------------------------------------------------------------------- read, transform, write
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    impressions: DataFrame  # of the dates to score
+    pins: DataFrame
+    features: DataFrame  # pin_text_features of one feature_version
+    scores: DataFrame  # teacher_scores so far
+    teacher_folder: str  # the verified artifact
+    teacher_version: str  # family/version
+    parallelism: int  # the cluster's default parallelism
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """What to score and how; nothing has run yet. ``write`` executes it chunk by chunk."""
+
+    impressions: DataFrame
+    pairs: DataFrame  # scorable unique pairs
+    quarantine: DataFrame
+    todo: DataFrame  # pairs not scored by this teacher yet, with their ``chunk``
+    score: Callable[[DataFrame], DataFrame]  # rows of one chunk -> teacher_scores rows
+    label: Callable[[DataFrame], DataFrame]  # teacher_scores -> labeled_impressions rows
+    labeled_slice: str  # the labeled_impressions slice the run replaces
+    teacher_version: str
 
 
 @dataclass
@@ -123,36 +182,77 @@ class ScoreReport:
 
     def line(self) -> str:
         ratio = self.impressions / self.unique_pairs if self.unique_pairs else 0.0
-        return (f"score_impressions: teacher={self.teacher_version} precision={self.precision} "
-                f"impressions={self.impressions:,} unique_pairs={self.unique_pairs:,} (dedup {ratio:.1f}x) "
-                f"already_scored={self.already_scored:,} scored={self.scored:,} ({self.pairs_per_s:.1f} pairs/s) "
-                f"quarantined_pairs={self.quarantined_pairs:,} labeled_impressions={self.labeled_impressions:,}")
+        return (
+            f"score_impressions: teacher={self.teacher_version} precision={self.precision} "
+            f"impressions={self.impressions:,} unique_pairs={self.unique_pairs:,} (dedup {ratio:.1f}x) "
+            f"already_scored={self.already_scored:,} scored={self.scored:,} ({self.pairs_per_s:.1f} pairs/s) "
+            f"quarantined_pairs={self.quarantined_pairs:,} labeled_impressions={self.labeled_impressions:,}"
+        )
 
 
-def resolve_teacher(lake: Lake, cfg: ScorerConfig) -> tuple[str, str]:
-    """(artifact folder, ``family/version``) of the teacher to score with, checksums verified."""
+def resolve_teacher(lake: Lake, family: str, version: str) -> tuple[str, str]:
+    """(artifact folder, ``family/version``) of the teacher to score with, checksums verified;
+    an empty ``version`` is the promoted one."""
     from models.registry import Registry, RegistryError
 
     registry = Registry(lake.artifacts_path())
-    version = cfg.teacher_version or registry.current(cfg.teacher_family)
+    version = version or registry.current(family)
     if not version:
-        raise RegistryError(f"no teacher to score with: {cfg.teacher_family!r} has no promoted version "
-                            f"(run train_teacher, or set scorer.teacher_version)")
-    registry.verify(cfg.teacher_family, version)
-    return str(registry.path(cfg.teacher_family, version)), f"{cfg.teacher_family}/{version}"
+        raise RegistryError(
+            f"no teacher to score with: {family!r} has no promoted version "
+            f"(run train_teacher, or set scorer.teacher_version)"
+        )
+    registry.verify(family, version)
+    return str(registry.path(family, version)), f"{family}/{version}"
 
 
-def score_chunk(rows: DataFrame, folder: str, cfg: ScorerConfig, teacher_version: str, partitions: int) -> DataFrame:
-    """``teacher_scores`` rows of one chunk; the same chunk always makes the same batches."""
-    from models.scoring import ScoringSettings
-    from udfs.teacher_scorer import SCORED_SCHEMA, score_partitions
+def read(spark: SparkSession, cfg: PinpipeConfig) -> ScoreInputs:
+    sc: ScorerConfig = cfg.scorer
+    lake = Lake.at(cfg.lake.root)
+    folder, teacher_version = resolve_teacher(lake, sc.teacher_family, sc.teacher_version)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.arrow_batch_rows))
+    spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(sc.arrow_batch_bytes))
+    return ScoreInputs(
+        impressions=lake.read(spark, "search_impressions").filter(in_dates(SI.DT, sc.start_date, sc.end_date)),
+        pins=lake.read_or_empty(spark, "pins"),
+        features=lake.read_or_empty(spark, "pin_text_features").filter(
+            F.col(PTF.FEATURE_VERSION) == sc.feature_version
+        ),
+        scores=lake.read_or_empty(spark, "teacher_scores"),
+        teacher_folder=folder,
+        teacher_version=teacher_version,
+        parallelism=spark.sparkContext.defaultParallelism,
+    )
 
-    settings = ScoringSettings(cfg.precision, cfg.batch_size, cfg.max_batch_tokens, cfg.max_length, cfg.query_tokens)
-    ordered = (rows.repartition(partitions, TS.QUERY, TS.PIN_ID)
-               .sortWithinPartitions(F.length(TEXT) + F.length(TS.QUERY), TS.QUERY, TS.PIN_ID))
-    scored = ordered.select(TS.QUERY, TS.PIN_ID, TEXT).mapInPandas(score_partitions(folder, settings, TEXT), SCORED_SCHEMA)
-    return scored.withColumns({TS.TEACHER_VERSION: F.lit(teacher_version), TS.SCORED_AT: F.current_timestamp()}
-                              ).select(*TS.TEACHER_SCORES_V1.fieldNames())
+
+def transform(
+    inputs: ScoreInputs,
+    *,
+    start_date: dt.date,
+    end_date: dt.date,
+    max_text_chars: int,
+    chunks: int,
+    partitions: int,
+    scoring: ScoringSettings,
+) -> ScorePlan:
+    """The unique pairs, their quarantine, the pairs left to score in ``chunks`` hash chunks,
+    and how to score a chunk (``partitions`` tasks; 0 = the cluster's parallelism) and label."""
+    pairs, quarantine = candidate_pairs(inputs.impressions, inputs.pins, inputs.features, max_text_chars)
+    version = inputs.teacher_version
+    todo = unscored(pairs, inputs.scores, version).withColumn(CHUNK, chunk_of(chunks))
+    tasks = partitions or inputs.parallelism
+
+    def score(rows: DataFrame) -> DataFrame:
+        return score_chunk(rows.drop(CHUNK, IMPRESSIONS), inputs.teacher_folder, scoring, version, tasks)
+
+    def label(scores: DataFrame) -> DataFrame:
+        return labeled(inputs.impressions, scores, version)
+
+    where = (
+        f"{SI.DT} >= DATE'{start_date}' AND {SI.DT} <= DATE'{end_date}' "
+        f"AND {TS.TEACHER_VERSION} = {sql_literal(version)}"
+    )
+    return ScorePlan(inputs.impressions, pairs, quarantine, todo, score, label, where, version)
 
 
 def commit_chunk(lake: Lake, scored: DataFrame) -> int:
@@ -165,65 +265,90 @@ def commit_chunk(lake: Lake, scored: DataFrame) -> int:
         scored.unpersist()
 
 
-def run(spark: SparkSession, cfg: PinpipeConfig) -> ScoreReport:
-    sc = cfg.scorer
-    lake = Lake.at(cfg.lake.root)
-    folder, teacher_version = resolve_teacher(lake, sc)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.arrow_batch_rows))
-    spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(sc.arrow_batch_bytes))
-    partitions = sc.partitions or spark.sparkContext.defaultParallelism
+def score_in_chunks(plan: ScorePlan, lake: Lake, chunk_sizes: dict[int, int]) -> float:
+    """Score and commit every chunk, with progress; returns the seconds it took."""
+    spark = plan.todo.sparkSession
+    total = sum(chunk_sizes.values())
+    started, done = time.perf_counter(), 0
+    for i, chunk in enumerate(sorted(chunk_sizes), 1):
+        with job_description(spark, f"score_impressions: chunk {i}/{len(chunk_sizes)}"):
+            commit_chunk(lake, plan.score(plan.todo.filter(F.col(CHUNK) == chunk)))
+        done += chunk_sizes[chunk]
+        elapsed = time.perf_counter() - started
+        rate = done / elapsed if elapsed else 0.0
+        log.info(
+            "score_impressions: chunk %d/%d committed, %d/%d pairs, %.1f pairs/s, ETA %.0f s",
+            i,
+            len(chunk_sizes),
+            done,
+            total,
+            rate,
+            (total - done) / rate if rate else 0.0,
+        )
+    return time.perf_counter() - started
 
-    impressions = lake.read(spark, "search_impressions").filter(in_dates(SI.DT, sc))
-    feature_version = sc.feature_version or cfg.features.version
-    features = lake.read_or_empty(spark, "pin_text_features").filter(F.col(PTF.FEATURE_VERSION) == feature_version)
-    spark.sparkContext.setJobDescription("score_impressions: unique pairs")
-    pairs, quarantine = candidate_pairs(impressions, lake.read_or_empty(spark, "pins"), features, sc.max_text_chars)
-    scores = lake.read_or_empty(spark, "teacher_scores")
-    todo = unscored(pairs, scores, teacher_version).withColumn(CHUNK, chunk_of(sc.chunks)).persist()
+
+def write(plan: ScorePlan, lake: Lake) -> ScoreReport:
+    """Quarantine (insert-only), the chunks (one commit each), then the labeled slice."""
+    spark = plan.todo.sparkSession
+    todo = plan.todo.persist()
     try:
-        n_impressions = impressions.count()
-        n_pairs = pairs.count()
-        chunk_sizes = {r[CHUNK]: r["count"] for r in todo.groupBy(CHUNK).count().collect()}
-        quarantined = lake.insert_new(quarantine, "quarantine", (Q.SOURCE, Q.REASON, Q.RAW))
-        n_quarantined = quarantine.count()
-        total_todo = sum(chunk_sizes.values())
-        log.info("score_impressions: %d impressions, %d scorable unique pairs, %d to score in %d chunks with %s; "
-                 "%d pairs quarantined (%d newly)", n_impressions, n_pairs, total_todo, len(chunk_sizes),
-                 teacher_version, n_quarantined, quarantined)
-        started, done = time.perf_counter(), 0
-        for i, chunk in enumerate(sorted(chunk_sizes), 1):
-            spark.sparkContext.setJobDescription(f"score_impressions: chunk {i}/{len(chunk_sizes)}")
-            rows = todo.filter(F.col(CHUNK) == chunk).drop(CHUNK, IMPRESSIONS)
-            commit_chunk(lake, score_chunk(rows, folder, sc, teacher_version, partitions))
-            done += chunk_sizes[chunk]
-            elapsed = time.perf_counter() - started
-            rate = done / elapsed if elapsed else 0.0
-            log.info("score_impressions: chunk %d/%d committed, %d/%d pairs, %.1f pairs/s, ETA %.0f s", i,
-                     len(chunk_sizes), done, total_todo, rate, (total_todo - done) / rate if rate else 0.0)
-        seconds = time.perf_counter() - started
+        with job_description(spark, "score_impressions: unique pairs"):
+            n_impressions = plan.impressions.count()
+            n_pairs = plan.pairs.count()
+            chunk_sizes = {r[CHUNK]: r["count"] for r in todo.groupBy(CHUNK).count().collect()}
+            newly_quarantined = lake.insert_new(plan.quarantine, "quarantine", (Q.SOURCE, Q.REASON, Q.RAW))
+            n_quarantined = plan.quarantine.count()
+        total = sum(chunk_sizes.values())
+        log.info(
+            "score_impressions: %d impressions, %d scorable unique pairs, %d to score in %d chunks; "
+            "%d pairs quarantined (%d newly)",
+            n_impressions,
+            n_pairs,
+            total,
+            len(chunk_sizes),
+            n_quarantined,
+            newly_quarantined,
+        )
+        seconds = score_in_chunks(plan, lake, chunk_sizes)
     finally:
         todo.unpersist()
-
-    spark.sparkContext.setJobDescription("score_impressions: labeled_impressions")
-    where = (f"{SI.DT} >= DATE'{sc.first_date}' AND {SI.DT} <= DATE'{sc.last_date}' "
-             f"AND {TS.TEACHER_VERSION} = {sql_literal(teacher_version)}")
-    written = lake.replace_slice(labeled(impressions, lake.read_or_empty(spark, "teacher_scores"), teacher_version),
-                                 "labeled_impressions", where)
-    spark.sparkContext.setJobDescription(None)
-    mine = lake.read_or_empty(spark, "teacher_scores").filter(F.col(TS.TEACHER_VERSION) == teacher_version)
+    scores = lake.read_or_empty(spark, "teacher_scores")
+    with job_description(spark, "score_impressions: labeled_impressions"):
+        written = lake.replace_slice(plan.label(scores), "labeled_impressions", plan.labeled_slice)
+    version = plan.teacher_version
+    mine = scores.filter(F.col(TS.TEACHER_VERSION) == version)
     precision = ",".join(sorted(r[0] for r in mine.select(TS.PRECISION).distinct().collect())) or "none"
-    report = ScoreReport(teacher_version, precision, n_impressions, n_pairs + n_quarantined,
-                         n_pairs - total_todo, total_todo, n_quarantined, written, seconds)
-    log.info(report.line())
-    return report
+    return ScoreReport(
+        version,
+        precision,
+        n_impressions,
+        n_pairs + n_quarantined,
+        n_pairs - total,
+        total,
+        n_quarantined,
+        written,
+        seconds,
+    )
+
+
+def run(spark: SparkSession, cfg: PinpipeConfig) -> ScoreReport:
+    sc = cfg.scorer
+    scoring = ScoringSettings(sc.precision, sc.batch_size, sc.max_batch_tokens, sc.max_length, sc.query_tokens)
+    plan = transform(
+        read(spark, cfg),
+        start_date=sc.start_date,
+        end_date=sc.end_date,
+        max_text_chars=sc.max_text_chars,
+        chunks=sc.chunks,
+        partitions=sc.partitions,
+        scoring=scoring,
+    )
+    return write(plan, Lake.at(cfg.lake.root))
 
 
 def main(argv: Sequence[str] | None = None) -> ScoreReport:
-    cfg = job_config("pinpipe score_impressions", __doc__.splitlines()[0], argv)
-    with spark_session("pinpipe-score-impressions", cfg.spark) as spark:
-        report = run(spark, cfg)
-    print(report.line())
-    return report
+    return run_job("pinpipe score_impressions", __doc__, run, argv)
 
 
 if __name__ == "__main__":

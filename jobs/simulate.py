@@ -14,6 +14,10 @@ partitioning, and 10 million impressions generate on one machine. What it models
   saves as a share of clicks, onto a board of the pin's topic;
 * optionally, human-style graded labels (1-4) of sampled (query, pin) pairs.
 
+``read`` makes the id ranges (sizes and partitions), ``transform`` turns ids into rows with plain
+values (seed, dates, sizes, rates), ``write`` replaces the ``source = 'simulated'`` slice of
+each table (impressions and engagements: the simulated dates only).
+
 Local:    pinpipe simulate --set simulate.impressions_per_day=5000000 --set simulate.days=2
 Cluster:  spark-submit --py-files dist/pinpipe.zip --jars ... jobs/simulate.py --env cluster
 """
@@ -22,16 +26,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import PinpipeConfig, SimulateConfig
-from jobs.job_args import job_config
-from jobs.lake import Lake, sql_literal
-from jobs.session import spark_session
+from runtime.config import PinpipeConfig, SimulateConfig
+from runtime.entry import run_job
+from runtime.lake import Lake, sql_literal
+from runtime.session import job_description
 from schemas import boards as B
 from schemas import human_labels as HL
 from schemas import pins as P
@@ -58,12 +62,77 @@ TOPICS = {
     "tech": ["desk setup", "keyboard", "headphones", "phone case", "monitor", "laptop", "gadgets", "charger"],
 }
 ADJECTIVES = [
-    "easy", "modern", "vintage", "cozy", "minimalist", "rustic", "boho", "healthy", "cute", "elegant",
-    "budget", "colorful", "simple", "luxury", "summer", "winter", "spring", "autumn", "small", "classic",
+    "easy",
+    "modern",
+    "vintage",
+    "cozy",
+    "minimalist",
+    "rustic",
+    "boho",
+    "healthy",
+    "cute",
+    "elegant",
+    "budget",
+    "colorful",
+    "simple",
+    "luxury",
+    "summer",
+    "winter",
+    "spring",
+    "autumn",
+    "small",
+    "classic",
 ]
 TAILS = ["ideas", "inspiration", "tips", "guide", "for beginners", "hacks", "diy", "aesthetic", "2026", "trends"]
 VARIANTS = ["(repost)", "- saved", "via pinner", "| favorite", "copy"]
 ENGAGEMENT_DELAY_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The generator's parameters (meanings in ``runtime.config.SimulateConfig``): plain values."""
+
+    seed: int
+    start_date: dt.date
+    days: int
+    impressions_per_day: int
+    page_size: int
+    n_pins: int
+    n_queries: int
+    n_users: int
+    n_boards: int
+    n_topics: int
+    query_zipf: float
+    pin_zipf: float
+    user_zipf: float
+    off_topic_rate: float
+    near_duplicate_rate: float
+    click_rate: float
+    save_rate: float
+    position_decay: float
+
+    @classmethod
+    def of(cls, sim: SimulateConfig) -> Traffic:
+        return cls(**{f.name: getattr(sim, f.name) for f in fields(cls)})
+
+    @property
+    def requests_per_day(self) -> int:
+        return self.impressions_per_day // self.page_size
+
+    @property
+    def end_date(self) -> dt.date:
+        """The first day after the simulated days."""
+        return self.start_date + dt.timedelta(days=self.days)
+
+
+@dataclass(frozen=True)
+class IdRanges:
+    """The ids every generated row derives from (column ``id``): sizes and partitioning only."""
+
+    pins: DataFrame
+    boards: DataFrame
+    impressions: DataFrame
+    labels: DataFrame
 
 
 @dataclass(frozen=True)
@@ -73,6 +142,16 @@ class SimulatedData:
     search_impressions: DataFrame
     user_engagements: DataFrame
     human_labels: DataFrame
+    start_date: dt.date
+    end_date: dt.date  # exclusive
+
+
+@dataclass(frozen=True)
+class SimulateReport:
+    written: dict[str, int]
+
+    def line(self) -> str:
+        return "simulate: " + " ".join(f"{t}={n:,}" for t, n in self.written.items())
 
 
 class _Gen:
@@ -119,13 +198,13 @@ def _topic_noun(topic: Column, index: Column) -> Column:
     return _pick(TOPIC_WORDS, (topic % len(TOPIC_NAMES)) * WORDS_PER_TOPIC + index % WORDS_PER_TOPIC)
 
 
-def _day_start(cfg: SimulateConfig) -> int:
-    return int(dt.datetime.combine(cfg.first_day, dt.time(), dt.timezone.utc).timestamp())
+def _day_start(w: Traffic) -> int:
+    return int(dt.datetime.combine(w.start_date, dt.time(), dt.UTC).timestamp())
 
 
-def query_text(gen: _Gen, q: Column, cfg: SimulateConfig) -> Column:
+def query_text(gen: _Gen, q: Column, w: Traffic) -> Column:
     """The text of query id ``q``: a deterministic function of the id (no lookup table)."""
-    topic = q % cfg.n_topics
+    topic = q % w.n_topics
     adjective = _pick(ADJECTIVES, gen.index("q-adj", len(ADJECTIVES), q))
     noun = _topic_noun(topic, gen.index("q-noun", 64, q))
     tail = _pick(TAILS, gen.index("q-tail", len(TAILS), q))
@@ -137,104 +216,131 @@ def query_text(gen: _Gen, q: Column, cfg: SimulateConfig) -> Column:
     )
 
 
-def pin_relevance(gen: _Gen, q: Column, pin: Column, cfg: SimulateConfig) -> Column:
+def pin_relevance(gen: _Gen, q: Column, pin: Column, w: Traffic) -> Column:
     """Latent relevance in [0, 1]: high when the pin is in the query's topic."""
-    on_topic = (q % cfg.n_topics) == (pin % cfg.n_topics)
+    on_topic = (q % w.n_topics) == (pin % w.n_topics)
     return F.when(on_topic, 0.55).otherwise(0.0) + 0.45 * gen.uniform("rel", q, pin)
 
 
-def pin_for(gen: _Gen, salt: str, q: Column, draw: Column, cfg: SimulateConfig) -> Column:
+def pin_for(gen: _Gen, salt: str, q: Column, draw: Column, w: Traffic) -> Column:
     """A pin id shown for query ``q``: Zipf within the query's topic, shifted per query."""
-    per_topic = cfg.n_pins // cfg.n_topics
-    topic = q % cfg.n_topics
-    rank = gen.zipf(salt + "-rank", per_topic, cfg.pin_zipf, q, draw)
+    per_topic = w.n_pins // w.n_topics
+    topic = q % w.n_topics
+    rank = gen.zipf(salt + "-rank", per_topic, w.pin_zipf, q, draw)
     shift = gen.index(salt + "-shift", per_topic, q)
-    on_topic_pin = ((rank + shift) % per_topic) * cfg.n_topics + topic
-    off_topic_pin = gen.index(salt + "-any", cfg.n_pins, q, draw)
-    return F.when(gen.uniform(salt + "-off", q, draw) < cfg.off_topic_rate, off_topic_pin).otherwise(on_topic_pin)
+    on_topic_pin = ((rank + shift) % per_topic) * w.n_topics + topic
+    off_topic_pin = gen.index(salt + "-any", w.n_pins, q, draw)
+    return F.when(gen.uniform(salt + "-off", q, draw) < w.off_topic_rate, off_topic_pin).otherwise(on_topic_pin)
 
 
-def transform_pins(spark: SparkSession, cfg: SimulateConfig) -> DataFrame:
-    gen = _Gen(cfg.seed)
+def transform_pins(ids: DataFrame, w: Traffic) -> DataFrame:
+    gen = _Gen(w.seed)
     p = F.col("id")
     # A near-duplicate re-posts an earlier pin of the same topic: same image, title variant.
-    earlier = p - cfg.n_topics * (1 + gen.index("orig", 10, p))
-    near_dup = (earlier >= 0) & (gen.uniform("near-dup", p) < cfg.near_duplicate_rate)
+    earlier = p - w.n_topics * (1 + gen.index("orig", 10, p))
+    near_dup = (earlier >= 0) & (gen.uniform("near-dup", p) < w.near_duplicate_rate)
     original = F.when(near_dup, earlier).otherwise(p)
-    topic = original % cfg.n_topics
+    topic = original % w.n_topics
     adjective = _pick(ADJECTIVES, gen.index("p-adj", len(ADJECTIVES), original))
     noun = _topic_noun(topic, gen.index("p-noun", 64, original))
     tail = _pick(TAILS, gen.index("p-tail", len(TAILS), original))
     base_title = F.initcap(F.concat_ws(" ", adjective, noun, tail))
-    title = F.when(near_dup, F.concat_ws(" ", base_title, _pick(VARIANTS, gen.index("variant", 5, p)))).otherwise(base_title)
+    title = F.when(near_dup, F.concat_ws(" ", base_title, _pick(VARIANTS, gen.index("variant", 5, p)))).otherwise(
+        base_title
+    )
     other = _topic_noun(topic, gen.index("p-other", 64, original))
     description = F.concat(
-        F.lit("Discover "), adjective, F.lit(" "), noun, F.lit(" and "), other, F.lit(" for your "),
-        _topic_name(topic), F.lit(" board. "), F.initcap(tail), F.lit(" included."),
+        F.lit("Discover "),
+        adjective,
+        F.lit(" "),
+        noun,
+        F.lit(" and "),
+        other,
+        F.lit(" for your "),
+        _topic_name(topic),
+        F.lit(" board. "),
+        F.initcap(tail),
+        F.lit(" included."),
     )
     has_link = gen.uniform("has-link", original) < 0.7
-    created = F.timestamp_seconds(F.lit(_day_start(cfg)) - gen.index("created", 365 * 86400, p))
-    return spark.range(0, cfg.n_pins, numPartitions=cfg.partitions).select(
+    created = F.timestamp_seconds(F.lit(_day_start(w)) - gen.index("created", 365 * 86400, p))
+    return ids.select(
         F.concat(F.lit("sim-p"), p.cast("string")).alias(P.PIN_ID),
         F.lit(SOURCE).alias(P.SOURCE),
         title.alias(P.TITLE),
         F.when(gen.uniform("has-desc", p) < 0.85, description).alias(P.DESCRIPTION),
-        F.when(has_link, F.concat(F.lit("https://example.com/"), _topic_name(topic), F.lit("/"), original.cast("string"))).alias(P.LINK_URL),
-        F.when(has_link, F.concat(base_title, F.lit(" | "), F.initcap(_topic_name(topic)), F.lit(" Blog"))).alias(P.LINK_TITLE),
-        F.when(has_link, F.concat(F.lit("Step-by-step "), noun, F.lit(" "), tail, F.lit(" from our "), _topic_name(topic), F.lit(" editors."))).alias(P.LINK_DESCRIPTION),
+        F.when(
+            has_link, F.concat(F.lit("https://example.com/"), _topic_name(topic), F.lit("/"), original.cast("string"))
+        ).alias(P.LINK_URL),
+        F.when(has_link, F.concat(base_title, F.lit(" | "), F.initcap(_topic_name(topic)), F.lit(" Blog"))).alias(
+            P.LINK_TITLE
+        ),
+        F.when(
+            has_link,
+            F.concat(
+                F.lit("Step-by-step "),
+                noun,
+                F.lit(" "),
+                tail,
+                F.lit(" from our "),
+                _topic_name(topic),
+                F.lit(" editors."),
+            ),
+        ).alias(P.LINK_DESCRIPTION),
         F.lit(None).cast("string").alias(P.IMAGE_PATH),
-        F.concat(F.lit("sim:"), F.lpad(F.hex(F.xxhash64(F.lit(cfg.seed), F.lit("img"), original)), 16, "0")).alias(P.IMAGE_SIGNATURE),
+        F.concat(F.lit("sim:"), F.lpad(F.hex(F.xxhash64(F.lit(w.seed), F.lit("img"), original)), 16, "0")).alias(
+            P.IMAGE_SIGNATURE
+        ),
         created.alias(P.CREATED_AT),
     )
 
 
-def board_for(gen: _Gen, user: Column, pin: Column, cfg: SimulateConfig) -> Column:
-    per_topic = cfg.n_boards // cfg.n_topics
-    return (gen.index("board", per_topic, user, pin) * cfg.n_topics + pin % cfg.n_topics)
+def board_for(gen: _Gen, user: Column, pin: Column, w: Traffic) -> Column:
+    per_topic = w.n_boards // w.n_topics
+    return gen.index("board", per_topic, user, pin) * w.n_topics + pin % w.n_topics
 
 
-def transform_boards(spark: SparkSession, cfg: SimulateConfig) -> DataFrame:
-    gen = _Gen(cfg.seed)
+def transform_boards(ids: DataFrame, w: Traffic) -> DataFrame:
+    gen = _Gen(w.seed)
     b = F.col("id")
-    topic = b % cfg.n_topics
+    topic = b % w.n_topics
     title = F.initcap(F.concat_ws(" ", _pick(ADJECTIVES, gen.index("b-adj", len(ADJECTIVES), b)), _topic_name(topic)))
-    return spark.range(0, (cfg.n_boards // cfg.n_topics) * cfg.n_topics, numPartitions=cfg.partitions).select(
+    return ids.select(
         F.concat(F.lit("sim-b"), b.cast("string")).alias(B.BOARD_ID),
         F.lit(SOURCE).alias(B.SOURCE),
         title.alias(B.TITLE),
-        F.concat(F.lit("sim-u"), gen.index("b-owner", cfg.n_users, b).cast("string")).alias(B.OWNER_USER_ID),
-        F.timestamp_seconds(F.lit(_day_start(cfg)) - gen.index("b-created", 730 * 86400, b)).alias(B.CREATED_AT),
+        F.concat(F.lit("sim-u"), gen.index("b-owner", w.n_users, b).cast("string")).alias(B.OWNER_USER_ID),
+        F.timestamp_seconds(F.lit(_day_start(w)) - gen.index("b-created", 730 * 86400, b)).alias(B.CREATED_AT),
     )
 
 
-def transform_impressions(spark: SparkSession, cfg: SimulateConfig) -> DataFrame:
-    """``days * impressions_per_day`` impressions (whole pages), with click/save outcomes."""
-    gen = _Gen(cfg.seed)
-    requests_per_day = cfg.impressions_per_day // cfg.page_size
-    total = requests_per_day * cfg.page_size * cfg.days
+def transform_impressions(ids: DataFrame, w: Traffic) -> DataFrame:
+    """Impression ``id`` -> a row of whole pages (request ``id // page_size``), with outcomes."""
+    gen = _Gen(w.seed)
+    requests_per_day = w.requests_per_day
     i = F.col("id")
-    r = F.floor(i / cfg.page_size).cast("long")
-    position = (i % cfg.page_size).cast("int")
+    r = F.floor(i / w.page_size).cast("long")
+    position = (i % w.page_size).cast("int")
     day = F.floor(r / requests_per_day).cast("long")
-    q = gen.zipf("query", cfg.n_queries, cfg.query_zipf, r)
-    user = gen.zipf("user", cfg.n_users, cfg.user_zipf, r)
-    pin = pin_for(gen, "imp", q, i, cfg)
+    q = gen.zipf("query", w.n_queries, w.query_zipf, r)
+    user = gen.zipf("user", w.n_users, w.user_zipf, r)
+    pin = pin_for(gen, "imp", q, i, w)
     # Requests start before 23:59, so their engagements (seconds later) fall on the same day.
-    seconds = F.lit(_day_start(cfg)) + day * 86400 + gen.index("second", 86400 - 60, r)
-    click_p = cfg.click_rate * pin_relevance(gen, q, pin, cfg) / F.pow(position + 1.0, F.lit(cfg.position_decay))
+    seconds = F.lit(_day_start(w)) + day * 86400 + gen.index("second", 86400 - 60, r)
+    click_p = w.click_rate * pin_relevance(gen, q, pin, w) / F.pow(position + 1.0, F.lit(w.position_decay))
     clicked = gen.uniform("click", i) < click_p
     event_time = F.timestamp_seconds(seconds)
-    return spark.range(0, total, numPartitions=cfg.partitions).select(
+    return ids.select(
         F.concat(F.lit("sim-i"), i.cast("string")).alias(SI.IMPRESSION_ID),
         F.concat(F.lit("sim-r"), r.cast("string")).alias(SI.REQUEST_ID),
         F.concat(F.lit("sim-u"), user.cast("string")).alias(SI.USER_ID),
-        query_text(gen, q, cfg).alias(SI.QUERY),
+        query_text(gen, q, w).alias(SI.QUERY),
         F.concat(F.lit("sim-p"), pin.cast("string")).alias(SI.PIN_ID),
         position.alias(SI.POSITION),
         event_time.alias(SI.EVENT_TIME),
         F.to_date(event_time).alias(SI.DT),
         clicked.alias(SI.CLICKED),
-        (clicked & (gen.uniform("save", i) < cfg.save_rate)).alias(SI.SAVED),
+        (clicked & (gen.uniform("save", i) < w.save_rate)).alias(SI.SAVED),
         F.lit(SOURCE).alias(SI.SOURCE),
         # Kept for deriving engagements; dropped before writing impressions.
         user.alias("_user"),
@@ -242,14 +348,16 @@ def transform_impressions(spark: SparkSession, cfg: SimulateConfig) -> DataFrame
     )
 
 
-def engagements_from(impressions: DataFrame, cfg: SimulateConfig) -> DataFrame:
+def engagements_from(impressions: DataFrame, w: Traffic) -> DataFrame:
     """Click and save events of the impressions (a save also names the board)."""
-    gen = _Gen(cfg.seed)
+    gen = _Gen(w.seed)
     engaged = impressions.filter(F.col(SI.CLICKED))
     event = F.explode(
-        F.when(F.col(SI.SAVED), F.array(F.lit(UE.EVENT_CLICK), F.lit(UE.EVENT_SAVE))).otherwise(F.array(F.lit(UE.EVENT_CLICK)))
+        F.when(F.col(SI.SAVED), F.array(F.lit(UE.EVENT_CLICK), F.lit(UE.EVENT_SAVE))).otherwise(
+            F.array(F.lit(UE.EVENT_CLICK))
+        )
     )
-    board = board_for(gen, F.col("_user"), F.col("_pin"), cfg)
+    board = board_for(gen, F.col("_user"), F.col("_pin"), w)
     return engaged.select("*", event.alias("_event")).select(
         F.col(SI.USER_ID).alias(UE.USER_ID),
         F.col(SI.PIN_ID).alias(UE.PIN_ID),
@@ -263,22 +371,22 @@ def engagements_from(impressions: DataFrame, cfg: SimulateConfig) -> DataFrame:
     )
 
 
-def transform_labels(spark: SparkSession, cfg: SimulateConfig) -> DataFrame:
+def transform_labels(ids: DataFrame, w: Traffic) -> DataFrame:
     """Graded 1-4 labels of sampled (query, pin) pairs, from latent relevance plus rater noise."""
-    gen = _Gen(cfg.seed)
+    gen = _Gen(w.seed)
     k = F.col("id")
-    q = gen.zipf("label-query", cfg.n_queries, cfg.query_zipf, k)
-    pin = pin_for(gen, "label", q, k, cfg)
-    noisy = pin_relevance(gen, q, pin, cfg) + (gen.uniform("label-noise", k) - 0.5) * 0.3
+    q = gen.zipf("label-query", w.n_queries, w.query_zipf, k)
+    pin = pin_for(gen, "label", q, k, w)
+    noisy = pin_relevance(gen, q, pin, w) + (gen.uniform("label-noise", k) - 0.5) * 0.3
     grade = (F.floor(F.least(F.greatest(noisy, F.lit(0.0)), F.lit(0.999)) * 4) + 1).cast("int")
-    pairs = spark.range(0, cfg.n_labels, numPartitions=cfg.partitions).select(
+    pairs = ids.select(
         F.concat(F.lit("sim-l"), k.cast("string")).alias(HL.LABEL_ID),
-        query_text(gen, q, cfg).alias(HL.QUERY),
+        query_text(gen, q, w).alias(HL.QUERY),
         F.concat(F.lit("sim-p"), pin.cast("string")).alias(HL.PIN_ID),
         grade.alias(HL.RELEVANCE),
         F.lit(4).alias(HL.SCALE_MAX),
         F.lit(None).cast("double").alias(HL.RELEVANCE_VARIANCE),
-        (F.pmod(F.xxhash64(F.lit(cfg.seed), k), F.lit(5)) + 1).cast("int").alias(HL.FOLD),
+        (F.pmod(F.xxhash64(F.lit(w.seed), k), F.lit(5)) + 1).cast("int").alias(HL.FOLD),
         F.lit(SOURCE).alias(HL.SOURCE),
         k.alias("_k"),
     )
@@ -287,54 +395,64 @@ def transform_labels(spark: SparkSession, cfg: SimulateConfig) -> DataFrame:
     return pairs.join(first, [HL.QUERY, HL.PIN_ID, "_k"], "left_semi").drop("_k")
 
 
-def transform(spark: SparkSession, cfg: SimulateConfig) -> SimulatedData:
-    impressions = transform_impressions(spark, cfg)
-    return SimulatedData(
-        pins=transform_pins(spark, cfg),
-        boards=transform_boards(spark, cfg),
-        search_impressions=impressions.drop("_user", "_pin"),
-        user_engagements=engagements_from(impressions, cfg),
-        human_labels=transform_labels(spark, cfg),
+def read(spark: SparkSession, cfg: PinpipeConfig) -> IdRanges:
+    sim = cfg.simulate
+    w = Traffic.of(sim)
+
+    def ids(n: int) -> DataFrame:
+        return spark.range(0, n, numPartitions=sim.partitions)
+
+    return IdRanges(
+        pins=ids(w.n_pins),
+        boards=ids((w.n_boards // w.n_topics) * w.n_topics),
+        impressions=ids(w.requests_per_day * w.page_size * w.days),
+        labels=ids(sim.n_labels),
     )
 
 
-def date_range_predicate(cfg: SimulateConfig, column: str) -> str:
-    end = cfg.first_day + dt.timedelta(days=cfg.days)
-    return f"{column} >= DATE'{cfg.first_day.isoformat()}' AND {column} < DATE'{end.isoformat()}'"
+def transform(ids: IdRanges, *, traffic: Traffic) -> SimulatedData:
+    """Rows for every id; the same ids and traffic give the same rows on any partitioning."""
+    impressions = transform_impressions(ids.impressions, traffic)
+    return SimulatedData(
+        pins=transform_pins(ids.pins, traffic),
+        boards=transform_boards(ids.boards, traffic),
+        search_impressions=impressions.drop("_user", "_pin"),
+        user_engagements=engagements_from(impressions, traffic),
+        human_labels=transform_labels(ids.labels, traffic),
+        start_date=traffic.start_date,
+        end_date=traffic.end_date,
+    )
 
 
-def run(spark: SparkSession, cfg: PinpipeConfig) -> dict[str, int]:
-    """Write the simulated slice of each table; returns rows written per table."""
-    lake = Lake.at(cfg.lake.root)
-    sim = cfg.simulate
-    data = transform(spark, sim)
+def date_range_predicate(start: dt.date, end: dt.date, column: str) -> str:
+    return f"{column} >= DATE'{start.isoformat()}' AND {column} < DATE'{end.isoformat()}'"
+
+
+def write(data: SimulatedData, lake: Lake) -> SimulateReport:
+    """Replace the simulated slice of each table; impressions and engagements: its dates only."""
     source = f"source = {sql_literal(SOURCE)}"
+    dates = {c: date_range_predicate(data.start_date, data.end_date, c) for c in (SI.DT, UE.DT)}
     writes = {
         "pins": (data.pins, source),
         "boards": (data.boards, source),
         "human_labels": (data.human_labels, source),
-        "search_impressions": (data.search_impressions, f"{source} AND {date_range_predicate(sim, SI.DT)}"),
-        "user_engagements": (data.user_engagements, f"{source} AND {date_range_predicate(sim, UE.DT)}"),
+        "search_impressions": (data.search_impressions, f"{source} AND {dates[SI.DT]}"),
+        "user_engagements": (data.user_engagements, f"{source} AND {dates[UE.DT]}"),
     }
     written = {}
     for table, (rows, where) in writes.items():
-        spark.sparkContext.setJobDescription(f"simulate: write {table}")
-        written[table] = lake.replace_slice(rows, table, where)
-    spark.sparkContext.setJobDescription(None)
-    log.info(summary_line(written))
-    return written
+        with job_description(rows.sparkSession, f"simulate: write {table}"):
+            written[table] = lake.replace_slice(rows, table, where)
+    return SimulateReport(written)
 
 
-def summary_line(written: dict[str, int]) -> str:
-    return "simulate: " + " ".join(f"{t}={n:,}" for t, n in written.items())
+def run(spark: SparkSession, cfg: PinpipeConfig) -> SimulateReport:
+    data = transform(read(spark, cfg), traffic=Traffic.of(cfg.simulate))
+    return write(data, Lake.at(cfg.lake.root))
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, int]:
-    cfg = job_config("pinpipe simulate", __doc__.splitlines()[0], argv)
-    with spark_session("pinpipe-simulate", cfg.spark) as spark:
-        written = run(spark, cfg)
-    print(summary_line(written))
-    return written
+def main(argv: Sequence[str] | None = None) -> SimulateReport:
+    return run_job("pinpipe simulate", __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class BM25:
     n_docs: int = 0
     mean_length: float = 0.0
 
-    def fit(self, documents: Sequence[str | None]) -> "BM25":
+    def fit(self, documents: Sequence[str | None]) -> BM25:
         tokenized = [tokenize(d) for d in documents]
         self.n_docs = len(tokenized)
         if self.n_docs == 0:
@@ -57,4 +57,4 @@ class BM25:
         return total
 
     def score_pairs(self, queries: Sequence[str | None], documents: Sequence[str | None]) -> np.ndarray:
-        return np.array([self.score(q, d) for q, d in zip(queries, documents)], dtype=np.float64)
+        return np.array([self.score(q, d) for q, d in zip(queries, documents, strict=False)], dtype=np.float64)

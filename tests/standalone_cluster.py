@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyspark
 
@@ -55,7 +55,9 @@ def cluster_env(log_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def standalone_cluster(log_dir: Path, cores: int = 2, memory: str = "2g", start_timeout: float = 120) -> Iterator[Cluster]:
+def standalone_cluster(
+    log_dir: Path, cores: int = 2, memory: str = "2g", start_timeout: float = 120
+) -> Iterator[Cluster]:
     log_dir.mkdir(parents=True, exist_ok=True)
     env = cluster_env(log_dir)
     port, ui_port, worker_ui = free_port(), free_port(), free_port()
@@ -64,18 +66,46 @@ def standalone_cluster(log_dir: Path, cores: int = 2, memory: str = "2g", start_
     procs = []
     try:
         with open(log_dir / "master.log", "w") as master_log:
-            procs.append(subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                 "--port", str(port), "--webui-port", str(ui_port)],
-                env=env, stdout=master_log, stderr=subprocess.STDOUT,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.master.Master",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--webui-port",
+                        str(ui_port),
+                    ],
+                    env=env,
+                    stdout=master_log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         with open(log_dir / "worker.log", "w") as worker_log:
-            procs.append(subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                 "--webui-port", str(worker_ui), "--cores", str(cores), "--memory", memory,
-                 "--work-dir", str(log_dir / "work"), master_url],
-                env=env, stdout=worker_log, stderr=subprocess.STDOUT,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.worker.Worker",
+                        "--host",
+                        "127.0.0.1",
+                        "--webui-port",
+                        str(worker_ui),
+                        "--cores",
+                        str(cores),
+                        "--memory",
+                        memory,
+                        "--work-dir",
+                        str(log_dir / "work"),
+                        master_url,
+                    ],
+                    env=env,
+                    stdout=worker_log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         cluster = Cluster(master_url, f"http://127.0.0.1:{ui_port}", env)
         deadline = time.monotonic() + start_timeout
         while True:

@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 
 from models.bm25 import BM25, tokenize

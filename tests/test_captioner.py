@@ -6,9 +6,11 @@ import torch
 from PIL import Image
 from pyspark.sql import functions as F
 
-from jobs.config import load_config
 from models.random_models import save_random_blip
+from udfs import captioner as captioner_module
+from udfs import task_resources
 from udfs.captioner import Captioner, caption_col, caption_paths, captioner_version
+from udfs.captioner_settings import CaptionerSettings
 from udfs.task_resources import task_device
 
 
@@ -19,7 +21,7 @@ def blip_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def caption_cfg(blip_dir):
-    return dataclasses.replace(load_config().captioner, model_path=str(blip_dir), batch_size=4, max_new_tokens=8)
+    return CaptionerSettings(model_path=str(blip_dir), batch_size=4, max_new_tokens=8)
 
 
 @pytest.fixture(scope="session")
@@ -57,9 +59,36 @@ def odd_mode_images(tmp_path_factory):
     return paths
 
 
-def test_loads_through_from_pretrained_on_cpu(captioner):
-    assert captioner.device.type == "cpu" and captioner.dtype == torch.float32
-    assert not torch.cuda.is_available() or task_device().type == "cuda"
+def test_loads_on_the_device_of_the_task(caption_cfg, monkeypatch):
+    """Without an explicit device the captioner asks ``task_device`` (meta: a device it could
+    not have picked by itself); on CPU it computes in fp32."""
+    monkeypatch.setattr(captioner_module, "task_device", lambda: torch.device("meta"))
+    placed = Captioner(caption_cfg)
+    assert placed.device.type == "meta" and next(placed.model.parameters()).device.type == "meta"
+    assert placed.dtype == torch.float32  # not cuda: gpu_dtype does not apply
+
+
+class FakeTask:
+    def __init__(self, gpus, cpus=3):
+        self._gpus, self._cpus = gpus, cpus
+
+    def resources(self):
+        return {"gpu": type("R", (), {"addresses": self._gpus})()} if self._gpus else {}
+
+    def cpus(self):
+        return self._cpus
+
+
+def test_task_device_is_the_gpu_spark_assigned(monkeypatch):
+    monkeypatch.setattr(task_resources.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(task_resources.TaskContext, "get", staticmethod(lambda: FakeTask(["1"])))
+    assert task_device() == torch.device("cuda:1")
+    monkeypatch.setattr(task_resources.TaskContext, "get", staticmethod(lambda: FakeTask([])))
+    assert task_device() == torch.device("cpu")  # a task without a GPU stays on CPU
+    assert task_resources.task_threads() == 3
+    monkeypatch.setattr(task_resources.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(task_resources.TaskContext, "get", staticmethod(lambda: FakeTask(["0"])))
+    assert task_device() == torch.device("cpu")
 
 
 @pytest.mark.shared_data
@@ -76,7 +105,7 @@ def test_broken_images_give_null_caption_and_reason(captioner, broken_images):
     out = caption_paths(captioner, paths)
     assert list(out.index) == list(paths.index)
     assert out["caption"].isna().all()
-    reasons = dict(zip(paths, out["error"]))
+    reasons = dict(zip(paths, out["error"], strict=False))
     for path, reason in broken_images.items():
         assert reasons[path].startswith(reason), (path, reasons[path])
     assert reasons[None] == "missing image path"
@@ -119,7 +148,9 @@ def test_spark_udf_equals_the_plain_model(spark, captioner, caption_cfg, odd_mod
 def test_spark_udf_captions_the_real_coco_images(spark, caption_cfg, shared_data, broken_images):
     real = sorted(str(p) for p in (shared_data / "coco_mini" / "images").glob("*.jpg"))
     df = spark.createDataFrame([(p,) for p in real + list(broken_images)], "path string").repartition(2)
-    out = {r.path: (r.caption, r.error) for r in
-           df.select("path", caption_col(F.col("path"), caption_cfg).alias("r")).select("path", "r.*").collect()}
+    out = {
+        r.path: (r.caption, r.error)
+        for r in df.select("path", caption_col(F.col("path"), caption_cfg).alias("r")).select("path", "r.*").collect()
+    }
     assert all(out[p][0] and out[p][1] is None for p in real)
     assert all(out[p][0] is None and out[p][1].startswith(reason) for p, reason in broken_images.items())

@@ -1,9 +1,10 @@
 import subprocess
 import sys
+import sysconfig
 import zipfile
 
-from jobs import cli
-from jobs.pyfiles import PACKAGES, build_pyfiles_zip
+from runtime import cli
+from runtime.package import PACKAGES, build_pyfiles_zip
 
 
 def test_help_lists_commands(capsys):
@@ -20,8 +21,10 @@ def test_unknown_command_exits_2(capsys):
 
 def test_bad_config_is_reported_before_spark_starts(capsys):
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "simulate", "--set", "simulate.dayz=3"],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "runtime.cli", "simulate", "--set", "simulate.dayz=3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "unknown config key(s) ['simulate.dayz']" in proc.stderr
@@ -34,14 +37,18 @@ def test_pyfiles_zip_is_importable_and_carries_the_yaml(tmp_path):
     assert {n.split("/")[0] for n in names} == set(PACKAGES)
     assert "conf/base.yaml" in names and "jobs/ingest.py" in names
     assert not any("__pycache__" in n for n in names)
-    # Only the zip on the path (no checkout): the config still loads, from inside the zip.
+    # Only the zip and the third-party packages on the path: ``-S`` skips site-packages' .pth
+    # files (the editable install's import hook), so the checkout cannot fill gaps in the zip,
+    # wherever the clone lives.
+    site_packages = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     code = (
-        "import sys; sys.path = [p for p in sys.path if 'work' not in p or 'site-packages' in p];"
-        f"sys.path.insert(0, {str(out)!r});"
-        "import jobs.config as c; assert c.__file__.startswith(" + repr(str(out)) + "), c.__file__;"
+        f"import sys, importlib.util; sys.path[:0] = [{str(out)!r}]; sys.path += {site_packages!r};"
+        "assert importlib.util.find_spec('tests') is None, 'the checkout is importable';"
+        "import runtime.config as c, jobs.simulate as j, udfs.captioner_settings as u;"
+        f"assert all(m.__file__.startswith({str(out)!r}) for m in (c, j, u)), c.__file__;"
         "print(c.load_config('cluster').spark.shuffle_partitions)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "200"
     assert build_pyfiles_zip(tmp_path / "again.zip").read_bytes() == out.read_bytes()  # deterministic
@@ -55,6 +62,6 @@ def test_every_command_names_a_module_with_main():
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from jobs import cli; cli.main(['--help']); print('torch' in sys.modules)"
+    code = "import sys; from runtime import cli; cli.main(['--help']); print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().endswith("False")

@@ -7,8 +7,8 @@ import pytest
 from delta.tables import DeltaTable
 from PIL import Image
 
-from jobs.pyfiles import build_pyfiles_zip
-from jobs.session import PROJECT_ROOT, delta_jars
+from runtime.package import build_pyfiles_zip
+from runtime.session import PROJECT_ROOT, delta_jars
 from tests.standalone_cluster import standalone_cluster
 
 pytestmark = pytest.mark.slow
@@ -28,10 +28,14 @@ def tiny_data(tmp_path):
     images.mkdir(parents=True)
     Image.new("RGB", (40, 30), (250, 120, 0)).save(images / "a.jpg")
     (images / "bad.jpg").write_bytes(b"not a jpeg")
-    (root / "coco" / "captions.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "bad.jpg"}],
-        "annotations": [{"image_id": 1, "caption": "An orange card."}],
-    }))
+    (root / "coco" / "captions.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "bad.jpg"}],
+                "annotations": [{"image_id": 1, "caption": "An orange card."}],
+            }
+        )
+    )
     return root
 
 
@@ -40,18 +44,29 @@ def test_spark_submit_ingest_on_standalone_cluster(spark, tmp_path, tiny_data):
     pyfiles = build_pyfiles_zip(tmp_path / "pinpipe.zip")
     with standalone_cluster(tmp_path / "cluster") as cluster:
         result = cluster.submit(
-            "--py-files", str(pyfiles),
-            "--jars", ",".join(delta_jars()),
-            "--conf", "spark.executor.memory=1g",
-            "--conf", "spark.cores.max=2",
-            "--name", "pinpipe-ingest-cluster-test",
+            "--py-files",
+            str(pyfiles),
+            "--jars",
+            ",".join(delta_jars()),
+            "--conf",
+            "spark.executor.memory=1g",
+            "--conf",
+            "spark.cores.max=2",
+            "--name",
+            "pinpipe-ingest-cluster-test",
             str(PROJECT_ROOT / "jobs" / "ingest.py"),
-            "--env", "cluster",
-            "--set", f"lake.root={lake_root}",
-            "--set", f"ingest.data_root={tiny_data}",
-            "--set", "ingest.sources=[crowdflower, coco]",
-            "--set", "ingest.coco_dir=coco",
-            "--set", "spark.shuffle_partitions=2",
+            "--env",
+            "cluster",
+            "--set",
+            f"lake.root={lake_root}",
+            "--set",
+            f"ingest.data_root={tiny_data}",
+            "--set",
+            "ingest.sources=[crowdflower, coco]",
+            "--set",
+            "ingest.coco_dir=coco",
+            "--set",
+            "spark.shuffle_partitions=2",
         )
         assert result.returncode == 0, result.stderr[-5000:]
         apps = cluster.state()["completedapps"]
@@ -64,5 +79,7 @@ def test_spark_submit_ingest_on_standalone_cluster(spark, tmp_path, tiny_data):
     pins = {r.pin_id: r for r in spark.read.format("delta").load(pins_path).collect()}
     assert pins["coco:1"].image_signature.startswith("dh:")  # computed by the UDF in an executor
     assert {p.title for p in pins.values() if p.source == "crowdflower"} == {"Oak Rack", "Pro8200"}
-    reasons = sorted(r.reason.split(":")[0] for r in spark.read.format("delta").load(f"{lake_root}/tables/quarantine").collect())
+    reasons = sorted(
+        r.reason.split(":")[0] for r in spark.read.format("delta").load(f"{lake_root}/tables/quarantine").collect()
+    )
     assert reasons == ["unparseable median_relevance", "unreadable image path"]

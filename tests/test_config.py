@@ -1,6 +1,11 @@
-import pytest
+import datetime as dt
+from pathlib import Path
 
-from jobs.config import ENVIRONMENTS, ConfigError, load_config, parse_override
+import pytest
+import time_machine
+
+from models.packaged import minilm_dir
+from runtime.config import ENVIRONMENTS, ConfigError, load_config, parse_override
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -41,13 +46,18 @@ def test_unknown_section_names_it():
         ("ingest.sources=crowdflower", r"ingest.sources: must be a list"),
         ("simulate.days=0", r"simulate.days: must be >= 1, got 0"),
         ("simulate.click_rate=1.5", r"simulate.click_rate: must be in \[0, 1\]"),
-        ("simulate.start_date=2026-13-01", r"simulate.start_date: must be YYYY-MM-DD"),
+        ("simulate.start_date=2026-13-01", r"simulate.start_date: must be a date YYYY-MM-DD"),
         ("ingest.sources=[crowdflower, imdb]", r"ingest.sources: must be a subset"),
         ("spark.log_level=LOUD", r"spark.log_level: must be one of"),
         ("spark=3", r"spark: must be a mapping"),
-        ("features.as_of=soon", r"features.as_of: must be YYYY-MM-DD or empty"),
+        ("features.as_of=soon", r"features.as_of: must be a date YYYY-MM-DD, got 'soon'"),
+        ("ingest.s3rec_start_time=dawn", r"ingest.s3rec_start_time: must be an ISO date-time"),
+        (["teacher.validation_fraction=0.5", "teacher.test_fraction=0.5"], r"teacher.test_fraction: plus validation"),
         ("teacher.validation_fraction=1.0", r"teacher.validation_fraction: must be in \(0, 1\)"),
-        (["teacher.model.lora_r=0", "teacher.model.quantize_4bit=true"], r"teacher.model: quantize_4bit trains adapters only"),
+        (
+            ["teacher.model.lora_r=0", "teacher.model.quantize_4bit=true"],
+            r"teacher.model: quantize_4bit trains adapters only",
+        ),
         ("teacher.training.query_tokens=200", r"teacher.training: query_tokens \(200\) must leave room"),
         ("teacher.model.lora_rank=8", r"unknown config key\(s\) \['teacher.model.lora_rank'\]"),
         ("scorer.precision=int4", r"scorer.precision: must be one of"),
@@ -63,7 +73,7 @@ def test_bad_values_name_the_key(override, message):
 def test_exponent_floats_from_the_command_line():
     cfg = load_config("local", overrides=["teacher.training.lr=5e-5", "teacher.training.head_lr=1E-3"])
     assert (cfg.teacher.training.lr, cfg.teacher.training.head_lr) == (5e-5, 1e-3)
-    assert load_config("local", overrides=["scorer.start_date=2026-11-01"]).scorer.last_date.isoformat() == "2026-11-01"
+    assert load_config("local", overrides=["scorer.start_date=2026-11-01"]).scorer.end_date == dt.date(2026, 11, 1)
 
 
 def test_floats_accept_integers_but_strings_do_not():
@@ -89,6 +99,49 @@ def test_resolved_config_round_trips():
     cfg = load_config("local", overrides=["simulate.seed=3"])
     data = cfg.to_dict()
     assert data["simulate"]["seed"] == 3
-    rebuilt = load_config("local", overrides=[f"simulate.{k}={v!r}" if isinstance(v, str) else f"simulate.{k}={v}"
-                                              for k, v in data["simulate"].items()])
+    rebuilt = load_config(
+        "local",
+        overrides=[f"simulate.{k}={v}" for k, v in data["simulate"].items()],
+    )
     assert rebuilt.simulate == cfg.simulate
+
+    assert data["scorer"]["start_date"] == cfg.scorer.start_date.isoformat()  # saved as a real date
+
+
+def test_every_derived_value_is_resolved_once_at_load(tmp_path):
+    with time_machine.travel(dt.datetime(2026, 11, 1, 23, 59, 59, tzinfo=dt.UTC), tick=False) as clock:
+        cfg = load_config("local", overrides=["lake.root=rel/lake", "scorer.end_date="], cwd=tmp_path)
+        clock.move_to(dt.datetime(2026, 11, 2, 0, 0, 1, tzinfo=dt.UTC))
+        later = load_config("local")
+    day = dt.date(2026, 11, 1)
+    assert (cfg.features.as_of, cfg.scorer.start_date, cfg.scorer.end_date) == (day, day, day)
+    assert later.features.as_of == dt.date(2026, 11, 2)  # a new load reads the clock again; cfg keeps its day
+    assert cfg.lake.root == str(tmp_path.resolve() / "rel" / "lake")
+    assert Path(cfg.ingest.data_root).is_absolute()
+    assert cfg.teacher.model.backbone_path == str(minilm_dir())
+    assert cfg.teacher.feature_version == cfg.scorer.feature_version == cfg.features.version
+    saved = cfg.to_dict()
+    assert saved["features"]["as_of"] == "2026-11-01" and saved["scorer"]["end_date"] == "2026-11-01"
+    assert saved["teacher"]["model"]["backbone_path"] == str(minilm_dir())
+
+
+def test_explicit_values_are_kept_and_uris_left_alone():
+    cfg = load_config(
+        "local",
+        overrides=[
+            "lake.root=s3a://bucket/lake",
+            "features.as_of=2026-01-05",
+            "teacher.feature_version=v7",
+            "teacher.model.backbone_path=/models/x",
+        ],
+    )
+    assert cfg.lake.root == "s3a://bucket/lake"
+    assert cfg.features.as_of == dt.date(2026, 1, 5)
+    assert (cfg.teacher.feature_version, cfg.teacher.model.backbone_path) == ("v7", "/models/x")
+
+
+def test_a_config_built_by_hand_must_carry_resolved_values():
+    from runtime.config import LakeConfig
+
+    with pytest.raises(ConfigError, match="lake.root: must be absolute or a URI"):
+        LakeConfig(root="lake")

@@ -9,7 +9,9 @@ from udfs.images import MAX_PIXELS
 def gradient(size=(64, 48), flip=False):
     img = Image.new("RGB", size)
     w, h = size
-    img.putdata([((x * 255) // w if not flip else 255 - (x * 255) // w, (y * 255) // h, 90) for y in range(h) for x in range(w)])
+    img.putdata(
+        [((x * 255) // w if not flip else 255 - (x * 255) // w, (y * 255) // h, 90) for y in range(h) for x in range(w)]
+    )
     return img
 
 

@@ -8,7 +8,7 @@ from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import ingest
-from jobs.validation import InputSchemaError
+from runtime.validation import InputSchemaError
 
 CF_SCHEMA = ", ".join(f"{c} string" for c in ingest.CROWDFLOWER_COLUMNS)
 
@@ -23,11 +23,14 @@ def quarantine_by_raw_id(batch):
 
 def test_crowdflower_valid_rows_become_labels_and_pins(spark):
     batch = ingest.transform_crowdflower(
-        cf_rows(spark, [
-            ("1", " wine rack ", "Oak Rack", "Holds 6", "4", "0.0", "5"),
-            ("2", "projector", "Oak Rack", "Holds 6", "2", "", "1"),  # same product -> same pin
-            ("3", "projector", "Pro8200", "  ", "3", "0.471", ""),
-        ]),
+        cf_rows(
+            spark,
+            [
+                ("1", " wine rack ", "Oak Rack", "Holds 6", "4", "0.0", "5"),
+                ("2", "projector", "Oak Rack", "Holds 6", "2", "", "1"),  # same product -> same pin
+                ("3", "projector", "Pro8200", "  ", "3", "0.471", ""),
+            ],
+        ),
         scale_max=4,
     )
     labels = batch.outputs["human_labels"].orderBy("label_id").collect()
@@ -46,22 +49,25 @@ def test_crowdflower_valid_rows_become_labels_and_pins(spark):
 
 def test_crowdflower_bad_rows_are_quarantined_with_reasons(spark):
     batch = ingest.transform_crowdflower(
-        cf_rows(spark, [
-            ("10", "ok", "T", "D", "1", "0.5", "2"),
-            (None, "q", "T", "D", "3", "0", "1"),
-            ("12", "   ", "T", "D", "3", "0", "1"),
-            ("13", "q", "T", "D", "three", "0", "1"),
-            ("14", "q", "T", "D", "5", "0", "1"),
-            ("15", "q", "T", "D", "0", "0", "1"),
-            ("16", "q", "T", "D", "2.5", "0", "1"),
-            ("17", "q", "T", "D", "2", "lots", "1"),
-            ("18", "q", "T", "D", "2", "-1", "1"),
-            ("19", "q", "T", "D", "2", "0", "x"),
-            ("20", "q", "", None, "2", "0", "1"),
-            ("21", "q", "T", "D", "2", "0", "1"),
-            ("21", "q", "T2", "D", "3", "0", "1"),
-            ("22", "q", "T", "D", None, "0", "1"),
-        ]),
+        cf_rows(
+            spark,
+            [
+                ("10", "ok", "T", "D", "1", "0.5", "2"),
+                (None, "q", "T", "D", "3", "0", "1"),
+                ("12", "   ", "T", "D", "3", "0", "1"),
+                ("13", "q", "T", "D", "three", "0", "1"),
+                ("14", "q", "T", "D", "5", "0", "1"),
+                ("15", "q", "T", "D", "0", "0", "1"),
+                ("16", "q", "T", "D", "2.5", "0", "1"),
+                ("17", "q", "T", "D", "2", "lots", "1"),
+                ("18", "q", "T", "D", "2", "-1", "1"),
+                ("19", "q", "T", "D", "2", "0", "x"),
+                ("20", "q", "", None, "2", "0", "1"),
+                ("21", "q", "T", "D", "2", "0", "1"),
+                ("21", "q", "T2", "D", "3", "0", "1"),
+                ("22", "q", "T", "D", None, "0", "1"),
+            ],
+        ),
         scale_max=4,
     )
     assert quarantine_by_raw_id(batch) == {
@@ -103,10 +109,18 @@ def test_s3rec_lines_become_ordered_events(spark):
     batch = ingest.transform_s3rec(lines, "Beauty", start, 3600)
     expected = spark.createDataFrame(
         [
-            Row(user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i10", seq_index=0, event_time=dt.datetime(2020, 1, 1, 0)),
-            Row(user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i11", seq_index=1, event_time=dt.datetime(2020, 1, 1, 1)),
-            Row(user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i12", seq_index=2, event_time=dt.datetime(2020, 1, 1, 2)),
-            Row(user_id="s3rec-beauty:u2", pin_id="s3rec-beauty:i10", seq_index=0, event_time=dt.datetime(2020, 1, 1, 0)),
+            Row(
+                user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i10", seq_index=0, event_time=dt.datetime(2020, 1, 1, 0)
+            ),
+            Row(
+                user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i11", seq_index=1, event_time=dt.datetime(2020, 1, 1, 1)
+            ),
+            Row(
+                user_id="s3rec-beauty:u1", pin_id="s3rec-beauty:i12", seq_index=2, event_time=dt.datetime(2020, 1, 1, 2)
+            ),
+            Row(
+                user_id="s3rec-beauty:u2", pin_id="s3rec-beauty:i10", seq_index=0, event_time=dt.datetime(2020, 1, 1, 0)
+            ),
         ],
         "user_id string, pin_id string, seq_index int, event_time timestamp",
     )
@@ -165,8 +179,10 @@ def test_coco_images_become_pins_and_bad_ones_are_quarantined(spark, coco_dir):
     assert pins["coco:1"].image_signature != pins["coco:2"].image_signature
     captions = sorted((r.pin_id, r.caption) for r in batch.outputs["reference_captions"].collect())
     assert captions == [("coco:1", "A red square."), ("coco:2", "A blue square.")]
-    reasons = sorted((r.target_table, json.loads(r.raw).get("id", json.loads(r.raw).get("image_id")), r.reason.split(":")[0])
-                     for r in batch.quarantine.collect())
+    reasons = sorted(
+        (r.target_table, json.loads(r.raw).get("id", json.loads(r.raw).get("image_id")), r.reason.split(":")[0])
+        for r in batch.quarantine.collect()
+    )
     assert reasons == [
         ("pins", 3, "unreadable image path"),
         ("pins", 4, "unreadable image path"),
@@ -193,10 +209,11 @@ def test_coco_missing_section_fails_fast(spark, tmp_path):
         ingest.transform_coco(ingest.read_json_document(spark, str(path)), str(tmp_path))
 
 
+@pytest.mark.slow  # real data at full size, twice: in `make test-slow` (CI runs both)
 @pytest.mark.shared_data
 def test_real_data_counts_history_and_idempotent_rerun(spark, lake, cfg_for, shared_data):
     cfg = cfg_for(f"ingest.data_root={shared_data}", "ingest.s3rec_datasets=[Beauty]")
-    first = {r.source: r for r in ingest.run(spark, cfg)}
+    first = {r.source: r for r in ingest.run(spark, cfg).sources}
     assert first["crowdflower"].written["human_labels"] == 7109
     assert first["s3rec_beauty"].written["user_engagements"] == 198502
     assert first["s3rec_beauty"].stats["users"] == 22363
@@ -208,8 +225,32 @@ def test_real_data_counts_history_and_idempotent_rerun(spark, lake, cfg_for, sha
 
     tables = ("pins", "human_labels", "user_engagements", "reference_captions")
     before = {t: lake.read(spark, t).count() for t in tables}
-    second = {r.source: r for r in ingest.run(spark, cfg)}
+    second = {r.source: r for r in ingest.run(spark, cfg).sources}
     assert {s: r.written for s, r in second.items()} == {s: r.written for s, r in first.items()}
     assert {t: lake.read(spark, t).count() for t in tables} == before
     pins = lake.read(spark, "pins")
     assert pins.count() == pins.select("pin_id").distinct().count()
+
+
+def test_transform_gives_one_batch_per_source_with_plain_values(spark):
+    cf = spark.createDataFrame(
+        [("1", "oak desk", "Oak desk", "", "4", "0.0", "2")],
+        ", ".join(f"{c} string" for c in ingest.CROWDFLOWER_COLUMNS),
+    )
+    lines = spark.createDataFrame([("7 11 12 13",)], "value string")
+    raws = [ingest.RawSource("crowdflower", "cf_other", cf), ingest.RawSource("s3rec", "Tiny", lines)]
+    start = dt.datetime(2020, 1, 1)
+    batches = ingest.transform(raws, crowdflower_scale_max=4, s3rec_start_time=start, s3rec_step_seconds=60)
+    assert [b.source for b in batches] == ["cf_other", "s3rec_tiny"]
+    label = batches[0].outputs["human_labels"].first()
+    assert (label.label_id, label.relevance, label.fold, label.source) == ("cf_other:1", 4, 2, "cf_other")
+    events = batches[1].outputs["user_engagements"].orderBy("seq_index").collect()
+    assert [e.pin_id for e in events] == ["s3rec-tiny:i11", "s3rec-tiny:i12", "s3rec-tiny:i13"]
+    assert [e.event_time for e in events] == [start + dt.timedelta(seconds=60 * i) for i in range(3)]
+    with pytest.raises(ValueError, match="unknown source kind"):
+        ingest.transform(
+            [ingest.RawSource("csv", "x", lines)],
+            crowdflower_scale_max=4,
+            s3rec_start_time=start,
+            s3rec_step_seconds=60,
+        )

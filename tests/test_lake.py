@@ -1,7 +1,8 @@
 import pytest
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 
-from jobs.validation import InputSchemaError
+from runtime.validation import InputSchemaError
 from schemas import table_spec
 
 BOARDS = "board_id string, source string, title string, owner_user_id string, created_at timestamp"
@@ -12,7 +13,9 @@ def boards(spark, rows):
 
 
 def test_replace_slice_touches_only_its_slice_and_commits(spark, lake):
-    lake.replace_slice(boards(spark, [("a1", "a", "A", None, None), ("a2", "a", "A2", None, None)]), "boards", "source = 'a'")
+    lake.replace_slice(
+        boards(spark, [("a1", "a", "A", None, None), ("a2", "a", "A2", None, None)]), "boards", "source = 'a'"
+    )
     lake.replace_slice(boards(spark, [("b1", "b", "B", None, None)]), "boards", "source = 'b'")
     written = lake.replace_slice(boards(spark, [("a3", "a", "A3", None, None)]), "boards", "source = 'a'")
     assert written == 1
@@ -24,20 +27,30 @@ def test_replace_slice_touches_only_its_slice_and_commits(spark, lake):
 
 
 def test_rows_outside_the_slice_are_refused(spark, lake):
-    with pytest.raises(Exception, match="(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
+    with pytest.raises(
+        AnalysisException, match=r"(?s)DELTA_REPLACE_WHERE_MISMATCH.*violated by row with values:\s+- source : other"
+    ):
         lake.replace_slice(boards(spark, [("x", "other", "X", None, None)]), "boards", "source = 'a'")
+    assert not lake.exists(spark, "boards") or lake.read(spark, "boards").count() == 0
 
 
 def test_wrong_frame_is_refused_before_writing(spark, lake):
     bad = spark.createDataFrame([("a1", "a")], "board_id string, source string")
-    with pytest.raises(InputSchemaError, match=r"write to boards: missing columns \['title', 'owner_user_id', 'created_at'\]"):
+    with pytest.raises(
+        InputSchemaError, match=r"write to boards: missing columns \['title', 'owner_user_id', 'created_at'\]"
+    ):
         lake.replace_slice(bad, "boards", "source = 'a'")
     assert not lake.exists(spark, "boards") or lake.read(spark, "boards").count() == 0
 
 
 def test_null_key_is_refused_by_delta(spark, lake):
-    with pytest.raises(Exception, match="(?i)null"):
+    lake.replace_slice(boards(spark, [("a1", "a", "A", None, None)]), "boards", "source = 'a'")
+    with pytest.raises(
+        AnalysisException,
+        match=r"DELTA_NOT_NULL_CONSTRAINT_VIOLATED\] NOT NULL constraint violated for column: board_id",
+    ):
         lake.replace_slice(boards(spark, [(None, "a", "A", None, None)]), "boards", "source = 'a'")
+    assert [r.board_id for r in lake.read(spark, "boards").collect()] == ["a1"]  # the slice is untouched
 
 
 def test_unknown_table_lists_known_ones(spark, lake):

@@ -15,7 +15,9 @@ def test_kappa_matches_sklearn(seed):
     r = np.random.default_rng(seed)
     t = r.integers(1, 5, 300)
     p = np.clip(t + r.integers(-1, 2, 300), 1, 4)
-    assert quadratic_weighted_kappa(t, p, 1, 4) == pytest.approx(cohen_kappa_score(t, p, weights="quadratic"), abs=1e-12)
+    assert quadratic_weighted_kappa(t, p, 1, 4) == pytest.approx(
+        cohen_kappa_score(t, p, weights="quadratic"), abs=1e-12
+    )
 
 
 def test_kappa_edges():
@@ -49,9 +51,9 @@ def test_ndcg_matches_sklearn_per_query_mean():
     queries = np.repeat(np.arange(6), 30)
     levels = r.integers(1, 5, len(queries))
     scores = levels + r.normal(0, 1.5, len(queries))
-    expected = np.mean([
-        ndcg_score([2.0 ** (levels[queries == q] - 1) - 1], [scores[queries == q]], k=20) for q in range(6)
-    ])
+    expected = np.mean(
+        [ndcg_score([2.0 ** (levels[queries == q] - 1) - 1], [scores[queries == q]], k=20) for q in range(6)]
+    )
     assert ndcg_at_k(queries, levels, scores, 20) == pytest.approx(expected, abs=1e-12)
     assert ndcg_at_k(queries, levels, levels, 20) == pytest.approx(1.0)
 

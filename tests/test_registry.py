@@ -16,8 +16,16 @@ def writer(text):
 
 def test_publish_versions_manifest_and_keep(tmp_path):
     reg = Registry(tmp_path, keep=3)
-    versions = [reg.publish("teacher", writer(f"w{i}"), metrics={"kappa": i / 10}, config={"lr": 1e-4},
-                            inputs={"human_labels": f"delta@{i}"}) for i in range(4)]
+    versions = [
+        reg.publish(
+            "teacher",
+            writer(f"w{i}"),
+            metrics={"kappa": i / 10},
+            config={"lr": 1e-4},
+            inputs={"human_labels": f"delta@{i}"},
+        )
+        for i in range(4)
+    ]
     assert versions == ["v0001", "v0002", "v0003", "v0004"]
     assert reg.versions("teacher") == ["v0002", "v0003", "v0004"]  # oldest pruned
     m = reg.manifest("teacher", "v0004")

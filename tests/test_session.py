@@ -1,7 +1,7 @@
 import pytest
 
-from jobs import session
-from jobs.session import MissingJarsError, session_builder
+from runtime import session
+from runtime.session import MissingJarsError, session_builder
 from tests.conftest import TEST_SPARK
 
 

@@ -6,39 +6,77 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import simulate
-from jobs.config import load_config
+from runtime.config import load_config
 
 SMALL = [
-    "simulate.days=2", "simulate.impressions_per_day=5010", "simulate.page_size=10", "simulate.n_pins=2400",
-    "simulate.n_queries=500", "simulate.n_users=800", "simulate.n_boards=240", "simulate.n_labels=300",
-    "simulate.partitions=2", "simulate.near_duplicate_rate=0.1",
+    "simulate.days=2",
+    "simulate.impressions_per_day=5010",
+    "simulate.page_size=10",
+    "simulate.n_pins=2400",
+    "simulate.n_queries=500",
+    "simulate.n_users=800",
+    "simulate.n_boards=240",
+    "simulate.n_labels=300",
+    "simulate.partitions=2",
+    "simulate.near_duplicate_rate=0.1",
 ]
 
 
 @pytest.fixture(scope="module")
-def sim_cfg():
-    return load_config("local", overrides=SMALL).simulate
+def cfg():
+    return load_config("local", overrides=SMALL)
 
 
 @pytest.fixture(scope="module")
-def data(spark, sim_cfg):
-    return simulate.transform(spark, sim_cfg)
+def traffic(cfg):
+    return simulate.Traffic.of(cfg.simulate)
 
 
-def test_same_seed_same_data_on_any_partitioning(spark, sim_cfg, data):
-    other = simulate.transform(spark, dataclasses.replace(sim_cfg, partitions=3))
+@pytest.fixture(scope="module")
+def data(spark, cfg, traffic):
+    return simulate.transform(simulate.read(spark, cfg), traffic=traffic)
+
+
+def id_ranges(spark, cfg, partitions):
+    """The same ids as ``read`` makes, built inline with another partitioning."""
+    sim, t = cfg.simulate, simulate.Traffic.of(cfg.simulate)
+
+    def ids(n):
+        return spark.createDataFrame([(i,) for i in range(n)], "id long").repartition(partitions)
+
+    return simulate.IdRanges(
+        ids(t.n_pins),
+        ids(t.n_boards // t.n_topics * t.n_topics),
+        ids(t.requests_per_day * t.page_size * t.days),
+        ids(sim.n_labels),
+    )
+
+
+def test_same_seed_same_data_on_any_partitioning(spark, cfg, traffic, data):
+    other = simulate.transform(id_ranges(spark, cfg, 3), traffic=traffic)
     assertDataFrameEqual(other.search_impressions, data.search_impressions)
     assertDataFrameEqual(other.pins, data.pins)
     assertDataFrameEqual(other.human_labels, data.human_labels)
-    reseeded = simulate.transform(spark, dataclasses.replace(sim_cfg, seed=sim_cfg.seed + 1))
-    assert reseeded.search_impressions.select("query", "pin_id").exceptAll(data.search_impressions.select("query", "pin_id")).count() > 0
+    reseeded = simulate.transform(
+        simulate.read(spark, cfg), traffic=dataclasses.replace(traffic, seed=traffic.seed + 1)
+    )
+    assert (
+        reseeded.search_impressions.select("query", "pin_id")
+        .exceptAll(data.search_impressions.select("query", "pin_id"))
+        .count()
+        > 0
+    )
 
 
-def test_impressions_shape(data, sim_cfg):
+def test_impressions_shape(data):
     imp = data.search_impressions
     stats = imp.agg(
-        F.count("*").alias("n"), F.countDistinct("impression_id").alias("ids"), F.min("position").alias("pmin"),
-        F.max("position").alias("pmax"), F.min("dt").alias("d0"), F.max("dt").alias("d1"),
+        F.count("*").alias("n"),
+        F.countDistinct("impression_id").alias("ids"),
+        F.min("position").alias("pmin"),
+        F.max("position").alias("pmax"),
+        F.min("dt").alias("d0"),
+        F.max("dt").alias("d1"),
         F.countDistinct("request_id").alias("requests"),
     ).first()
     assert stats.n == stats.ids == 2 * 501 * 10  # whole pages: 5010 // 10 requests a day
@@ -46,7 +84,9 @@ def test_impressions_shape(data, sim_cfg):
     assert (stats.d0, stats.d1) == (dt.date(2026, 11, 1), dt.date(2026, 11, 2))
     assert stats.requests == 2 * 501
     # one query and one user per request
-    per_request = imp.groupBy("request_id").agg(F.countDistinct("query").alias("q"), F.countDistinct("user_id").alias("u"))
+    per_request = imp.groupBy("request_id").agg(
+        F.countDistinct("query").alias("q"), F.countDistinct("user_id").alias("u")
+    )
     assert per_request.filter("q != 1 OR u != 1").count() == 0
 
 
@@ -57,7 +97,10 @@ def test_traffic_is_skewed_with_repeated_pairs_and_position_bias(data):
     assert top_query_share > 0.05  # Zipf head; uniform over 500 queries would be ~0.002
     pairs = imp.select("query", "pin_id").distinct().count()
     assert pairs < 0.8 * n
-    ctr = {r.position: r.ctr for r in imp.groupBy("position").agg(F.avg(F.col("clicked").cast("double")).alias("ctr")).collect()}
+    ctr = {
+        r.position: r.ctr
+        for r in imp.groupBy("position").agg(F.avg(F.col("clicked").cast("double")).alias("ctr")).collect()
+    }
     assert ctr[0] > 1.5 * ctr[9] > 0
     assert imp.filter("saved AND NOT clicked").count() == 0
 
@@ -92,9 +135,9 @@ def test_labels_are_unique_graded_pairs(data):
 
 def test_run_writes_tables_idempotently_and_adds_new_days(spark, lake, cfg_for):
     cfg = cfg_for(*SMALL)
-    first = simulate.run(spark, cfg)
+    first = simulate.run(spark, cfg).written
     assert first["search_impressions"] == 10020
-    again = simulate.run(spark, cfg)
+    again = simulate.run(spark, cfg).written
     assert again == first
     counts = {t: lake.read(spark, t).count() for t in first}
     assert counts == first

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from models.random_models import minilm_dir, save_random_backbone
+from models.packaged import minilm_dir
+from models.random_models import save_random_backbone
 from models.teacher import CrossEncoderTeacher, TeacherSettings, autocast_dtype, weights_dtype
 
 PAIRS = [("wine rack", "Oak wine rack for 6 bottles"), ("projector", "A small lamp"), ("sofa", "sofa")]
@@ -56,11 +57,15 @@ def test_last_token_pooling_ignores_padding_side(tmp_path):
 
 def test_gradient_checkpointing_still_trains(tmp_path):
     path = save_random_backbone(tmp_path / "bert", "bert")
-    model = CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(path), gradient_checkpointing=True, head_hidden=8))
+    model = CrossEncoderTeacher.build(
+        TeacherSettings(backbone_path=str(path), gradient_checkpointing=True, head_hidden=8)
+    )
     assert model.backbone.is_activation_checkpointing
     model.train()
     batch = encode(path)
-    loss = torch.nn.functional.cross_entropy(model(batch["input_ids"], batch["attention_mask"]), torch.tensor([3, 0, 3]))
+    loss = torch.nn.functional.cross_entropy(
+        model(batch["input_ids"], batch["attention_mask"]), torch.tensor([3, 0, 3])
+    )
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
@@ -113,4 +118,6 @@ def test_qlora_4bit_on_cuda(tmp_path):
     loss = model(batch["input_ids"], batch["attention_mask"]).logsumexp(-1).mean()
     loss.backward()
     saved = model.save(tmp_path / "t")
-    assert CrossEncoderTeacher.load(saved, torch.device("cuda:0"))(batch["input_ids"], batch["attention_mask"]).shape == (3, 4)
+    assert CrossEncoderTeacher.load(saved, torch.device("cuda:0"))(
+        batch["input_ids"], batch["attention_mask"]
+    ).shape == (3, 4)

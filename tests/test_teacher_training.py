@@ -3,16 +3,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from models.random_models import minilm_dir
+from models.packaged import minilm_dir
 from models.teacher import CrossEncoderTeacher, TeacherSettings
-from models.teacher_training import (
-    TrainSettings,
-    collate,
-    encode_pairs,
-    length_sorted_batches,
-    predict_proba,
-    train,
-)
+from models.teacher_inference import collate, encode_pairs, predict_proba
+from models.teacher_settings import TrainSettings
+from models.teacher_training import length_sorted_batches, train
 
 WORDS = ["sofa", "lamp", "rug", "desk", "chair", "vase", "mirror", "shelf", "clock", "quilt", "kettle", "towel"]
 
@@ -82,8 +77,10 @@ def test_predict_proba_restores_input_order(data, tokenizer):
     _, _, val = data
     model = fresh_model().eval()
     probs = predict_proba(model, val, 7, tokenizer.pad_token_id)
-    one = [predict_proba(model, type(val)([val.input_ids[i]], val.labels[[i]], val.query_ids[[i]]), 1, 0)[0]
-           for i in (0, 5, 50)]
+    one = [
+        predict_proba(model, type(val)([val.input_ids[i]], val.labels[[i]], val.query_ids[[i]]), 1, 0)[0]
+        for i in (0, 5, 50)
+    ]
     np.testing.assert_allclose(probs[[0, 5, 50]], np.array(one), atol=1e-5)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
@@ -95,7 +92,7 @@ def test_minilm_teacher_learns_and_is_deterministic(data, tokenizer):
     assert first.best.kappa > 0.8 and first.best.auroc_at[4] > 0.95
     assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
     second = train(fresh_model(), train_set, val_set, settings, levels, tokenizer.pad_token_id)
-    for a, b in zip(first.history, second.history):
+    for a, b in zip(first.history, second.history, strict=False):
         for key in ("train_loss", "val_kappa", "val_accuracy", "val_ndcg_at_20"):
             assert a[key] == pytest.approx(b[key], abs=1e-6)
 
@@ -113,8 +110,10 @@ def test_unlabelled_pairs_are_refused(data, tokenizer):
 def test_full_fine_tune_on_cuda_is_mixed_precision(data, tokenizer, gpu_dtype):
     settings, train_set, val_set = data
     torch.manual_seed(0)
-    model = CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(minilm_dir()), head_hidden=64, dropout=0.0,
-                                                      gpu_dtype=gpu_dtype), torch.device("cuda:0"))
+    model = CrossEncoderTeacher.build(
+        TeacherSettings(backbone_path=str(minilm_dir()), head_hidden=64, dropout=0.0, gpu_dtype=gpu_dtype),
+        torch.device("cuda:0"),
+    )
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     before = model.backbone.encoder.layer[0].attention.self.query.weight.detach().clone()
     result = train(model, train_set, val_set, settings, [1, 2, 3, 4], tokenizer.pad_token_id)

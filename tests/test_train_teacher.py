@@ -7,13 +7,14 @@ from pyspark.sql import functions as F
 from transformers import AutoTokenizer
 
 from jobs import train_teacher
-from jobs.train_teacher import labeled_pairs, load_pairs, split_by_query
-from models.int8 import Int8Plan, linear_layers
-from models.metrics import evaluate_relevance
+from jobs.train_teacher import labeled_pairs, pairs_of, split_by_query
+from models.int8 import Int8Plan, linear_layers, quantize_int8
+from models.metrics import evaluate_relevance, spearman
 from models.random_models import save_random_backbone
 from models.registry import Registry
 from models.teacher import CrossEncoderTeacher
-from models.teacher_training import TrainSettings, encode_pairs, predict_proba
+from models.teacher_inference import encode_pairs, predict_proba
+from models.teacher_settings import TrainSettings
 from schemas import human_labels as HL
 from schemas import pin_text_features as PTF
 
@@ -23,8 +24,10 @@ LABELS = "label_id string, query string, pin_id string, relevance int, scale_max
 
 def feature_rows(n_pins=40):
     """Pin i is about ITEMS[i % 8]."""
-    return [(f"p{i}", f"[title] {['grey', 'oak', 'small', 'large'][i % 4]} {ITEMS[i % len(ITEMS)]} for the home")
-            for i in range(n_pins)]
+    return [
+        (f"p{i}", f"[title] {['grey', 'oak', 'small', 'large'][i % 4]} {ITEMS[i % len(ITEMS)]} for the home")
+        for i in range(n_pins)
+    ]
 
 
 def label_rows(n=240, seed=0, n_pins=40):
@@ -48,21 +51,38 @@ def features_df(spark, rows):
 
 def test_bad_labels_are_quarantined_with_reasons_and_levels_are_mapped(spark):
     features = features_df(spark, [("p1", "oak desk"), ("p2", "grey rug"), ("p3", "   ")])
-    labels = spark.createDataFrame([
-        ("ok4", "desk", "p1", 4, 4, "a"), ("ok5", "rug", "p2", 3, 5, "b"), ("ok5top", "rug", "p2", 5, 5, "b"),
-        ("null", "desk", "p1", None, 4, "a"), ("zero", "desk", "p1", 0, 4, "a"), ("high", "desk", "p1", 7, 4, "a"),
-        ("scale", "desk", "p1", 1, 1, "a"), ("blank", "  ", "p1", 2, 4, "a"), ("nopin", "desk", "p9", 2, 4, "a"),
-        ("notext", "desk", "p3", 2, 4, "a"), ("dup", "desk", "p1", 2, 4, "a"), ("dup", "desk", "p2", 3, 4, "a"),
-    ], LABELS)
+    labels = spark.createDataFrame(
+        [
+            ("ok4", "desk", "p1", 4, 4, "a"),
+            ("ok5", "rug", "p2", 3, 5, "b"),
+            ("ok5top", "rug", "p2", 5, 5, "b"),
+            ("null", "desk", "p1", None, 4, "a"),
+            ("zero", "desk", "p1", 0, 4, "a"),
+            ("high", "desk", "p1", 7, 4, "a"),
+            ("scale", "desk", "p1", 1, 1, "a"),
+            ("blank", "  ", "p1", 2, 4, "a"),
+            ("nopin", "desk", "p9", 2, 4, "a"),
+            ("notext", "desk", "p3", 2, 4, "a"),
+            ("dup", "desk", "p1", 2, 4, "a"),
+            ("dup", "desk", "p2", 3, 4, "a"),
+        ],
+        LABELS,
+    )
     labels = labels.withColumns({HL.RELEVANCE_VARIANCE: F.lit(None).cast("double"), HL.FOLD: F.lit(None).cast("int")})
     pairs, quarantine = labeled_pairs(labels, features, num_levels=4)
     assert {r.label_id: r.level for r in pairs.collect()} == {"ok4": 4, "ok5": 3, "ok5top": 4}
-    reasons = {json.loads(r.raw)["label_id"]: r.reason for r in quarantine.collect() if json.loads(r.raw).get("label_id")}
+    reasons = {
+        json.loads(r.raw)["label_id"]: r.reason for r in quarantine.collect() if json.loads(r.raw).get("label_id")
+    }
     assert reasons == {
-        "null": "relevance is null", "zero": "relevance 0 outside 1..4", "high": "relevance 7 outside 1..4",
-        "scale": "scale_max must be >= 2, got 1", "blank": "empty query",
+        "null": "relevance is null",
+        "zero": "relevance 0 outside 1..4",
+        "high": "relevance 7 outside 1..4",
+        "scale": "scale_max must be >= 2, got 1",
+        "blank": "empty query",
         "nopin": "no pin_text_features row (or empty text) for pin",
-        "notext": "no pin_text_features row (or empty text) for pin", "dup": "duplicate label_id",
+        "notext": "no pin_text_features row (or empty text) for pin",
+        "dup": "duplicate label_id",
     }
     assert quarantine.count() == 9  # both copies of the duplicate
     assert {r.source for r in quarantine.collect()} == {"train_teacher"}
@@ -72,82 +92,135 @@ def test_bad_labels_are_quarantined_with_reasons_and_levels_are_mapped(spark):
 
 def test_split_keeps_each_query_on_one_side():
     queries = [f"q{i % 30}" for i in range(300)]
-    is_val = split_by_query(queries, 0.2, seed=3)
-    val_q = {q for q, v in zip(queries, is_val) if v}
-    train_q = {q for q, v in zip(queries, is_val) if not v}
-    assert len(val_q) == 6 and not (val_q & train_q) and len(train_q) == 24
-    assert (split_by_query(queries, 0.2, seed=3) == is_val).all()
-    assert not (split_by_query(queries, 0.2, seed=4) == is_val).all()
-    assert split_by_query(["a", "b"], 0.9, 0).sum() == 1  # training keeps at least one query
-    with pytest.raises(ValueError, match="at least 2 distinct queries"):
-        split_by_query(["a", "a"], 0.2, 0)
+    side = split_by_query(queries, 0.2, 0.1, seed=3)
+    by_side = {
+        name: {q for q, s in zip(queries, side, strict=True) if s == name} for name in ("train", "validation", "test")
+    }
+    assert [len(by_side[n]) for n in ("train", "validation", "test")] == [21, 6, 3]
+    assert not (
+        by_side["train"] & by_side["validation"]
+        or by_side["train"] & by_side["test"]
+        or by_side["validation"] & by_side["test"]
+    )
+    assert (split_by_query(queries, 0.2, 0.1, seed=3) == side).all()
+    assert not (split_by_query(queries, 0.2, 0.1, seed=4) == side).all()
+    assert sorted(split_by_query(["a", "b", "c"], 0.1, 0.1, 0)) == ["test", "train", "validation"]
+    with pytest.raises(ValueError, match="at least 3 distinct queries"):
+        split_by_query(["a", "b", "a"], 0.2, 0.2, 0)
+    with pytest.raises(ValueError, match="none for training"):
+        split_by_query(["a", "b", "c", "d"], 0.5, 0.5, 0)
+
+
+def assert_int8_plan_is_true(folder, val_rows, pairs, seed):
+    """The saved plan's figures are what the plan does: recomputed independently on the
+    calibration sample, kept layers are the worst-first prefix, and none could be dropped."""
+    plan = Int8Plan.load(folder)
+    sample = val_rows.sample(n=min(pairs, len(val_rows)), random_state=seed)
+    scorer_fp32 = CrossEncoderTeacher.load(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    encoded = encode_pairs(
+        tokenizer, list(sample["query"]), list(sample["text"]), TrainSettings(max_length=32, query_tokens=8)
+    )
+    levels = np.arange(1, 5, dtype=np.float64)
+
+    def expected(model):
+        return predict_proba(model, encoded, 16, tokenizer.pad_token_id) @ levels
+
+    reference = expected(scorer_fp32)
+    assert spearman(reference, expected(quantize_int8(scorer_fp32, plan.keep_fp32))) == pytest.approx(plan.spearman)
+    worst_first = sorted(plan.layer_error, key=lambda n: (-plan.layer_error[n], n))
+    assert list(plan.keep_fp32) == worst_first[: len(plan.keep_fp32)]
+    if plan.keep_fp32:  # minimal: one layer fewer in fp32 misses the target
+        fewer = spearman(reference, expected(quantize_int8(scorer_fp32, plan.keep_fp32[:-1])))
+        assert fewer < plan.target
+    return plan
 
 
 @pytest.fixture
 def teacher_lake(spark, lake, tmp_path):
     features = features_df(spark, feature_rows())
     lake.replace_slice(features, "pin_text_features", "feature_version = 'v1'")
-    labels = spark.createDataFrame(label_rows() + [("bad1", "desk ideas", "p1", 9, 4, "test"),
-                                                   ("bad2", "desk ideas", "p404", 2, 4, "test")], LABELS)
+    labels = spark.createDataFrame(
+        label_rows() + [("bad1", "desk ideas", "p1", 9, 4, "test"), ("bad2", "desk ideas", "p404", 2, 4, "test")],
+        LABELS,
+    )
     labels = labels.withColumns({HL.RELEVANCE_VARIANCE: F.lit(None).cast("double"), HL.FOLD: F.lit(None).cast("int")})
     lake.replace_slice(labels.select(*HL.HUMAN_LABELS_V1.fieldNames()), "human_labels", "source = 'test'")
     return save_random_backbone(tmp_path / "bert", "bert")
 
 
 def teacher_overrides(backbone, *more):
-    return [f"teacher.model.backbone_path={backbone}", "teacher.model.head_hidden=32", "teacher.training.epochs=2",
-            "teacher.training.max_length=32", "teacher.training.query_tokens=8", "teacher.training.batch_size=16",
-            "teacher.training.progress=false", "teacher.validation_fraction=0.25", *more]
+    return [
+        f"teacher.model.backbone_path={backbone}",
+        "teacher.model.head_hidden=32",
+        "teacher.training.epochs=2",
+        "teacher.training.max_length=32",
+        "teacher.training.query_tokens=8",
+        "teacher.training.batch_size=16",
+        "teacher.training.progress=false",
+        "teacher.validation_fraction=0.25",
+        *more,
+    ]
 
 
 def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, teacher_lake):
     cfg = cfg_for(*teacher_overrides(teacher_lake, "teacher.training.lr=1.0e-3"))
     first = train_teacher.run(spark, cfg)
     assert (first.version, first.quarantined) == ("v0001", 2)
-    metrics = json.loads((Registry(lake.artifacts_path()).path("teacher", "v0001") / "metrics.json").read_text())
+    registry = Registry(lake.artifacts_path())
+    folder = registry.path("teacher", "v0001")
+    metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["world_size"] == 1 and metrics["history"][0]["pairs_seen"] == first.train_pairs
-    assert first.train_pairs + first.val_pairs == 240 and (first.train_queries, first.val_queries) == (6, 2)
+    assert first.train_pairs + first.val_pairs + first.test_pairs == 240
     reasons = sorted(r.reason for r in lake.read(spark, "quarantine").filter("source = 'train_teacher'").collect())
     assert reasons == ["no pin_text_features row (or empty text) for pin", "relevance 9 outside 1..4"]
 
-    registry = Registry(lake.artifacts_path())
     assert registry.current("teacher") == "v0001"
     registry.verify("teacher", "v0001")
     manifest = registry.manifest("teacher", "v0001")
     assert manifest["config"]["teacher"]["model"]["backbone_path"] == str(teacher_lake)
-    assert manifest["inputs"]["val_queries"] == 2 and manifest["inputs"]["quarantined"] == 2
-    assert manifest["metrics"]["validation"]["kappa"] == pytest.approx(first.kappa)
-    folder = registry.path("teacher", "v0001")
+    inputs = manifest["inputs"]
+    assert (inputs["train_queries"], inputs["validation_queries"], inputs["test_queries"]) == (4, 2, 2)
+    assert inputs["quarantined"] == 2
+    assert manifest["metrics"]["test"]["kappa"] == pytest.approx(first.kappa)
     assert "quadratic weighted kappa" in (folder / "report.txt").read_text()
     cuts = json.loads((folder / "decoding.json").read_text())
     assert cuts["levels"] == [1, 2, 3, 4] and len(cuts["cuts"]) == 3
     assert json.loads((folder / "encoding.json").read_text()) == {"max_length": 32, "query_tokens": 8}
-    # the CPU int8 plan was chosen on validation pairs and is what the scorer quantizes by
-    plan = Int8Plan.load(folder)
-    assert plan.pairs == first.val_pairs and set(plan.layer_error) == set(linear_layers(CrossEncoderTeacher.load(folder)))
-    assert plan.spearman >= plan.target or len(plan.keep_fp32) == int(0.25 * len(plan.layer_error))
+
+    # The three slices are disjoint by query; test chose nothing (cuts are the validation's).
+    rows, _ = pairs_of(train_teacher.read(spark, cfg), num_levels=4, label_sources=(), max_labels=0, seed=0)
+    side = split_by_query(list(rows["query"]), 0.25, 0.25, 0)
+    val, test = rows[side == "validation"], rows[side == "test"]
+    assert len(test) == first.test_pairs and not set(val["query"]) & set(test["query"])
+    # the CPU int8 plan was chosen on validation pairs and its figures are true
+    plan = assert_int8_plan_is_true(folder, val.reset_index(drop=True), 256, 0)
+    assert plan.pairs == first.val_pairs and set(plan.layer_error) == set(
+        linear_layers(CrossEncoderTeacher.load(folder))
+    )
     assert metrics["int8"]["keep_fp32"] == list(plan.keep_fp32)
 
-    # The published files are the trained model: reloaded, they reproduce the validation metrics.
+    # The published files are the trained model: reloaded, they reproduce the test metrics.
     model = CrossEncoderTeacher.load(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    rows, _, _ = load_pairs(spark, lake, cfg)
-    val = rows[split_by_query(list(rows["query"]), 0.25, 0)]
     settings = TrainSettings(max_length=32, query_tokens=8)
-    encoded = encode_pairs(tokenizer, list(val["query"]), list(val["text"]), settings, list(val["level"] - 1), list(val["query"]))
+    encoded = encode_pairs(
+        tokenizer, list(test["query"]), list(test["text"]), settings, list(test["level"] - 1), list(test["query"])
+    )
     probs = predict_proba(model, encoded, 64, tokenizer.pad_token_id)
-    again = evaluate_relevance(encoded.query_ids, val["level"], probs, [1, 2, 3, 4])
+    again = evaluate_relevance(encoded.query_ids, test["level"], probs, [1, 2, 3, 4])
     assert again.kappa == pytest.approx(first.kappa, abs=1e-6)
     assert again.ndcg_at_20 == pytest.approx(first.ndcg_at_20, abs=1e-6)
 
     # Same seed, same data: the same metrics, published as the next version.
     second = train_teacher.run(spark, cfg)
     assert second.version == "v0002"
-    a = registry.manifest("teacher", "v0001")["metrics"]["validation"]
-    b = registry.manifest("teacher", "v0002")["metrics"]["validation"]
-    for key in ("kappa", "accuracy", "ndcg_at_20"):
-        assert a[key] == pytest.approx(b[key], abs=1e-6)
-    assert a["auroc_at"] == pytest.approx(b["auroc_at"], abs=1e-6)
+    a = registry.manifest("teacher", "v0001")["metrics"]
+    b = registry.manifest("teacher", "v0002")["metrics"]
+    for part in ("test", "validation"):
+        for key in ("kappa", "accuracy", "ndcg_at_20"):
+            assert a[part][key] == pytest.approx(b[part][key], abs=1e-6)
+        assert a[part]["auroc_at"] == pytest.approx(b[part]["auroc_at"], abs=1e-6)
 
 
 def test_no_valid_labels_is_a_clear_error(spark, lake, cfg_for, teacher_lake):

@@ -2,7 +2,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from jobs.validation import (
+from runtime.validation import (
     REASON,
     InputSchemaError,
     conform_to_schema,
@@ -24,7 +24,9 @@ def test_missing_columns_error_names_missing_and_present(spark):
 
 def test_wrong_type_error_names_column_and_types(spark):
     df = spark.createDataFrame([("p1", "3")], "pin_id string, position string")
-    with pytest.raises(InputSchemaError, match=r"wrong types: 'position' is string, expected int; present: \['pin_id', 'position'\]"):
+    with pytest.raises(
+        InputSchemaError, match=r"wrong types: 'position' is string, expected int; present: \['pin_id', 'position'\]"
+    ):
         require_columns(df, {"pin_id": StringType(), "position": IntegerType()}, "impressions")
 
 
@@ -40,7 +42,13 @@ def test_first_failure_split_and_quarantine(spark):
     df = spark.createDataFrame([("1", "a"), ("", "b"), ("3", None), ("3", "c")], "id string, q string")
     classified = df.withColumn(
         REASON,
-        first_failure([(F.col("id") == "", "missing id"), (F.col("q").isNull(), "empty query"), (duplicated("id"), "duplicate id")]),
+        first_failure(
+            [
+                (F.col("id") == "", "missing id"),
+                (F.col("q").isNull(), "empty query"),
+                (duplicated("id"), "duplicate id"),
+            ]
+        ),
     )
     valid, rejected = split_rejected(classified)
     assert valid.collect() == [("1", "a")] and valid.columns == ["id", "q"]

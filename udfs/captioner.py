@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import torch
@@ -24,7 +24,7 @@ from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType, StructField, StructType
 
-from jobs.config import CaptionerConfig
+from udfs.captioner_settings import CaptionerSettings
 from udfs.images import try_open_image
 from udfs.task_resources import task_device, task_threads
 
@@ -33,11 +33,10 @@ log = logging.getLogger(__name__)
 CAPTION = "caption"
 ERROR = "error"
 RESULT_TYPE = StructType([StructField(CAPTION, StringType()), StructField(ERROR, StringType())])
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 WEIGHT_SUFFIXES = (".safetensors",)
 
 
-def captioner_version(cfg: CaptionerConfig) -> str:
+def captioner_version(cfg: CaptionerSettings) -> str:
     """``blip-<12 hex>`` from the model's config, weights and the generation settings: the same
     files and settings give the same version, so captions are reused only when they would be
     the same."""
@@ -58,32 +57,42 @@ def captioner_version(cfg: CaptionerConfig) -> str:
 class Captioner:
     """A loaded BLIP model and processor on one device."""
 
-    def __init__(self, cfg: CaptionerConfig, device: torch.device | None = None) -> None:
+    def __init__(self, cfg: CaptionerSettings, device: torch.device | None = None) -> None:
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
         self.cfg = cfg
         self.device = device or task_device()
-        self.dtype = DTYPES[cfg.gpu_dtype] if self.device.type == "cuda" else torch.float32
+        self.dtype = getattr(torch, cfg.gpu_dtype) if self.device.type == "cuda" else torch.float32
         self.processor = BlipProcessor.from_pretrained(cfg.model_path, local_files_only=True)
-        self.model = BlipForConditionalGeneration.from_pretrained(
-            cfg.model_path, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=self.dtype,
-        ).to(self.device).eval()
+        self.model = (
+            BlipForConditionalGeneration.from_pretrained(
+                cfg.model_path,
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True,
+                dtype=self.dtype,
+            )
+            .to(self.device)
+            .eval()
+        )
 
     @torch.inference_mode()
     def caption(self, images: list) -> list[str]:
         inputs = self.processor(images=images, return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.device, self.dtype)
         out = self.model.generate(
-            pixel_values=pixels, max_new_tokens=self.cfg.max_new_tokens, num_beams=self.cfg.num_beams,
+            pixel_values=pixels,
+            max_new_tokens=self.cfg.max_new_tokens,
+            num_beams=self.cfg.num_beams,
         )
         return [t.strip() for t in self.processor.batch_decode(out, skip_special_tokens=True)]
 
 
-_loaded: dict[tuple[CaptionerConfig, str], Captioner] = {}
+_loaded: dict[tuple[CaptionerSettings, str], Captioner] = {}
 _lock = threading.Lock()
 
 
-def loaded_captioner(cfg: CaptionerConfig) -> Captioner:
+def loaded_captioner(cfg: CaptionerSettings) -> Captioner:
     """The captioner for ``cfg`` on this task's device, loaded once per Python worker."""
     device = task_device()
     torch.set_num_threads(task_threads())
@@ -103,7 +112,7 @@ def caption_paths(captioner: Captioner, paths: pd.Series) -> pd.DataFrame:
 
     def flush() -> None:
         texts = captioner.caption([img for _, img in pending])
-        for (i, _), text in zip(pending, texts):
+        for (i, _), text in zip(pending, texts, strict=False):
             captions[i] = text
         pending.clear()
 
@@ -120,7 +129,7 @@ def caption_paths(captioner: Captioner, paths: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({CAPTION: captions, ERROR: errors}, index=paths.index)
 
 
-def caption_col(path: Column, cfg: CaptionerConfig) -> Column:
+def caption_col(path: Column, cfg: CaptionerSettings) -> Column:
     """A struct column ``{caption, error}`` for the image at ``path``."""
 
     @pandas_udf(RESULT_TYPE)

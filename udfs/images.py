@@ -47,7 +47,9 @@ def open_image(path: str | None, mode: str = "RGB", draft: tuple[int, int] | Non
         raise ImageError(f"unreadable image: {type(exc).__name__}: {exc}") from None
 
 
-def try_open_image(path: str | None, mode: str = "RGB", draft: tuple[int, int] | None = None) -> tuple[Image.Image | None, str | None]:
+def try_open_image(
+    path: str | None, mode: str = "RGB", draft: tuple[int, int] | None = None
+) -> tuple[Image.Image | None, str | None]:
     """``(image, None)``, or ``(None, reason)`` when the image cannot be used."""
     try:
         return open_image(path, mode, draft), None

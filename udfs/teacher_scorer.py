@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -24,14 +24,16 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- in Spark
 
-SCORED_SCHEMA = StructType([
-    StructField(TS.QUERY, StringType(), nullable=False),
-    StructField(TS.PIN_ID, StringType(), nullable=False),
-    StructField(TS.PROBABILITIES, ArrayType(FloatType(), containsNull=False), nullable=False),
-    StructField(TS.EXPECTED_RELEVANCE, DoubleType(), nullable=False),
-    StructField(TS.LEVEL, IntegerType(), nullable=False),
-    StructField(TS.PRECISION, StringType(), nullable=False),
-])
+SCORED_SCHEMA = StructType(
+    [
+        StructField(TS.QUERY, StringType(), nullable=False),
+        StructField(TS.PIN_ID, StringType(), nullable=False),
+        StructField(TS.PROBABILITIES, ArrayType(FloatType(), containsNull=False), nullable=False),
+        StructField(TS.EXPECTED_RELEVANCE, DoubleType(), nullable=False),
+        StructField(TS.LEVEL, IntegerType(), nullable=False),
+        StructField(TS.PRECISION, StringType(), nullable=False),
+    ]
+)
 
 _scorers: dict[tuple, TeacherScorer] = {}
 _lock = threading.Lock()
@@ -50,16 +52,24 @@ def scorer_for(folder: str, settings: ScoringSettings) -> TeacherScorer:
         return _scorers[key]
 
 
-def score_partitions(folder: str, settings: ScoringSettings, text_col: str
-                     ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def score_partitions(
+    folder: str, settings: ScoringSettings, text_col: str
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function from rows ``query, pin_id, <text_col>`` to :data:`SCORED_SCHEMA`."""
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         scorer = scorer_for(folder, settings)
         for batch in batches:
             probs, expected, level = scorer.score(batch[TS.QUERY].tolist(), batch[text_col].tolist())
-            yield pd.DataFrame({TS.QUERY: batch[TS.QUERY].to_numpy(), TS.PIN_ID: batch[TS.PIN_ID].to_numpy(),
-                                TS.PROBABILITIES: list(probs), TS.EXPECTED_RELEVANCE: expected, TS.LEVEL: level,
-                                TS.PRECISION: scorer.precision})
+            yield pd.DataFrame(
+                {
+                    TS.QUERY: batch[TS.QUERY].to_numpy(),
+                    TS.PIN_ID: batch[TS.PIN_ID].to_numpy(),
+                    TS.PROBABILITIES: list(probs),
+                    TS.EXPECTED_RELEVANCE: expected,
+                    TS.LEVEL: level,
+                    TS.PRECISION: scorer.precision,
+                }
+            )
 
     return score

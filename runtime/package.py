@@ -1,5 +1,5 @@
 """Build the zip that ``spark-submit --py-files`` ships to the driver and executors: the
-packages ``jobs``, ``udfs``, ``models``, ``schemas`` and ``conf`` (with its YAML).
+packages ``jobs``, ``runtime``, ``udfs``, ``models``, ``schemas`` and ``conf`` (with its YAML).
 
     pinpipe package                   # -> dist/pinpipe.zip
     pinpipe package --out /tmp/pp.zip
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from jobs.session import PROJECT_ROOT
+from runtime.session import PROJECT_ROOT
 
-PACKAGES = ("jobs", "udfs", "models", "schemas", "conf")
+PACKAGES = ("jobs", "runtime", "udfs", "models", "schemas", "conf")
 SUFFIXES = (".py", ".yaml")
 
 
@@ -22,7 +22,9 @@ def build_pyfiles_zip(out: Path, root: Path = PROJECT_ROOT) -> Path:
     """Write the packages under ``root`` into ``out`` (deterministic order and timestamps)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     files = sorted(
-        p for pkg in PACKAGES for p in (root / pkg).rglob("*")
+        p
+        for pkg in PACKAGES
+        for p in (root / pkg).rglob("*")
         if p.is_file() and p.suffix in SUFFIXES and "__pycache__" not in p.parts
     )
     tmp = out.with_suffix(out.suffix + ".tmp")

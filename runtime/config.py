@@ -6,6 +6,13 @@ overlays, then ``--set section.key=value`` overrides, merged in that order. The 
 is then checked against the dataclasses below: an unknown key, a missing section or a value of
 the wrong type fails with a :class:`ConfigError` naming the key, and so does a value that is
 out of range.
+
+Every derived value is resolved once, in :func:`load_config`, and never again: an empty date
+becomes today's date (UTC, read from the clock once), an empty ``end_date`` its start date, an
+empty ``feature_version`` the features' version, an empty teacher backbone the MiniLM bundled
+with the installed package, and relative local paths absolute (against the working directory).
+Jobs read plain values, and the resolved config saved beside an artifact holds real dates and
+paths.
 """
 
 from __future__ import annotations
@@ -13,18 +20,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import os
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
-from models.settings import GPU_DTYPE_NAMES, TeacherSettings, TrainSettings
+from models.packaged import minilm_dir
+from models.teacher_settings import TeacherSettings, TrainSettings
+from udfs.captioner_settings import CaptionerSettings
 
 ENVIRONMENTS = ("local", "cluster", "cluster-gpu")
 
@@ -42,16 +53,8 @@ def _require(condition: bool, key: str, message: str, value: Any) -> None:
         raise ConfigError(f"{key}: {message}, got {value!r}")
 
 
-def _date(key: str, value: str, empty_is_today: bool = False) -> dt.date:
-    """``value`` as a date; empty means today (UTC) where allowed. Checked in ``__post_init__``
-    so a bad date fails with the config, before any Spark work."""
-    if not value and empty_is_today:
-        return dt.datetime.now(dt.timezone.utc).date()
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        allowed = "YYYY-MM-DD or empty" if empty_is_today else "YYYY-MM-DD"
-        raise ConfigError(f"{key}: must be {allowed}, got {value!r}") from None
+def _is_uri(path: str) -> bool:
+    return "://" in path or path.startswith("file:")
 
 
 def _require_at_least(section: Any, prefix: str, names: tuple[str, ...], minimum: int = 1) -> None:
@@ -77,32 +80,45 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class LakeConfig:
-    root: str = _help("Lake root: tables under <root>/tables, artifacts under <root>/artifacts. "
-                      "A local path (relative to the working directory) or a URI (s3a://, hdfs://).")
+    root: str = _help(
+        "Lake root: tables under <root>/tables, artifacts under <root>/artifacts. "
+        "A local path (relative to the working directory) or a URI (s3a://, hdfs://)."
+    )
 
     def __post_init__(self) -> None:
         _require(bool(self.root.strip()), "lake.root", "must not be empty", self.root)
+        _require(
+            _is_uri(self.root) or Path(self.root).is_absolute(),
+            "lake.root",
+            "must be absolute or a URI (load_config resolves relative paths)",
+            self.root,
+        )
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    data_root: str = _help("Folder holding the real evaluation data (crowdflower/, s3rec/, coco_mini/).")
+    data_root: str = _help(
+        "Folder holding the real evaluation data (crowdflower/, s3rec/, coco_mini/); relative to the working directory."
+    )
     crowdflower_csv: str = _help("CrowdFlower labels CSV, relative to data_root.")
     crowdflower_scale_max: int = _help("Top of the CrowdFlower relevance scale (1..max).")
     s3rec_dir: str = _help("Folder of S3-Rec '<Name>.txt' sequence files, relative to data_root.")
     s3rec_datasets: list[str] = _help("S3-Rec datasets to ingest, e.g. [Beauty, LastFM].")
-    s3rec_start_time: str = _help("ISO time of each S3-Rec user's first event; later events "
-                                  "follow at s3rec_step_seconds (the files carry order only).")
+    s3rec_start_time: dt.datetime = _help(
+        "ISO time of each S3-Rec user's first event; later events "
+        "follow at s3rec_step_seconds (the files carry order only)."
+    )
     s3rec_step_seconds: int = _help("Seconds between consecutive S3-Rec events of a user.")
     coco_dir: str = _help("COCO folder with captions.json and images/, relative to data_root.")
     sources: list[str] = _help("Which sources to ingest: crowdflower, s3rec, coco.")
 
     def __post_init__(self) -> None:
-        _require(self.crowdflower_scale_max >= 2, "ingest.crowdflower_scale_max", "must be >= 2", self.crowdflower_scale_max)
+        _require(
+            self.crowdflower_scale_max >= 2, "ingest.crowdflower_scale_max", "must be >= 2", self.crowdflower_scale_max
+        )
         _require(self.s3rec_step_seconds >= 1, "ingest.s3rec_step_seconds", "must be >= 1", self.s3rec_step_seconds)
         known = {"crowdflower", "s3rec", "coco"}
         _require(set(self.sources) <= known, "ingest.sources", f"must be a subset of {sorted(known)}", self.sources)
-        _parse_time("ingest.s3rec_start_time", self.s3rec_start_time)
 
     def path(self, relative: str) -> str:
         return str(Path(self.data_root) / relative)
@@ -111,7 +127,7 @@ class IngestConfig:
 @dataclass(frozen=True)
 class SimulateConfig:
     seed: int = _help("Seed: the same seed and sizes give the same data, on any partitioning.")
-    start_date: str = _help("First simulated day (YYYY-MM-DD).")
+    start_date: dt.date = _help("First simulated day (YYYY-MM-DD).")
     days: int = _help("Number of days of impressions and engagements.")
     impressions_per_day: int = _help("Impressions per day (rounded down to whole result pages).")
     page_size: int = _help("Pins per search result page.")
@@ -132,11 +148,28 @@ class SimulateConfig:
     partitions: int = _help("Spark partitions for generation.")
 
     def __post_init__(self) -> None:
-        _require_at_least(self, "simulate", ("days", "impressions_per_day", "page_size", "n_pins", "n_queries",
-                                             "n_users", "n_boards", "n_topics", "partitions"))
+        _require_at_least(
+            self,
+            "simulate",
+            (
+                "days",
+                "impressions_per_day",
+                "page_size",
+                "n_pins",
+                "n_queries",
+                "n_users",
+                "n_boards",
+                "n_topics",
+                "partitions",
+            ),
+        )
         _require_at_least(self, "simulate", ("n_labels",), minimum=0)
-        _require(self.impressions_per_day >= self.page_size, "simulate.impressions_per_day",
-                 "must be >= page_size", self.impressions_per_day)
+        _require(
+            self.impressions_per_day >= self.page_size,
+            "simulate.impressions_per_day",
+            "must be >= page_size",
+            self.impressions_per_day,
+        )
         _require(self.n_pins >= self.n_topics, "simulate.n_pins", "must be >= n_topics", self.n_pins)
         _require(self.n_boards >= self.n_topics, "simulate.n_boards", "must be >= n_topics", self.n_boards)
         for name in ("query_zipf", "pin_zipf", "user_zipf"):
@@ -145,27 +178,6 @@ class SimulateConfig:
             v = getattr(self, name)
             _require(0.0 <= v <= 1.0, f"simulate.{name}", "must be in [0, 1]", v)
         _require(self.position_decay >= 0, "simulate.position_decay", "must be >= 0", self.position_decay)
-        _date("simulate.start_date", self.start_date)
-
-    @property
-    def first_day(self) -> dt.date:
-        return _date("simulate.start_date", self.start_date)
-
-
-@dataclass(frozen=True)
-class CaptionerConfig:
-    model_path: str = _help("Local folder of a BLIP captioning model (config.json, safetensors, "
-                            "processor files). Empty: no captions (the caption field stays null).")
-    max_new_tokens: int = _help("Longest caption, in tokens.")
-    num_beams: int = _help("Beam width for generation (1 = greedy).")
-    batch_size: int = _help("Images per model call.")
-    gpu_dtype: str = _help("Weights dtype on GPU: bfloat16, float16 or float32 (CPU is float32).")
-    arrow_batch_rows: int = _help("Rows per Arrow batch sent to a Python worker.")
-
-    def __post_init__(self) -> None:
-        _require_at_least(self, "captioner", ("max_new_tokens", "num_beams", "batch_size", "arrow_batch_rows"))
-        _require(self.gpu_dtype in GPU_DTYPE_NAMES, "captioner.gpu_dtype", f"must be one of {list(GPU_DTYPE_NAMES)}",
-                 self.gpu_dtype)
 
 
 FEATURE_FIELDS = ("title", "description", "caption", "boards", "queries", "link")
@@ -174,55 +186,89 @@ FEATURE_FIELDS = ("title", "description", "caption", "boards", "queries", "link"
 @dataclass(frozen=True)
 class FeaturesConfig:
     version: str = _help("feature_version written with pin_text_features; a new version is a new slice.")
-    as_of: str = _help("Date the features describe (YYYY-MM-DD); empty = today (UTC).")
+    as_of: dt.date = _help("Date the features describe (YYYY-MM-DD); empty = today (UTC), resolved at load.")
     top_k_boards: int = _help("Board titles kept per pin, by number of saves.")
     top_k_queries: int = _help("Engaged queries kept per pin, by clicks + saves.")
     query_window_days: int = _help("Trailing window of impressions for engaged queries.")
+    caption_arrow_batch_rows: int = _help("Rows per Arrow batch sent to a captioning Python worker.")
     budgets: dict[str, int] = _help("Character budget of each field in pin_text.", default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(bool(self.version.strip()), "features.version", "must not be empty", self.version)
-        _require_at_least(self, "features", ("top_k_boards", "top_k_queries", "query_window_days"))
-        _require(set(self.budgets) == set(FEATURE_FIELDS), "features.budgets",
-                 f"must give a budget for each of {list(FEATURE_FIELDS)}", self.budgets)
+        _require_at_least(
+            self, "features", ("top_k_boards", "top_k_queries", "query_window_days", "caption_arrow_batch_rows")
+        )
+        _require(
+            set(self.budgets) == set(FEATURE_FIELDS),
+            "features.budgets",
+            f"must give a budget for each of {list(FEATURE_FIELDS)}",
+            self.budgets,
+        )
         for k, v in self.budgets.items():
             _require(v >= 1, f"features.budgets.{k}", "must be >= 1", v)
-        _date("features.as_of", self.as_of, empty_is_today=True)
-
-    @property
-    def as_of_date(self) -> dt.date:
-        return _date("features.as_of", self.as_of, empty_is_today=True)
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    model: TeacherSettings = _help("The cross-encoder: backbone_path (empty = the bundled MiniLM), "
-                                   "num_levels, pooling, head, LoRA, 4-bit, checkpointing, GPU dtype.")
-    training: TrainSettings = _help("Training loop: token budgets, batch sizes, epochs, learning rates, "
-                                    "early-stopping patience, seed.")
+    model: TeacherSettings = _help(
+        "The cross-encoder: backbone_path (empty = the bundled MiniLM), "
+        "num_levels, pooling, head, LoRA, 4-bit, checkpointing, GPU dtype."
+    )
+    training: TrainSettings = _help(
+        "Training loop: token budgets, batch sizes, epochs, learning rates, early-stopping patience, seed."
+    )
     label_sources: list[str] = _help("human_labels sources to train on (e.g. [crowdflower]); empty = all.")
-    feature_version: str = _help("pin_text_features slice joined to the labels; empty = features.version.")
-    validation_fraction: float = _help("Share of queries (whole queries) held out for validation.")
+    feature_version: str = _help(
+        "pin_text_features slice joined to the labels; empty = features.version (resolved at load)."
+    )
+    validation_fraction: float = _help(
+        "Share of queries (whole queries) held out for validation: early "
+        "stopping, level cuts and the int8 plan are chosen on them."
+    )
+    test_fraction: float = _help(
+        "Share of queries (whole queries) held out for test: the published metrics, on rows that chose nothing."
+    )
     split_seed: int = _help("Seed of the query-grouped train/validation split.")
     max_labels: int = _help("Use at most this many labels (a seeded sample); 0 = all.")
     family: str = _help("Registry family the artifact is published under (<lake>/artifacts/<family>).")
     registry_keep: int = _help("Versions kept per family; the promoted one is never pruned.")
     promote: bool = _help("Promote the new version to CURRENT once it is published.")
-    distributed_processes: int = _help("0 = train in-process; N = data-parallel over N processes "
-                                       "with pyspark's TorchDistributor.")
-    distributed_local_mode: bool = _help("TorchDistributor local_mode: processes on the driver (true) "
-                                         "or in a barrier stage on the executors (false).")
+    distributed_processes: int = _help(
+        "0 = train in-process; N = data-parallel over N processes with pyspark's TorchDistributor."
+    )
+    distributed_local_mode: bool = _help(
+        "TorchDistributor local_mode: processes on the driver (true) or in a barrier stage on the executors (false)."
+    )
     distributed_use_gpu: bool = _help("TorchDistributor use_gpu: one GPU per process.")
-    int8_calibration_pairs: int = _help("Validation pairs on which the published teacher's CPU int8 plan "
-                                        "(which layers stay fp32) is chosen; 0 = no plan (all layers int8).")
-    int8_target_spearman: float = _help("The int8 plan keeps layers in fp32 until the int8 model's expected "
-                                        "relevance has this Spearman correlation with fp32's.")
+    int8_calibration_pairs: int = _help(
+        "Validation pairs on which the published teacher's CPU int8 plan "
+        "(which layers stay fp32) is chosen; 0 = no plan (all layers int8)."
+    )
+    int8_target_spearman: float = _help(
+        "The int8 plan keeps layers in fp32 until the int8 model's expected "
+        "relevance has this Spearman correlation with fp32's."
+    )
 
     def __post_init__(self) -> None:
-        _require(0.0 < self.validation_fraction < 1.0, "teacher.validation_fraction", "must be in (0, 1)",
-                 self.validation_fraction)
-        _require(-1.0 <= self.int8_target_spearman <= 1.0, "teacher.int8_target_spearman", "must be in [-1, 1]",
-                 self.int8_target_spearman)
+        _require(
+            0.0 < self.validation_fraction < 1.0,
+            "teacher.validation_fraction",
+            "must be in (0, 1)",
+            self.validation_fraction,
+        )
+        _require(0.0 < self.test_fraction < 1.0, "teacher.test_fraction", "must be in (0, 1)", self.test_fraction)
+        _require(
+            self.validation_fraction + self.test_fraction < 1.0,
+            "teacher.test_fraction",
+            "plus validation_fraction must leave queries for training",
+            self.test_fraction,
+        )
+        _require(
+            -1.0 <= self.int8_target_spearman <= 1.0,
+            "teacher.int8_target_spearman",
+            "must be in [-1, 1]",
+            self.int8_target_spearman,
+        )
         _require_at_least(self, "teacher", ("registry_keep",))
         _require_at_least(self, "teacher", ("max_labels", "distributed_processes", "int8_calibration_pairs"), minimum=0)
         _require(bool(self.family.strip()), "teacher.family", "must not be empty", self.family)
@@ -235,9 +281,11 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16", "nf4")
 class ScorerConfig:
     teacher_family: str = _help("Registry family of the teacher to score with.")
     teacher_version: str = _help("Version to score with (e.g. v0003); empty = the promoted (CURRENT) one.")
-    start_date: str = _help("First impression date (YYYY-MM-DD) to score; empty = today (UTC).")
-    end_date: str = _help("Last impression date, inclusive; empty = start_date.")
-    feature_version: str = _help("pin_text_features slice to take pin text from; empty = features.version.")
+    start_date: dt.date = _help("First impression date (YYYY-MM-DD) to score; empty = today (UTC), resolved at load.")
+    end_date: dt.date = _help("Last impression date, inclusive; empty = start_date.")
+    feature_version: str = _help(
+        "pin_text_features slice to take pin text from; empty = features.version (resolved at load)."
+    )
     precision: str = _help("auto (int8 on CPU, bf16 on GPU), fp32, int8 (CPU), bf16/fp16 (GPU), nf4 (4-bit, GPU).")
     batch_size: int = _help("Pairs per model call, at most.")
     max_batch_tokens: int = _help("Padded tokens per model call, at most (rows x longest pair); 0 = rows only.")
@@ -246,23 +294,19 @@ class ScorerConfig:
     arrow_batch_rows: int = _help("Rows per Arrow batch sent to a Python worker (maxRecordsPerBatch).")
     arrow_batch_bytes: int = _help("Bytes per Arrow batch sent to a Python worker (maxBytesPerBatch).")
     max_text_chars: int = _help("Pins whose text is longer than this are quarantined, not scored.")
-    chunks: int = _help("Commit units: the pairs are scored and committed in this many hash chunks, so a "
-                        "killed run loses at most one chunk of work.")
+    chunks: int = _help(
+        "Commit units: the pairs are scored and committed in this many hash chunks, so a "
+        "killed run loses at most one chunk of work."
+    )
     partitions: int = _help("Partitions (parallel scoring tasks) per chunk; 0 = spark.default.parallelism.")
 
     def __post_init__(self) -> None:
         _require(self.precision in PRECISIONS, "scorer.precision", f"must be one of {list(PRECISIONS)}", self.precision)
-        _require_at_least(self, "scorer", ("batch_size", "arrow_batch_rows", "arrow_batch_bytes", "max_text_chars", "chunks"))
+        _require_at_least(
+            self, "scorer", ("batch_size", "arrow_batch_rows", "arrow_batch_bytes", "max_text_chars", "chunks")
+        )
         _require_at_least(self, "scorer", ("max_batch_tokens", "max_length", "query_tokens", "partitions"), minimum=0)
-        _require(self.first_date <= self.last_date, "scorer.end_date", "must not be before start_date", self.end_date)
-
-    @property
-    def first_date(self) -> dt.date:
-        return _date("scorer.start_date", self.start_date, empty_is_today=True)
-
-    @property
-    def last_date(self) -> dt.date:
-        return _date("scorer.end_date", self.end_date) if self.end_date else self.first_date
+        _require(self.start_date <= self.end_date, "scorer.end_date", "must not be before start_date", self.end_date)
 
 
 @dataclass(frozen=True)
@@ -272,21 +316,20 @@ class PinpipeConfig:
     lake: LakeConfig = _help("Where the Delta lake lives.")
     ingest: IngestConfig = _help("Real-data ingest adapters.")
     simulate: SimulateConfig = _help("Synthetic data generator.")
-    captioner: CaptionerConfig = _help("BLIP image captioning.")
+    captioner: CaptionerSettings = _help("BLIP image captioning (model_path empty: no captions).")
     features: FeaturesConfig = _help("Pin text features.")
     teacher: TeacherConfig = _help("Cross-encoder relevance teacher training.")
     scorer: ScorerConfig = _help("Scoring search impressions with the teacher.")
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved configuration, as saved next to artifacts."""
-        return dataclasses.asdict(self)
+        """The resolved configuration, as saved next to artifacts (dates as ISO strings)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=_iso))
 
 
-def _parse_time(key: str, value: str) -> dt.datetime:
-    try:
-        return dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"{key}: must be an ISO date-time, got {value!r}") from None
+def _iso(value: Any) -> str:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    raise TypeError(f"not serialisable: {value!r}")
 
 
 # --------------------------------------------------------------------------- building
@@ -326,6 +369,20 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: must be a number, got {value!r}")
         return float(value)
+    if tp is dt.date:
+        if isinstance(value, dt.datetime) or not isinstance(value, (dt.date, str)):
+            raise ConfigError(f"{key}: must be a date YYYY-MM-DD, got {value!r}")
+        try:
+            return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"{key}: must be a date YYYY-MM-DD, got {value!r}") from None
+    if tp is dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.datetime.fromisoformat(value.isoformat() if isinstance(value, dt.date) else str(value))
+        except ValueError:
+            raise ConfigError(f"{key}: must be an ISO date-time, got {value!r}") from None
     if tp is str:
         if isinstance(value, (dt.date, dt.datetime)):  # YAML reads 2024-01-01 as a date
             return value.isoformat()
@@ -341,8 +398,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; "
-                          f"known keys{' in ' + prefix if prefix else ''}: {names}")
+        raise ConfigError(
+            f"unknown config key(s) {[where + k for k in unknown]}; "
+            f"known keys{' in ' + prefix if prefix else ''}: {names}"
+        )
     kwargs = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
@@ -354,7 +413,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except ValueError as exc:  # a settings class's own check (e.g. models.settings)
+    except ValueError as exc:  # a settings class's own check (e.g. models.teacher_settings)
         raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
 
 
@@ -403,12 +462,59 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _absolute(path: Any, cwd: Path) -> Any:
+    if not isinstance(path, str) or _empty(path) or _is_uri(path):
+        return path
+    return str((cwd / path).resolve())
+
+
+def _resolve(data: dict[str, Any], today: dt.date, cwd: Path) -> dict[str, Any]:
+    """Fill in every derived value, once (see the module docstring). Sections of the wrong
+    shape are left alone for :func:`_build` to report."""
+
+    def section(*names: str) -> dict[str, Any]:
+        node: Any = data
+        for name in names:
+            node = node.get(name) if isinstance(node, dict) else None
+        return node if isinstance(node, dict) else {}
+
+    features, scorer, teacher = section("features"), section("scorer"), section("teacher")
+    for node, key in ((features, "as_of"), (scorer, "start_date")):
+        if node and _empty(node.get(key)):
+            node[key] = today.isoformat()
+    if scorer and _empty(scorer.get("end_date")):
+        scorer["end_date"] = scorer.get("start_date")
+    for node in (teacher, scorer):
+        if node and _empty(node.get("feature_version")):
+            node["feature_version"] = features.get("version")
+    model = section("teacher", "model")
+    if model and _empty(model.get("backbone_path")):
+        model["backbone_path"] = str(minilm_dir())
+    for node, key in (
+        (section("lake"), "root"),
+        (section("ingest"), "data_root"),
+        (section("captioner"), "model_path"),
+        (model, "backbone_path"),
+    ):
+        if key in node:
+            node[key] = _absolute(node[key], cwd)
+    return data
+
+
 def load_config(
     env: str = "local",
     conf_files: Sequence[str | os.PathLike[str]] = (),
     overrides: Sequence[str] = (),
+    *,
+    now: dt.datetime | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> PinpipeConfig:
-    """Merge base + ``env`` overlay + ``conf_files`` + ``overrides`` and check the result."""
+    """Merge base + ``env`` overlay + ``conf_files`` + ``overrides``, resolve the derived values
+    (``now`` defaults to the clock, read once; ``cwd`` to the working directory) and check."""
     if env not in ENVIRONMENTS:
         raise ConfigError(f"env: must be one of {list(ENVIRONMENTS)}, got {env!r}")
     data = _merge(_packaged_yaml("base"), _packaged_yaml(env))
@@ -426,17 +532,33 @@ def load_config(
                 raise ConfigError(f"override {text!r}: {k!r} is not a section")
         node[keys[-1]] = value
     data["env"] = env
-    return _build(PinpipeConfig, data)
+    today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
+    return _build(PinpipeConfig, _resolve(data, today, Path(cwd or os.getcwd())))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options every job takes: ``--env``, ``--conf-file`` and ``--set``."""
-    parser.add_argument("--env", default=os.environ.get("PINPIPE_ENV", "local"), choices=ENVIRONMENTS,
-                        help="environment overlay conf/<env>.yaml (default: $PINPIPE_ENV or local)")
-    parser.add_argument("--conf-file", action="append", default=[], metavar="YAML",
-                        help="extra YAML overlay; repeatable, later files win")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                        help="override one key, e.g. --set simulate.days=3; repeatable")
+    parser.add_argument(
+        "--env",
+        default=os.environ.get("PINPIPE_ENV", "local"),
+        choices=ENVIRONMENTS,
+        help="environment overlay conf/<env>.yaml (default: $PINPIPE_ENV or local)",
+    )
+    parser.add_argument(
+        "--conf-file",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="extra YAML overlay; repeatable, later files win",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="override one key, e.g. --set simulate.days=3; repeatable",
+    )
     return parser
 
 

@@ -15,7 +15,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.validation import conform_to_schema
+from runtime.validation import conform_to_schema
 from schemas import TableSpec, table_spec
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Lake:
     root: str
 
     @classmethod
-    def at(cls, root: str) -> "Lake":
+    def at(cls, root: str) -> Lake:
         return cls(root if _is_uri(root) else str(Path(root).resolve()))
 
     def table_path(self, table: str) -> str:
@@ -78,12 +78,7 @@ class Lake:
         spark = df.sparkSession
         self.ensure_table(spark, spec)
         rows = conform_to_schema(df, spec.schema, f"write to {table}")
-        (
-            rows.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", where)
-            .save(self.table_path(table))
-        )
+        (rows.write.format("delta").mode("overwrite").option("replaceWhere", where).save(self.table_path(table)))
         written = self.last_commit_metric(spark, table, "numOutputRows")
         log.info("%s: wrote %d rows where %s", table, written, where)
         return written
@@ -99,7 +94,11 @@ class Lake:
         before = self.version(spark, table)
         self.delta_table(spark, table).alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll().execute()
         # A MERGE with nothing to insert may commit nothing: then the last commit is not ours.
-        inserted = self.last_commit_metric(spark, table, "numTargetRowsInserted") if self.version(spark, table) != before else 0
+        inserted = (
+            self.last_commit_metric(spark, table, "numTargetRowsInserted")
+            if self.version(spark, table) != before
+            else 0
+        )
         log.info("%s: inserted %d new rows", table, inserted)
         return inserted
 
@@ -109,9 +108,12 @@ class Lake:
 
     def last_commit_metric(self, spark: SparkSession, table: str, metric: str) -> int:
         """A metric of the latest commit (e.g. rows written), from Delta's history: no scan."""
-        last = self.delta_table(spark, table).history(1).select(
-            F.col("operationMetrics").getItem(metric).alias("n")
-        ).first()
+        last = (
+            self.delta_table(spark, table)
+            .history(1)
+            .select(F.col("operationMetrics").getItem(metric).alias("n"))
+            .first()
+        )
         return int(last["n"] or 0) if last else 0
 
 

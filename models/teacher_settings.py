@@ -1,6 +1,7 @@
 """The teacher's settings: what model to build (``TeacherSettings``) and how to train it
 (``TrainSettings``). Plain dataclasses without torch, so that the job configuration
-(``jobs.config``) can hold them without importing a deep-learning stack.
+(``runtime.config``, the ``teacher`` section) can hold them without importing a deep-learning
+stack.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ class TeacherSettings:
     gpu_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
+        if not self.backbone_path.strip():
+            raise ValueError(
+                "backbone_path must name a local model folder (the job config resolves an empty "
+                "teacher.model.backbone_path to the bundled MiniLM)"
+            )
         if self.num_levels < 2:
             raise ValueError(f"num_levels must be >= 2, got {self.num_levels}")
         if self.pooling not in POOLINGS:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from pyspark.sql import SparkSession
 
-from jobs.config import SparkConfig
+from runtime.config import SparkConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,16 @@ def build_session(app_name: str, cfg: SparkConfig) -> SparkSession:
     spark.sparkContext.setLogLevel(cfg.log_level)
     log.info("spark %s master=%s app=%s", spark.version, spark.sparkContext.master, app_name)
     return spark
+
+
+@contextmanager
+def job_description(spark: SparkSession, text: str) -> Iterator[None]:
+    """Label the Spark jobs started inside the block (the UI and logs show which stage runs)."""
+    spark.sparkContext.setJobDescription(text)
+    try:
+        yield
+    finally:
+        spark.sparkContext.setJobDescription(None)
 
 
 @contextmanager

@@ -1,14 +1,15 @@
 """``pinpipe``: the command line. ``pinpipe <job> [options]`` runs one job in local Spark
 (or on whatever master ``--set spark.master=...`` names); every job takes ``--env``,
 ``--conf-file`` and ``--set``. ``pinpipe package`` builds the ``--py-files`` zip for
-spark-submit. Only the module of the command that runs is imported.
+spark-submit. Only the module of the command that runs is imported (so ``pinpipe --help``
+loads no torch): commands name their modules as strings, and runtime never imports a job.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo", "simulate + ingest + pin_features on the embedded default (local Spark, ./lake)"),
@@ -17,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pin_features": ("jobs.pin_features", "caption new pin images (BLIP) and write pin_text_features"),
     "train_teacher": ("jobs.train_teacher", "train the cross-encoder teacher on human_labels and publish it"),
     "score_impressions": ("jobs.score_impressions", "label search impressions with the teacher (teacher_scores)"),
-    "package": ("jobs.pyfiles", "build dist/pinpipe.zip for spark-submit --py-files"),
+    "package": ("runtime.package", "build dist/pinpipe.zip for spark-submit --py-files"),
 }
 
 
