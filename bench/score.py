@@ -44,6 +44,7 @@ from models.scoring import ScoringSettings, TeacherScorer, calibrate_teacher_int
 from models.teacher import CrossEncoderTeacher  # noqa: E402
 from models.teacher_settings import TeacherSettings  # noqa: E402
 from runtime.config import load_config  # noqa: E402
+from runtime.entry import configure_logging  # noqa: E402
 from runtime.lake import Lake  # noqa: E402
 from runtime.session import build_session  # noqa: E402
 
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="model batch of every loop (scorer.batch_size)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    configure_logging()  # the jobs' progress lines (chunks committed, epochs, ETA)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-score-"))
     cfg = load_config(

@@ -23,6 +23,7 @@ from bench.record import Figure, Record, write_record  # noqa: E402
 from jobs import ingest, pin_features, train_teacher  # noqa: E402
 from models.registry import Registry  # noqa: E402
 from runtime.config import load_config  # noqa: E402
+from runtime.entry import configure_logging  # noqa: E402
 from runtime.lake import Lake  # noqa: E402
 from runtime.session import spark_session  # noqa: E402
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    configure_logging()  # the jobs' progress lines (chunks committed, epochs, ETA)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-teacher-"))
     cfg = load_config(
         "local",

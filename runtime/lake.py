@@ -78,7 +78,7 @@ class Lake:
         spark = df.sparkSession
         self.ensure_table(spark, spec)
         rows = conform_to_schema(df, spec.schema, f"write to {table}")
-        (rows.write.format("delta").mode("overwrite").option("replaceWhere", where).save(self.table_path(table)))
+        rows.write.format("delta").mode("overwrite").option("replaceWhere", where).save(self.table_path(table))
         written = self.last_commit_metric(spark, table, "numOutputRows")
         log.info("%s: wrote %d rows where %s", table, written, where)
         return written

@@ -203,22 +203,22 @@ def test_scores_equal_the_plain_model_and_rerun_scores_nothing(spark, lake, cfg_
 
 def test_a_run_that_crosses_midnight_scores_the_day_it_was_started_for(spark, lake, scoring_lake, monkeypatch):
     """``scorer.start_date`` empty = today: resolved once, when the config loads at 23:59:59;
-    midnight passes while the chunks are scored, and the filter, the labeled slice and the
-    report all stay on that day."""
+    midnight passes as the run starts reading, so anything that asked the clock again would get
+    the next day. The filter, the labeled slice and the report all stay on the loaded day."""
     loaded_at = dt.datetime.combine(DAY1, dt.time(23, 59, 59), dt.UTC)
     dated = ("scorer.start_date", "scorer.end_date")
     with time_machine.travel(loaded_at, tick=True) as clock:
         cfg = load_config(
             "local", overrides=[f"lake.root={lake.root}", *(o for o in overrides() if not o.startswith(dated))]
         )
-        real = score_impressions.score_in_chunks
+        real = score_impressions.read
 
-        def across_midnight(*args):
+        def read_after_midnight(*args):
             clock.move_to(loaded_at + dt.timedelta(seconds=5))
             assert dt.datetime.now(dt.UTC).date() == DAY2  # the clock really moved
             return real(*args)
 
-        monkeypatch.setattr(score_impressions, "score_in_chunks", across_midnight)
+        monkeypatch.setattr(score_impressions, "read", read_after_midnight)
         report = score_impressions.run(spark, cfg)
     assert cfg.scorer.start_date == cfg.scorer.end_date == DAY1
     labeled = lake.read(spark, "labeled_impressions")
