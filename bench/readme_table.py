@@ -34,7 +34,7 @@ def render(found: list[Record]) -> str:
     for r in found:
         headline = [f for f in r.figures if f.headline] or r.figures
         result = "; ".join(f.text() for f in headline).replace("|", "\\|")
-        lines.append(f"| {r.title} | `{r.command}` | {_machine(r)}, {r.commit[:7]} | {result} |")
+        lines.append(f"| {r.title} | `{r.command.strip()}` | {_machine(r)}, {r.commit[:7]} | {result} |")
     lines.append(END)
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -137,9 +138,9 @@ def train(
     for epoch in range(settings.epochs):
         model.train()
         batches = _share(length_sorted_batches(lengths, settings.batch_size, settings.sort_window, rng), rank, world)
-        bar = tqdm(
-            batches, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not settings.progress or rank > 0, leave=False
-        )
+        # a bar on a terminal; unattended runs (logs) get the log line every tenth of an epoch
+        show_bar = settings.progress and rank == 0 and sys.stderr.isatty()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not show_bar, leave=False)
         started, running = time.perf_counter(), 0.0
         log_every = max(1, len(batches) // 10)
         for step, idx in enumerate(bar, 1):
