@@ -317,7 +317,8 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> list[RawSource]:
     ing: IngestConfig = cfg.ingest
     found: list[RawSource] = []
     if CROWDFLOWER in ing.sources:
-        found.append(RawSource(CROWDFLOWER, CROWDFLOWER, read_crowdflower(spark, ing.path(ing.crowdflower_csv))))
+        raw = read_crowdflower(spark, ing.path(ing.crowdflower_csv))
+        found.append(RawSource(CROWDFLOWER, ing.crowdflower_source, raw))
     if "s3rec" in ing.sources:
         for dataset in ing.s3rec_datasets:
             found.append(RawSource("s3rec", dataset, read_lines(spark, ing.path(f"{ing.s3rec_dir}/{dataset}.txt"))))

@@ -69,7 +69,7 @@ def model_level(relevance: Column, scale_max: Column, num_levels: int) -> Column
 def labeled_pairs(
     labels: DataFrame, features: DataFrame, num_levels: int, sources: Sequence[str] = ()
 ) -> tuple[DataFrame, DataFrame]:
-    """(valid pairs ``label_id, query, pin_id, text, level, source``, quarantine rows)."""
+    """(valid pairs ``label_id, query, pin_id, text, level, source, fold``, quarantine rows)."""
     if sources:
         labels = labels.filter(F.col(HL.SOURCE).isin(list(sources)))
     text = features.select(F.col(PTF.PIN_ID).alias("_pin"), F.col(PTF.PIN_TEXT).alias(TEXT))
@@ -100,7 +100,13 @@ def labeled_pairs(
     )
     valid, rejected = split_rejected(checked)
     pairs = valid.select(
-        HL.LABEL_ID, HL.QUERY, HL.PIN_ID, TEXT, model_level(relevance, scale, num_levels).alias(LEVEL), HL.SOURCE
+        HL.LABEL_ID,
+        HL.QUERY,
+        HL.PIN_ID,
+        TEXT,
+        model_level(relevance, scale, num_levels).alias(LEVEL),
+        HL.SOURCE,
+        HL.FOLD,
     )
     return pairs, to_quarantine(rejected.drop(TEXT), SOURCE, "human_labels")
 
@@ -109,13 +115,15 @@ def split_by_query(queries: Sequence[str], validation_fraction: float, test_frac
     """Each row's side, ``train`` / ``validation`` / ``test``; every query's rows fall on one side.
 
     The distinct queries are shuffled by ``seed``; the first ``round(test_fraction * n)`` (at
-    least one) go to test, the next ``round(validation_fraction * n)`` (at least one) to
-    validation, and at least one query is left for training.
+    least one, none when ``test_fraction`` is 0) go to test, the next
+    ``round(validation_fraction * n)`` (at least one) to validation, and at least one query is
+    left for training.
     """
     unique = np.array(sorted(set(queries)), dtype=object)
-    if len(unique) < 3:
-        raise ValueError(f"a train/validation/test split by query needs at least 3 distinct queries, got {len(unique)}")
-    n_test = max(1, round(test_fraction * len(unique)))
+    needed = 3 if test_fraction > 0 else 2
+    if len(unique) < needed:
+        raise ValueError(f"a split by query needs at least {needed} distinct queries, got {len(unique)}")
+    n_test = max(1, round(test_fraction * len(unique))) if test_fraction > 0 else 0
     n_val = max(1, round(validation_fraction * len(unique)))
     if n_test + n_val >= len(unique):
         raise ValueError(
@@ -125,6 +133,27 @@ def split_by_query(queries: Sequence[str], validation_fraction: float, test_frac
     shuffled = np.random.default_rng(seed).permutation(unique).tolist()
     side = dict.fromkeys(shuffled[:n_test], TEST) | dict.fromkeys(shuffled[n_test : n_test + n_val], VALIDATION)
     return np.array([side.get(q, TRAIN) for q in queries], dtype=object)
+
+
+def assign_sides(rows: pd.DataFrame, split: QuerySplit, holdout_folds: Sequence[int]) -> np.ndarray:
+    """Each row's side. With ``holdout_folds``, exactly the rows of those folds are test (they
+    train and choose nothing) and the other rows split by query into train and validation;
+    without, a query-grouped test slice of ``split.test_fraction``."""
+    if not holdout_folds:
+        return split_by_query(list(rows[HL.QUERY]), split.validation_fraction, split.test_fraction, split.seed)
+    held = rows[HL.FOLD].isin(list(holdout_folds)).to_numpy()
+    if not held.any():
+        present = sorted(int(f) for f in rows[HL.FOLD].dropna().unique())
+        raise ValueError(
+            f"no valid label is in evaluation.holdout_folds {list(holdout_folds)}; folds present: {present}"
+        )
+    if held.all():
+        raise ValueError(
+            f"every valid label is in evaluation.holdout_folds {list(holdout_folds)}: none left to train on"
+        )
+    side = np.full(len(rows), TEST, dtype=object)
+    side[~held] = split_by_query(list(rows.loc[~held, HL.QUERY]), split.validation_fraction, 0.0, split.seed)
+    return side
 
 
 # --------------------------------------------------------------------------- training (any process)
@@ -253,9 +282,9 @@ def fit_teacher(
                 "test": test_report.to_dict(),
                 "validation": val_report.to_dict(),
                 "evaluation": (
-                    f"test: {len(test_rows)} pairs of {test_rows[HL.QUERY].nunique()} queries that "
-                    "neither trained the model nor chose its epoch, level cuts or int8 plan "
-                    "(validation did)"
+                    f"test: {len(test_rows)} pairs of {test_rows[HL.QUERY].nunique()} queries, "
+                    f"{teacher['test_set']}; they neither trained the model nor chose its epoch, level "
+                    "cuts or int8 plan (validation did)"
                 ),
                 "best_epoch": result.best_epoch,
                 "history": result.history,
@@ -271,8 +300,8 @@ def fit_teacher(
                     "calibration_pairs": plan.pairs,
                 }
             table = test_report.table(
-                f"teacher test ({len(test_rows):,} pairs, {test_rows[HL.QUERY].nunique():,} "
-                f"queries unseen in training and in model selection)"
+                f"teacher test ({len(test_rows):,} pairs, {test_rows[HL.QUERY].nunique():,} queries; "
+                f"{teacher['test_set']})"
             )
             return TrainedTeacher(_tar_folder(folder), metrics, table)
     finally:
@@ -366,6 +395,7 @@ def transform(
     label_sources: Sequence[str],
     max_labels: int,
     split: QuerySplit,
+    holdout_folds: Sequence[int],
     int8: Int8Calibration,
     fit: Fit,
 ) -> TeacherOutputs:
@@ -375,7 +405,7 @@ def transform(
     )
     if rows.empty:
         raise ValueError("train_teacher: no valid labeled pairs (see the quarantine table, source 'train_teacher')")
-    side = split_by_query(list(rows[HL.QUERY]), split.validation_fraction, split.test_fraction, split.seed)
+    side = assign_sides(rows, split, holdout_folds)
     parts = {name: rows[side == name].reset_index(drop=True) for name in (TRAIN, VALIDATION, TEST)}
     log.info(
         "train_teacher: %s",
@@ -385,6 +415,11 @@ def transform(
         "model": dataclasses.asdict(model),
         "training": dataclasses.asdict(training),
         "int8": {"calibration_pairs": int8.pairs, "target_spearman": int8.target_spearman, "seed": split.seed},
+        "test_set": (
+            f"the labels of held-out folds {sorted(holdout_folds)} (their queries also occur in training)"
+            if holdout_folds
+            else "whole queries unseen in training and in model selection"
+        ),
     }
     trained = fit(parts[TRAIN], parts[VALIDATION], parts[TEST], payload)
     if trained is None:
@@ -394,7 +429,8 @@ def transform(
         for name, part in parts.items()
         for what, n in (("pairs", len(part)), ("queries", part[HL.QUERY].nunique()))
     }
-    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes})
+    protocol = {"holdout_folds": sorted(holdout_folds)} if holdout_folds else {"test_fraction": split.test_fraction}
+    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol})
 
 
 def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
@@ -460,6 +496,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
         label_sources=t.label_sources,
         max_labels=t.max_labels,
         split=split,
+        holdout_folds=cfg.evaluation.holdout_folds,
         int8=int8,
         fit=fitter(spark, t),
     )

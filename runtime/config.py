@@ -102,6 +102,11 @@ class IngestConfig:
     )
     crowdflower_csv: str = _help("CrowdFlower labels CSV, relative to data_root.")
     crowdflower_scale_max: int = _help("Top of the CrowdFlower relevance scale (1..max).")
+    crowdflower_source: str = _help(
+        "Source name of the CrowdFlower file's rows (their slice of human_labels and "
+        "pins): another CrowdFlower-format file ingested under another name lives beside "
+        "the first instead of replacing it."
+    )
     s3rec_dir: str = _help("Folder of S3-Rec '<Name>.txt' sequence files, relative to data_root.")
     s3rec_datasets: list[str] = _help("S3-Rec datasets to ingest, e.g. [Beauty, LastFM].")
     s3rec_start_time: dt.datetime = _help(
@@ -117,6 +122,18 @@ class IngestConfig:
             self.crowdflower_scale_max >= 2, "ingest.crowdflower_scale_max", "must be >= 2", self.crowdflower_scale_max
         )
         _require(self.s3rec_step_seconds >= 1, "ingest.s3rec_step_seconds", "must be >= 1", self.s3rec_step_seconds)
+        _require(
+            re.fullmatch(r"[a-z][a-z0-9_]*", self.crowdflower_source) is not None,
+            "ingest.crowdflower_source",
+            "must be lower-case letters, digits and _",
+            self.crowdflower_source,
+        )
+        _require(
+            self.crowdflower_source not in ("coco", "simulated") and not self.crowdflower_source.startswith("s3rec"),
+            "ingest.crowdflower_source",
+            "must not be another source's name",
+            self.crowdflower_source,
+        )
         known = {"crowdflower", "s3rec", "coco"}
         _require(set(self.sources) <= known, "ingest.sources", f"must be a subset of {sorted(known)}", self.sources)
 
@@ -206,6 +223,19 @@ class FeaturesConfig:
         )
         for k, v in self.budgets.items():
             _require(v >= 1, f"features.budgets.{k}", "must be >= 1", v)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    holdout_folds: list[int] = _help(
+        "Human labels whose fold is listed here train nothing (no training, "
+        "validation, level cuts or int8 plan) and are the rows the published metrics "
+        "are computed on. Empty: a query-grouped test slice (teacher.test_fraction)."
+    )
+
+    def __post_init__(self) -> None:
+        for fold in self.holdout_folds:
+            _require(fold >= 0, "evaluation.holdout_folds", "folds must be >= 0", self.holdout_folds)
 
 
 @dataclass(frozen=True)
@@ -318,6 +348,7 @@ class PinpipeConfig:
     simulate: SimulateConfig = _help("Synthetic data generator.")
     captioner: CaptionerSettings = _help("BLIP image captioning (model_path empty: no captions).")
     features: FeaturesConfig = _help("Pin text features.")
+    evaluation: EvaluationConfig = _help("Which human labels only ever evaluate (held-out folds).")
     teacher: TeacherConfig = _help("Cross-encoder relevance teacher training.")
     scorer: ScorerConfig = _help("Scoring search impressions with the teacher.")
 

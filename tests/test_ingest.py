@@ -254,3 +254,22 @@ def test_transform_gives_one_batch_per_source_with_plain_values(spark):
             s3rec_start_time=start,
             s3rec_step_seconds=60,
         )
+
+
+def test_another_crowdflower_file_lives_beside_the_first(spark, lake, cfg_for, tmp_path):
+    header = "id,query,product_title,product_description,median_relevance,relevance_variance,fold\n"
+    (tmp_path / "a.csv").write_text(header + "1,oak desk,Oak desk,,4,0,1\n2,oak desk,Red rug,,1,0,2\n")
+    (tmp_path / "b.csv").write_text(header + "1,grey sofa,Grey sofa,,4,0,8\n")
+    base = [f"ingest.data_root={tmp_path}", "ingest.sources=[crowdflower]"]
+    ingest.run(spark, cfg_for(*base, "ingest.crowdflower_csv=a.csv"))
+    other = cfg_for(*base, "ingest.crowdflower_csv=b.csv", "ingest.crowdflower_source=crowdflower_holdout")
+    ingest.run(spark, other)
+    ingest.run(spark, cfg_for(*base, "ingest.crowdflower_csv=a.csv"))  # re-ingesting one leaves the other
+    labels = {(r.label_id, r.source, r.fold) for r in lake.read(spark, "human_labels").collect()}
+    assert labels == {
+        ("crowdflower:1", "crowdflower", 1),
+        ("crowdflower:2", "crowdflower", 2),
+        ("crowdflower_holdout:1", "crowdflower_holdout", 8),
+    }
+    pins = {r.pin_id.split(":")[0] for r in lake.read(spark, "pins").collect()}
+    assert pins == {"crowdflower", "crowdflower_holdout"}

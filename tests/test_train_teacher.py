@@ -2,12 +2,13 @@ import datetime as dt
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 from transformers import AutoTokenizer
 
 from jobs import train_teacher
-from jobs.train_teacher import labeled_pairs, pairs_of, split_by_query
+from jobs.train_teacher import QuerySplit, assign_sides, labeled_pairs, pairs_of, split_by_query
 from models.int8 import Int8Plan, linear_layers, quantize_int8
 from models.metrics import evaluate_relevance, spearman
 from models.random_models import save_random_backbone
@@ -144,7 +145,8 @@ def teacher_lake(spark, lake, tmp_path):
         label_rows() + [("bad1", "desk ideas", "p1", 9, 4, "test"), ("bad2", "desk ideas", "p404", 2, 4, "test")],
         LABELS,
     )
-    labels = labels.withColumns({HL.RELEVANCE_VARIANCE: F.lit(None).cast("double"), HL.FOLD: F.lit(None).cast("int")})
+    fold = (F.substring(HL.LABEL_ID, -1, 1).cast("int") % 5 + 1).cast("int")  # l0000 -> 1, l0003 -> 4, ...
+    labels = labels.withColumns({HL.RELEVANCE_VARIANCE: F.lit(None).cast("double"), HL.FOLD: fold})
     lake.replace_slice(labels.select(*HL.HUMAN_LABELS_V1.fieldNames()), "human_labels", "source = 'test'")
     return save_random_backbone(tmp_path / "bert", "bert")
 
@@ -238,3 +240,45 @@ def test_torch_distributor_trains_data_parallel(spark, lake, cfg_for, teacher_la
     # each rank trained on every other batch: together they saw each pair once (less < 2 batches)
     assert report.train_pairs - 2 * 16 < metrics["history"][0]["pairs_seen"] <= report.train_pairs
     CrossEncoderTeacher.load(folder)
+
+
+def test_holdout_folds_train_nothing_and_carry_the_metrics(spark, lake, cfg_for, teacher_lake):
+    cfg = cfg_for(
+        *teacher_overrides(
+            teacher_lake,
+            "teacher.training.epochs=1",
+            "teacher.int8_calibration_pairs=0",
+            "evaluation.holdout_folds=[3]",
+        )
+    )
+    report = train_teacher.run(spark, cfg)
+    rows, _ = pairs_of(train_teacher.read(spark, cfg), num_levels=4, label_sources=(), max_labels=0, seed=0)
+    fold3 = rows[rows["fold"] == 3]
+    assert report.test_pairs == len(fold3) > 0  # exactly the held-out fold is the test set
+    assert report.train_pairs + report.val_pairs == len(rows) - len(fold3)  # and nothing of it trains
+    manifest = Registry(lake.artifacts_path()).manifest("teacher", report.version)
+    assert manifest["inputs"]["holdout_folds"] == [3]
+    folder = Registry(lake.artifacts_path()).path("teacher", report.version)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert "held-out folds [3]" in metrics["evaluation"]
+    assert metrics["history"][0]["pairs_seen"] <= report.train_pairs  # trained on the non-held-out rows only
+
+
+def test_assign_sides_holds_out_exactly_the_named_folds():
+    rows = pd.DataFrame({"query": [f"q{i % 6}" for i in range(60)], "fold": [i % 4 + 1 for i in range(60)]})
+    side = assign_sides(rows, QuerySplit(0.2, 0.2, 0), [2, 4])
+    assert ((side == "test") == rows["fold"].isin([2, 4])).all()
+    rest = rows[side != "test"]
+    val_q, train_q = (
+        set(rest["query"][side[side != "test"] == "validation"]),
+        set(rest["query"][side[side != "test"] == "train"]),
+    )
+    assert val_q and train_q and not val_q & train_q  # the rest splits by query
+    with pytest.raises(
+        ValueError, match=r"no valid label is in evaluation.holdout_folds \[9\]; folds present: \[1, 2, 3, 4\]"
+    ):
+        assign_sides(rows, QuerySplit(0.2, 0.2, 0), [9])
+    with pytest.raises(ValueError, match="none left to train on"):
+        assign_sides(rows, QuerySplit(0.2, 0.2, 0), [1, 2, 3, 4])
+    no_folds = assign_sides(rows, QuerySplit(0.2, 0.2, 0), [])
+    assert (no_folds == split_by_query(list(rows["query"]), 0.2, 0.2, 0)).all()
