@@ -162,6 +162,7 @@ class FeatureInputs:
     boards: DataFrame
     engagements: DataFrame
     impressions: DataFrame
+    captioner_version: str | None  # hash of the captioner's files and settings; None: no captioner
 
 
 @dataclass(frozen=True)
@@ -173,19 +174,27 @@ class FeatureOutputs:
     captioner_version: str | None
 
 
-def text_features(
+def transform(
     inputs: FeatureInputs,
-    captions: DataFrame | None,
     *,
+    captioner: CaptionerSettings | None,
     as_of: dt.date,
     budgets: dict[str, int],
     top_k_boards: int,
     top_k_queries: int,
     query_window_days: int,
     feature_version: str,
-    captioner_version: str | None,
-) -> tuple[DataFrame, DataFrame]:
-    """(``pin_text_features`` rows, quarantine rows for pins with no text at all)."""
+) -> FeatureOutputs:
+    """Captions for the images not captioned under ``inputs.captioner_version`` (a BLIP UDF,
+    lazy), and the text features of every pin with the known and the new captions; pins with no
+    text at all go to quarantine."""
+    version = inputs.captioner_version
+    new_captions = None
+    captions = inputs.captions
+    if captioner is not None and version is not None:
+        new_captions = caption_images(images_to_caption(inputs.pins, inputs.captions), captioner, version)
+        mine = new_captions.select(*PC.PIN_CAPTIONS_V1.fieldNames())
+        captions = mine if captions is None else captions.unionByName(mine)
     pins = inputs.pins.select(
         P.PIN_ID,
         P.IMAGE_SIGNATURE,
@@ -219,46 +228,12 @@ def text_features(
         PTF.LINK_TITLE,
         PTF.LINK_DESCRIPTION,
         PTF.PIN_TEXT,
-        F.lit(captioner_version).cast("string").alias(PTF.CAPTIONER_VERSION),
+        F.lit(version).cast("string").alias(PTF.CAPTIONER_VERSION),
         F.lit(as_of).alias(PTF.AS_OF),
         F.lit(feature_version).alias(PTF.FEATURE_VERSION),
     )
     quarantine = to_quarantine(rejected.select(P.PIN_ID, P.IMAGE_SIGNATURE, REASON), SOURCE, "pin_text_features")
-    return features, quarantine
-
-
-def transform(
-    inputs: FeatureInputs,
-    *,
-    captioner: CaptionerSettings | None,
-    captioner_version: str | None,
-    as_of: dt.date,
-    budgets: dict[str, int],
-    top_k_boards: int,
-    top_k_queries: int,
-    query_window_days: int,
-    feature_version: str,
-) -> FeatureOutputs:
-    """Captions for the images not captioned under ``captioner_version`` (a BLIP UDF, lazy), and
-    the text features of every pin with the known and the new captions."""
-    new_captions = None
-    captions = inputs.captions
-    if captioner is not None and captioner_version is not None:
-        new_captions = caption_images(images_to_caption(inputs.pins, inputs.captions), captioner, captioner_version)
-        mine = new_captions.select(*PC.PIN_CAPTIONS_V1.fieldNames())
-        captions = mine if captions is None else captions.unionByName(mine)
-    features, quarantine = text_features(
-        inputs,
-        captions,
-        as_of=as_of,
-        budgets=budgets,
-        top_k_boards=top_k_boards,
-        top_k_queries=top_k_queries,
-        query_window_days=query_window_days,
-        feature_version=feature_version,
-        captioner_version=captioner_version,
-    )
-    return FeatureOutputs(new_captions, features, quarantine, feature_version, captioner_version)
+    return FeatureOutputs(new_captions, features, quarantine, feature_version, version)
 
 
 def images_to_caption(pins: DataFrame, captioned: DataFrame | None) -> DataFrame:
@@ -307,11 +282,11 @@ class FeaturesReport:
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> FeatureInputs:
     lake = Lake.at(cfg.lake.root)
-    captions = None
+    version = captions = None
     if cfg.captioner.model_path:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.features.caption_arrow_batch_rows))
+        version = captioner_version(cfg.captioner)  # hashes the weights: once per run
         if lake.exists(spark, "pin_captions"):
-            version = captioner_version(cfg.captioner)
             captions = lake.read(spark, "pin_captions").filter(F.col(PC.CAPTIONER_VERSION) == version)
     else:
         log.info("captioner.model_path is empty: no captions")
@@ -321,6 +296,7 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> FeatureInputs:
         boards=lake.read_or_empty(spark, "boards"),
         engagements=lake.read_or_empty(spark, "user_engagements"),
         impressions=lake.read_or_empty(spark, "search_impressions"),
+        captioner_version=version,
     )
 
 
@@ -351,7 +327,6 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> FeaturesReport:
     outputs = transform(
         read(spark, cfg),
         captioner=captioner,
-        captioner_version=captioner_version(captioner) if captioner else None,
         as_of=f.as_of,
         budgets=f.budgets,
         top_k_boards=f.top_k_boards,

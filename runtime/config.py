@@ -53,7 +53,8 @@ def _require(condition: bool, key: str, message: str, value: Any) -> None:
         raise ConfigError(f"{key}: {message}, got {value!r}")
 
 
-def _is_uri(path: str) -> bool:
+def is_uri(path: str) -> bool:
+    """A URI (s3a://, hdfs://, file:...) rather than a local path."""
     return "://" in path or path.startswith("file:")
 
 
@@ -88,7 +89,7 @@ class LakeConfig:
     def __post_init__(self) -> None:
         _require(bool(self.root.strip()), "lake.root", "must not be empty", self.root)
         _require(
-            _is_uri(self.root) or Path(self.root).is_absolute(),
+            is_uri(self.root) or Path(self.root).is_absolute(),
             "lake.root",
             "must be absolute or a URI (load_config resolves relative paths)",
             self.root,
@@ -498,7 +499,7 @@ def _empty(value: Any) -> bool:
 
 
 def _absolute(path: Any, cwd: Path) -> Any:
-    if not isinstance(path, str) or _empty(path) or _is_uri(path):
+    if not isinstance(path, str) or _empty(path) or is_uri(path):
         return path
     return str((cwd / path).resolve())
 

@@ -15,14 +15,11 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from runtime.config import is_uri
 from runtime.validation import conform_to_schema
 from schemas import TableSpec, table_spec
 
 log = logging.getLogger(__name__)
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path or path.startswith("file:")
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ class Lake:
 
     @classmethod
     def at(cls, root: str) -> Lake:
-        return cls(root if _is_uri(root) else str(Path(root).resolve()))
+        return cls(root if is_uri(root) else str(Path(root).resolve()))
 
     def table_path(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/tables/{table}"

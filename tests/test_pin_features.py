@@ -206,11 +206,10 @@ def test_transform_assembles_text_of_every_pin_from_inline_frames(spark):
     captions = spark.createDataFrame(
         [("sig-a", "blip-x", "a wooden desk", None, None, dt.datetime(2026, 11, 1))], PC.PIN_CAPTIONS_V1
     )
-    inputs = pin_features.FeatureInputs(pins, captions, boards, engagements, impressions)
+    inputs = pin_features.FeatureInputs(pins, captions, boards, engagements, impressions, "blip-x")
     out = pin_features.transform(
         inputs,
         captioner=None,
-        captioner_version="blip-x",
         as_of=dt.date(2026, 11, 5),
         budgets=dict.fromkeys(FEATURE_FIELDS, 100),
         top_k_boards=2,
