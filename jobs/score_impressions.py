@@ -42,6 +42,7 @@ from schemas import pins as P
 from schemas import quarantine as Q
 from schemas import search_impressions as SI
 from schemas import teacher_scores as TS
+from udfs.text_clean import normalize_query
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,6 @@ CHUNK = "chunk"
 
 
 # --------------------------------------------------------------------------- pure transforms
-
-
-def normalize_query(col: Column) -> Column:
-    return F.lower(F.trim(F.regexp_replace(col, r"\s+", " ")))
 
 
 def in_dates(col: str, start: dt.date, end: dt.date) -> Column:
@@ -196,12 +193,10 @@ def resolve_teacher(lake: Lake, family: str, version: str) -> tuple[str, str]:
     from models.registry import Registry, RegistryError
 
     registry = Registry(lake.artifacts_path())
-    version = version or registry.current(family)
-    if not version:
-        raise RegistryError(
-            f"no teacher to score with: {family!r} has no promoted version "
-            f"(run train_teacher, or set scorer.teacher_version)"
-        )
+    try:
+        version = registry.resolve(family, version)
+    except RegistryError as e:
+        raise RegistryError(f"no teacher to score with: {e} (run train_teacher, or set scorer.teacher_version)") from e
     registry.verify(family, version)
     return str(registry.path(family, version)), f"{family}/{version}"
 

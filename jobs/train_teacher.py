@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 
 from models.levels import LevelThresholds
 from models.metrics import evaluate_relevance, quadratic_weighted_kappa
+from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
 from models.teacher_settings import TeacherSettings, TrainSettings
 from runtime.config import PinpipeConfig, TeacherConfig
 from runtime.entry import run_job
@@ -54,7 +55,6 @@ LEVEL = "level"  # the label on the model's 1..num_levels scale
 TEXT = "text"
 REPORT_FILE = "report.txt"
 METRICS_FILE = "metrics.json"
-TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
 
 # --------------------------------------------------------------------------- pure transforms
@@ -109,51 +109,6 @@ def labeled_pairs(
         HL.FOLD,
     )
     return pairs, to_quarantine(rejected.drop(TEXT), SOURCE, "human_labels")
-
-
-def split_by_query(queries: Sequence[str], validation_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
-    """Each row's side, ``train`` / ``validation`` / ``test``; every query's rows fall on one side.
-
-    The distinct queries are shuffled by ``seed``; the first ``round(test_fraction * n)`` (at
-    least one, none when ``test_fraction`` is 0) go to test, the next
-    ``round(validation_fraction * n)`` (at least one) to validation, and at least one query is
-    left for training.
-    """
-    unique = np.array(sorted(set(queries)), dtype=object)
-    needed = 3 if test_fraction > 0 else 2
-    if len(unique) < needed:
-        raise ValueError(f"a split by query needs at least {needed} distinct queries, got {len(unique)}")
-    n_test = max(1, round(test_fraction * len(unique))) if test_fraction > 0 else 0
-    n_val = max(1, round(validation_fraction * len(unique)))
-    if n_test + n_val >= len(unique):
-        raise ValueError(
-            f"{len(unique)} queries leave none for training with {n_test} test and {n_val} validation "
-            f"queries: lower teacher.test_fraction / teacher.validation_fraction"
-        )
-    shuffled = np.random.default_rng(seed).permutation(unique).tolist()
-    side = dict.fromkeys(shuffled[:n_test], TEST) | dict.fromkeys(shuffled[n_test : n_test + n_val], VALIDATION)
-    return np.array([side.get(q, TRAIN) for q in queries], dtype=object)
-
-
-def assign_sides(rows: pd.DataFrame, split: QuerySplit, holdout_folds: Sequence[int]) -> np.ndarray:
-    """Each row's side. With ``holdout_folds``, exactly the rows of those folds are test (they
-    train and choose nothing) and the other rows split by query into train and validation;
-    without, a query-grouped test slice of ``split.test_fraction``."""
-    if not holdout_folds:
-        return split_by_query(list(rows[HL.QUERY]), split.validation_fraction, split.test_fraction, split.seed)
-    held = rows[HL.FOLD].isin(list(holdout_folds)).to_numpy()
-    if not held.any():
-        present = sorted(int(f) for f in rows[HL.FOLD].dropna().unique())
-        raise ValueError(
-            f"no valid label is in evaluation.holdout_folds {list(holdout_folds)}; folds present: {present}"
-        )
-    if held.all():
-        raise ValueError(
-            f"every valid label is in evaluation.holdout_folds {list(holdout_folds)}: none left to train on"
-        )
-    side = np.full(len(rows), TEST, dtype=object)
-    side[~held] = split_by_query(list(rows.loc[~held, HL.QUERY]), split.validation_fraction, 0.0, split.seed)
-    return side
 
 
 # --------------------------------------------------------------------------- training (any process)
@@ -312,15 +267,6 @@ def fit_teacher(
 # --------------------------------------------------------------------------- read, transform, write
 
 Fit = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]], "TrainedTeacher | None"]
-
-
-@dataclass(frozen=True)
-class QuerySplit:
-    """Shares of whole queries held out for validation and for test, and the shuffle's seed."""
-
-    validation_fraction: float
-    test_fraction: float
-    seed: int
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,11 @@ class LevelThresholds:
 
     def to_dict(self) -> dict:
         return {"levels": list(self.levels), "cuts": list(self.cuts)}
+
+
+def to_model_levels(relevance, scale_max, num_levels: int) -> np.ndarray:
+    """Relevance on ``1..scale_max`` mapped linearly onto ``1..num_levels``, rounded half up (the
+    mapping ``jobs.train_teacher.model_level`` applies in Spark)."""
+    r = np.asarray(relevance, dtype=np.float64)
+    scale = np.asarray(scale_max, dtype=np.float64)
+    return (np.floor((r - 1) * (num_levels - 1) / (scale - 1) + 0.5) + 1).astype(np.int64)

@@ -113,6 +113,14 @@ class Registry:
         pointer = self.root / family / CURRENT
         return pointer.read_text().strip() if pointer.is_file() else None
 
+    def resolve(self, family: str, version: str = "") -> str:
+        """``version``, or the promoted one when it is empty; a clear error when there is none."""
+        version = version or self.current(family) or ""
+        if not version:
+            raise RegistryError(f"{family!r} has no promoted version (publish one, or name a version)")
+        self.path(family, version)  # must exist
+        return version
+
     def rollback(self, family: str) -> str:
         """Promote the newest version older than the current one; returns it."""
         current = self.current(family)

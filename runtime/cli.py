@@ -18,13 +18,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pin_features": ("jobs.pin_features", "caption new pin images (BLIP) and write pin_text_features"),
     "train_teacher": ("jobs.train_teacher", "train the cross-encoder teacher on human_labels and publish it"),
     "score_impressions": ("jobs.score_impressions", "label search impressions with the teacher (teacher_scores)"),
+    "distill_corpus": (
+        "jobs.distill_corpus",
+        "impressions of a labeled catalog's queries x products, for the teacher to label",
+    ),
+    "student_features": ("jobs.student_features", "embeddings (cached), BM25 and smoothed engagement per (query, pin)"),
+    "train_student": ("jobs.train_student", "train an MLP / MMoE student from teacher-labeled pairs and publish it"),
     "package": ("runtime.package", "build dist/pinpipe.zip for spark-submit --py-files"),
 }
 
 
 def usage() -> str:
     lines = ["usage: pinpipe <command> [options]   (pinpipe <command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<13} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<17} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from models.packaged import minilm_dir
+from models.student_settings import EncoderSettings, StudentSettings, StudentTrainSettings
 from models.teacher_settings import TeacherSettings, TrainSettings
 from udfs.captioner_settings import CaptionerSettings
 
@@ -341,6 +342,80 @@ class ScorerConfig:
 
 
 @dataclass(frozen=True)
+class StudentFeaturesConfig:
+    version: str = _help("feature_version written with student_features; a new version is a new slice.")
+    text_feature_version: str = _help("pin_text_features slice the pin text comes from; empty = features.version.")
+    as_of: dt.date = _help("Last day of the engagement window (YYYY-MM-DD); empty = today (UTC), resolved at load.")
+    window_days: int = _help("Trailing days of search_impressions for pairs and engagement (as_of included).")
+    impression_sources: list[str] = _help("search_impressions sources to read; empty = all.")
+    encoder_path: str = _help("Local bi-encoder folder; empty = the bundled MiniLM's path.")
+    encoder_max_length: int = _help("Tokens per text the bi-encoder reads.")
+    encoder_batch_size: int = _help("Texts per bi-encoder forward pass.")
+    prior_impressions: float = _help("Weight of the smoothing prior, in impressions (Bayesian CTR smoothing).")
+    bm25_k1: float = _help("BM25 term-frequency saturation.")
+    bm25_b: float = _help("BM25 length normalisation.")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.version.strip()), "student_features.version", "must not be empty", self.version)
+        _require_at_least(self, "student_features", ("window_days", "encoder_max_length", "encoder_batch_size"))
+        _require(
+            self.prior_impressions >= 0, "student_features.prior_impressions", "must be >= 0", self.prior_impressions
+        )
+        _require(0.0 <= self.bm25_b <= 1.0, "student_features.bm25_b", "must be in [0, 1]", self.bm25_b)
+        _require(self.bm25_k1 >= 0, "student_features.bm25_k1", "must be >= 0", self.bm25_k1)
+
+    def encoder(self) -> EncoderSettings:
+        return EncoderSettings(self.encoder_path, self.encoder_max_length, self.encoder_batch_size)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    label_source: str = _help("human_labels source whose queries x products make the distillation corpus.")
+    date: dt.date = _help("Date the corpus impressions are written on (YYYY-MM-DD); empty = today (UTC).")
+    lexical_per_query: int = _help("Products per query by BM25 (a lexical retriever's candidates).")
+    random_per_query: int = _help("More products per query drawn at random (seeded): easy negatives.")
+    seed: int = _help("Seed of the random draw.")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.label_source.strip()), "corpus.label_source", "must not be empty", self.label_source)
+        _require_at_least(self, "corpus", ("lexical_per_query", "random_per_query"), minimum=0)
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    model: StudentSettings = _help("The student: kind (mlp | mmoe), widths, experts (mlp | dcn), gates, towers.")
+    training: StudentTrainSettings = _help(
+        "Loop and losses: batch, epochs, lr, patience, distillation (none | pointwise | pairwise | both), "
+        "incremental, loss weights."
+    )
+    teacher_family: str = _help("Registry family of the teacher whose labels the student learns.")
+    teacher_version: str = _help("Teacher version (e.g. v0003); empty = the promoted (CURRENT) one.")
+    feature_version: str = _help("student_features slice to read; empty = student_features.version.")
+    label_sources: list[str] = _help("human_labels sources to mix in and evaluate on; empty = all.")
+    impression_sources: list[str] = _help("labeled_impressions sources to learn from; empty = all.")
+    human_only: bool = _help("Train on human labels only (no teacher-labeled pairs): the baseline.")
+    max_teacher_pairs: int = _help("Learn from at most this many teacher-labeled pairs (seeded sample); 0 = all.")
+    validation_fraction: float = _help(
+        "Share of the non-held-out labeled queries whose labels choose the epoch and level cuts (never trained on)."
+    )
+    split_seed: int = _help("Seed of the validation split and of the teacher-pair sample.")
+    family: str = _help("Registry family the student is published under.")
+    registry_keep: int = _help("Versions kept; the promoted one is never pruned.")
+    promote: bool = _help("Promote the new version to CURRENT once it is published.")
+
+    def __post_init__(self) -> None:
+        _require(
+            0.0 < self.validation_fraction < 1.0,
+            "student.validation_fraction",
+            "must be in (0, 1)",
+            self.validation_fraction,
+        )
+        _require_at_least(self, "student", ("max_teacher_pairs",), minimum=0)
+        _require_at_least(self, "student", ("registry_keep",))
+        _require(bool(self.family.strip()), "student.family", "must not be empty", self.family)
+
+
+@dataclass(frozen=True)
 class PinpipeConfig:
     env: str = _help("The environment overlay that was applied.")
     spark: SparkConfig = _help("Spark session settings.")
@@ -352,6 +427,9 @@ class PinpipeConfig:
     evaluation: EvaluationConfig = _help("Which human labels only ever evaluate (held-out folds).")
     teacher: TeacherConfig = _help("Cross-encoder relevance teacher training.")
     scorer: ScorerConfig = _help("Scoring search impressions with the teacher.")
+    student_features: StudentFeaturesConfig = _help("Student features: embeddings, BM25, engagement.")
+    corpus: CorpusConfig = _help("The distillation corpus over a labeled catalog.")
+    student: StudentConfig = _help("Student training (MLP / MMoE) by distillation from the teacher.")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, as saved next to artifacts (dates as ISO strings)."""
@@ -515,7 +593,8 @@ def _resolve(data: dict[str, Any], today: dt.date, cwd: Path) -> dict[str, Any]:
         return node if isinstance(node, dict) else {}
 
     features, scorer, teacher = section("features"), section("scorer"), section("teacher")
-    for node, key in ((features, "as_of"), (scorer, "start_date")):
+    student_features, corpus, student = section("student_features"), section("corpus"), section("student")
+    for node, key in ((features, "as_of"), (scorer, "start_date"), (student_features, "as_of"), (corpus, "date")):
         if node and _empty(node.get(key)):
             node[key] = today.isoformat()
     if scorer and _empty(scorer.get("end_date")):
@@ -523,6 +602,12 @@ def _resolve(data: dict[str, Any], today: dt.date, cwd: Path) -> dict[str, Any]:
     for node in (teacher, scorer):
         if node and _empty(node.get("feature_version")):
             node["feature_version"] = features.get("version")
+    if student_features and _empty(student_features.get("text_feature_version")):
+        student_features["text_feature_version"] = features.get("version")
+    if student and _empty(student.get("feature_version")):
+        student["feature_version"] = student_features.get("version")
+    if student_features and _empty(student_features.get("encoder_path")):
+        student_features["encoder_path"] = str(minilm_dir())
     model = section("teacher", "model")
     if model and _empty(model.get("backbone_path")):
         model["backbone_path"] = str(minilm_dir())
@@ -531,6 +616,7 @@ def _resolve(data: dict[str, Any], today: dt.date, cwd: Path) -> dict[str, Any]:
         (section("ingest"), "data_root"),
         (section("captioner"), "model_path"),
         (model, "backbone_path"),
+        (student_features, "encoder_path"),
     ):
         if key in node:
             node[key] = _absolute(node[key], cwd)

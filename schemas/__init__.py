@@ -21,7 +21,9 @@ from schemas import (
     quarantine,
     reference_captions,
     search_impressions,
+    student_features,
     teacher_scores,
+    text_embeddings,
     user_engagements,
 )
 
@@ -49,6 +51,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("pin_text_features", pin_text_features.PIN_TEXT_FEATURES_V1, ("feature_version",)),
         TableSpec("teacher_scores", teacher_scores.TEACHER_SCORES_V1, ("teacher_version",)),
         TableSpec("labeled_impressions", labeled_impressions.LABELED_IMPRESSIONS_V1, ("dt",)),
+        TableSpec("text_embeddings", text_embeddings.TEXT_EMBEDDINGS_V1, ("encoder_version",)),
+        TableSpec("student_features", student_features.STUDENT_FEATURES_V1, ("feature_version",)),
     )
 }
 

@@ -8,7 +8,8 @@ from pyspark.sql import functions as F
 from transformers import AutoTokenizer
 
 from jobs import train_teacher
-from jobs.train_teacher import QuerySplit, assign_sides, labeled_pairs, pairs_of, split_by_query
+from jobs.train_teacher import labeled_pairs, pairs_of
+from models.splits import QuerySplit, assign_sides, split_by_query
 from models.int8 import Int8Plan, linear_layers, quantize_int8
 from models.metrics import evaluate_relevance, spearman
 from models.random_models import save_random_backbone

@@ -9,6 +9,7 @@ import unicodedata
 
 import pandas as pd
 from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType
 
@@ -70,3 +71,8 @@ def _clean_udf(texts: pd.Series) -> pd.Series:
 
 def clean_text_col(col: Column) -> Column:
     return _clean_udf(col)
+
+
+def normalize_query(col: Column) -> Column:
+    """The key queries are joined on: trimmed, lower-case, single spaces."""
+    return F.lower(F.trim(F.regexp_replace(col, r"\s+", " ")))

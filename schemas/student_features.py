@@ -1,0 +1,58 @@
+"""``student_features``: what the students see of each (normalised query, pin) pair.
+
+Embeddings of the query and of the pin text (``text_embeddings``), their cosine, BM25 of the
+query against the pin text with corpus statistics over every pin, and smoothed engagement over
+a trailing window of impressions. One slice per ``feature_version``.
+"""
+
+from pyspark.sql.types import (
+    ArrayType,
+    DateType,
+    DoubleType,
+    FloatType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+QUERY = "query"  # normalised: trimmed, lower-case, single spaces
+PIN_ID = "pin_id"
+QUERY_EMBEDDING = "query_embedding"
+PIN_EMBEDDING = "pin_embedding"
+COSINE = "cosine"
+BM25 = "bm25"
+PIN_IMPRESSIONS = "pin_impressions"
+PIN_CTR = "pin_ctr"  # smoothed toward the window's CTR
+PIN_SAVE_RATE = "pin_save_rate"  # saves per impression, smoothed
+QUERY_PIN_IMPRESSIONS = "query_pin_impressions"
+QUERY_PIN_CTR = "query_pin_ctr"  # smoothed toward the pin's CTR
+QUERY_PIN_COEC = "query_pin_coec"  # clicks over expected clicks at their positions, smoothed toward 1
+ENCODER_VERSION = "encoder_version"
+AS_OF = "as_of"
+FEATURE_VERSION = "feature_version"
+
+# The numeric features a student reads besides the embeddings, in this order.
+DENSE = (COSINE, BM25, PIN_CTR, PIN_SAVE_RATE, QUERY_PIN_CTR, QUERY_PIN_COEC, PIN_IMPRESSIONS, QUERY_PIN_IMPRESSIONS)
+
+_VECTOR = ArrayType(FloatType(), containsNull=False)
+
+STUDENT_FEATURES_V1 = StructType(
+    [
+        StructField(QUERY, StringType(), nullable=False),
+        StructField(PIN_ID, StringType(), nullable=False),
+        StructField(QUERY_EMBEDDING, _VECTOR, nullable=False),
+        StructField(PIN_EMBEDDING, _VECTOR, nullable=False),
+        StructField(COSINE, DoubleType(), nullable=False),
+        StructField(BM25, DoubleType(), nullable=False),
+        StructField(PIN_IMPRESSIONS, LongType(), nullable=False),
+        StructField(PIN_CTR, DoubleType(), nullable=False),
+        StructField(PIN_SAVE_RATE, DoubleType(), nullable=False),
+        StructField(QUERY_PIN_IMPRESSIONS, LongType(), nullable=False),
+        StructField(QUERY_PIN_CTR, DoubleType(), nullable=False),
+        StructField(QUERY_PIN_COEC, DoubleType(), nullable=False),
+        StructField(ENCODER_VERSION, StringType(), nullable=False),
+        StructField(AS_OF, DateType(), nullable=False),
+        StructField(FEATURE_VERSION, StringType(), nullable=False),
+    ]
+)

@@ -1,0 +1,125 @@
+import datetime as dt
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from jobs import student_features
+from models.bm25 import BM25
+from models.random_models import save_random_backbone
+from models.student_settings import EncoderSettings
+from models.text_encoder import TextEncoder, encoder_version
+from schemas import human_labels as HL
+from schemas import search_impressions as SI
+from schemas import student_features as SF
+from tests.test_score_impressions import DAY3, write_inputs
+from udfs.bm25 import bm25_scores
+
+
+def test_spark_bm25_equals_the_reference_bm25_over_the_whole_corpus(spark):
+    docs = [
+        ("a", "Grey oak sofa, oak legs"),
+        ("b", "small lamp"),
+        ("c", "oak desk and oak shelf with a lamp"),
+        ("d", None),
+        ("e", "rug rug rug"),
+    ]
+    pairs = [("oak lamp", "a"), ("oak lamp", "c"), ("oak lamp", "e"), ("rug", "e"), ("rug", "d"), ("sofa!", "a")]
+    documents = spark.createDataFrame(docs, "pin_id string, text string")
+    got = bm25_scores(spark.createDataFrame(pairs, "query string, pin_id string"), documents, 1.2, 0.75)
+    scores = {(r["query"], r["pin_id"]): r["bm25"] for r in got.collect()}
+    reference = BM25(k1=1.2, b=0.75).fit([t for _, t in docs])
+    text = dict(docs)
+    assert len(scores) == len(pairs)
+    for q, pin in pairs:
+        assert scores[(q, pin)] == pytest.approx(reference.score(q, text[pin]), abs=1e-9), (q, pin)
+    assert scores[("oak lamp", "c")] > scores[("oak lamp", "a")] > 0
+    assert scores[("rug", "d")] == 0.0
+
+
+def impressions_frame(spark, rows):
+    at = dt.datetime(2026, 11, 3, 12)
+    full = [
+        (f"i{k}", "r", None, q, pin, pos, at, at.date(), clicked, saved, "test")
+        for k, (q, pin, pos, clicked, saved) in enumerate(rows)
+    ]
+    return spark.createDataFrame(full, SI.SEARCH_IMPRESSIONS_V1)
+
+
+def test_engagement_is_smoothed_toward_its_priors_and_debiased_by_position(spark):
+    rows = (
+        [("lamp", "a", 0, True, True), ("lamp", "a", 0, False, False), ("Lamp ", "a", 1, True, False)]
+        + [("rug", "b", 1, False, False)] * 3
+        + [("rug", "a", None, False, False)]
+    )
+    imps = impressions_frame(spark, rows)
+    pairs = spark.createDataFrame(
+        [("lamp", "a"), ("rug", "b"), ("rug", "a"), ("sofa", "z")], "query string, pin_id string"
+    )
+    got = {(r[SF.QUERY], r[SF.PIN_ID]): r for r in student_features.engagement(pairs, imps, 2.0).collect()}
+    ctr0, save0, m = 2 / 7, 1 / 7, 2.0
+    pos_ctr = {0: 1 / 2, 1: 1 / 4}
+    pin_a_ctr = (2 + m * ctr0) / (4 + m)
+    lamp_a = got[("lamp", "a")]
+    assert lamp_a[SF.PIN_IMPRESSIONS] == 4 and lamp_a[SF.QUERY_PIN_IMPRESSIONS] == 3
+    assert lamp_a[SF.PIN_CTR] == pytest.approx(pin_a_ctr)
+    assert lamp_a[SF.PIN_SAVE_RATE] == pytest.approx((1 + m * save0) / (4 + m))
+    assert lamp_a[SF.QUERY_PIN_CTR] == pytest.approx((2 + m * pin_a_ctr) / (3 + m))
+    expected_clicks = pos_ctr[0] * 2 + pos_ctr[1]
+    assert lamp_a[SF.QUERY_PIN_COEC] == pytest.approx((2 + m * ctr0) / (expected_clicks + m * ctr0))
+    # No clicks at a position that gets few: COEC below 1, smoothed; an unknown position uses the window CTR.
+    rug_b = got[("rug", "b")]
+    assert rug_b[SF.QUERY_PIN_COEC] == pytest.approx((0 + m * ctr0) / (3 * pos_ctr[1] + m * ctr0))
+    assert got[("rug", "a")][SF.QUERY_PIN_COEC] == pytest.approx((m * ctr0) / (ctr0 + m * ctr0))
+    # Never shown: the priors themselves.
+    sofa = got[("sofa", "z")]
+    assert sofa[SF.PIN_IMPRESSIONS] == 0 and sofa[SF.PIN_CTR] == pytest.approx(ctr0)
+    assert sofa[SF.QUERY_PIN_CTR] == pytest.approx(ctr0) and sofa[SF.QUERY_PIN_COEC] == pytest.approx(1.0)
+
+
+@pytest.fixture
+def features_lake(spark, lake, tmp_path):
+    write_inputs(spark, lake)
+    labels = spark.createDataFrame(
+        [("l1", "Sofa Ideas", "p0", 4, 4, None, 1, "test"), ("l2", "quilt", "p9", 1, 4, None, 2, "test")],
+        HL.HUMAN_LABELS_V1,
+    )
+    lake.replace_slice(labels, "human_labels", "source = 'test'")
+    return save_random_backbone(tmp_path / "encoder", "bert")
+
+
+def test_job_embeds_each_text_once_and_a_rerun_embeds_nothing_and_leaves_the_table_equal(
+    spark, lake, cfg_for, features_lake
+):
+    cfg = cfg_for(
+        f"student_features.encoder_path={features_lake}",
+        f"student_features.as_of={DAY3.isoformat()}",
+        "student_features.window_days=2",
+    )
+    first = student_features.run(spark, cfg)
+    table = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == "v1")
+    rows = table.toPandas()
+    # Window: days 2 and 3 only; plus the two labeled pairs (normalised query).
+    imps = lake.read(spark, "search_impressions").filter(F.col(SI.DT) >= F.lit(DAY3 - dt.timedelta(days=1)))
+    shown = {
+        (" ".join(r[SI.QUERY].split()).lower(), r[SI.PIN_ID])
+        for r in imps.collect()
+        if r[SI.QUERY] and r[SI.QUERY].strip() and r[SI.PIN_ID] not in ("p404", "p58")
+    }
+    assert set(zip(rows[SF.QUERY], rows[SF.PIN_ID], strict=True)) == shown | {("sofa ideas", "p0"), ("quilt", "p9")}
+    assert first.quarantined > 0  # p404 / p58: no pin text
+    assert first.embedded == rows[SF.QUERY].nunique() + rows[SF.PIN_ID].nunique()  # distinct texts, once each
+    # The embeddings are the encoder's own, L2-normalised; the cosine is their dot product.
+    encoder = TextEncoder(EncoderSettings(str(features_lake)))
+    sample = rows.iloc[:5]
+    np.testing.assert_allclose(np.stack(sample[SF.QUERY_EMBEDDING]), encoder.encode(list(sample[SF.QUERY])), atol=1e-5)
+    q, p = np.stack(rows[SF.QUERY_EMBEDDING]), np.stack(rows[SF.PIN_EMBEDDING])
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(rows[SF.COSINE], (q * p).sum(1), atol=1e-5)
+    assert set(rows[SF.ENCODER_VERSION]) == {encoder_version(EncoderSettings(str(features_lake)))}
+    before = lake.read(spark, "student_features").toPandas()
+    second = student_features.run(spark, cfg)
+    assert second.embedded == 0 and second.written == first.written
+    assert lake.read(spark, "text_embeddings").count() == first.embedded
+    assertDataFrameEqual(lake.read(spark, "student_features"), spark.createDataFrame(before, SF.STUDENT_FEATURES_V1))
