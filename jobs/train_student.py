@@ -49,6 +49,7 @@ from schemas import human_labels as HL
 from schemas import labeled_impressions as LI
 from schemas import search_impressions as SI
 from schemas import student_features as SF
+from schemas import teacher_scores as TS
 from udfs.text_clean import normalize_query
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ REPORT_FILE = "report.txt"
 def teacher_pairs(labeled: DataFrame) -> DataFrame:
     """``query, pin_id, teacher_probs, impressions, clicks, saves``: one row per pair."""
     return labeled.groupBy(F.col(LI.QUERY_NORM).alias(SF.QUERY), F.col(SI.PIN_ID).alias(SF.PIN_ID)).agg(
-        F.first(LI.PROBABILITIES).alias(PROBS),
+        F.first(TS.PROBABILITIES).alias(PROBS),
         F.count(F.lit(1)).alias(IMPRESSIONS),
         F.sum(F.col(SI.CLICKED).cast("int")).alias(CLICKS),
         F.sum(F.col(SI.SAVED).cast("int")).alias(SAVES),
@@ -284,7 +285,7 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> StudentInputs:
 
     lake, s = Lake.at(cfg.lake.root), cfg.student
     teacher = f"{s.teacher_family}/{Registry(lake.artifacts_path()).resolve(s.teacher_family, s.teacher_version)}"
-    labeled = lake.read(spark, "labeled_impressions").filter(F.col(LI.TEACHER_VERSION) == teacher)
+    labeled = lake.read(spark, "labeled_impressions").filter(F.col(TS.TEACHER_VERSION) == teacher)
     if s.impression_sources:
         labeled = labeled.filter(F.col(SI.SOURCE).isin(list(s.impression_sources)))
     labels = lake.read(spark, "human_labels")

@@ -1,0 +1,94 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from jobs import score_impressions, student_features, train_student
+from jobs.train_student import LEVEL, PROBS, training_rows
+from models.random_models import save_random_backbone
+from models.registry import Registry
+from models.splits import TEST, TRAIN, VALIDATION
+from models.student_scoring import StudentScorer
+from schemas import human_labels as HL
+from schemas import student_features as SF
+from tests.test_score_impressions import DAY3, ITEMS, overrides, publish_teacher, write_inputs
+
+
+def frame(rows, cols):
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_training_rows_keep_validation_and_test_pairs_out_even_as_teacher_labels():
+    teacher = frame(
+        [("a", "p1", [0.1, 0.9]), ("a", "p2", [0.5, 0.5]), ("b", "p1", [0.8, 0.2]), ("c", "p3", [0.3, 0.7])],
+        [SF.QUERY, SF.PIN_ID, PROBS],
+    )
+    human = frame([("a", "p1", 2), ("b", "p1", 1), ("c", "p3", 2), ("d", "p4", 1)], [SF.QUERY, SF.PIN_ID, LEVEL])
+    side = np.array([TRAIN, TEST, VALIDATION, TRAIN], dtype=object)
+    rows = training_rows(teacher, human, side, human_only=False, max_teacher_pairs=0, seed=0)
+    got = {(r[SF.QUERY], r[SF.PIN_ID]): r for _, r in rows.iterrows()}
+    assert set(got) == {("a", "p1"), ("a", "p2"), ("d", "p4")}  # (b, p1) is test, (c, p3) validation
+    assert got[("a", "p1")][LEVEL] == 2 and got[("a", "p1")][PROBS] == [0.1, 0.9]
+    assert pd.isna(got[("a", "p2")][LEVEL]) and not isinstance(got[("d", "p4")][PROBS], list)
+    only = training_rows(teacher, human, side, human_only=True, max_teacher_pairs=0, seed=0)
+    assert set(zip(only[SF.QUERY], only[SF.PIN_ID], strict=True)) == {("a", "p1"), ("d", "p4")}
+    sampled = training_rows(teacher, human, side, human_only=False, max_teacher_pairs=1, seed=0)
+    assert sampled[PROBS].notna().sum() == 1 and len(sampled) == 3  # one teacher pair + the two human pairs
+
+
+@pytest.fixture
+def student_lake(spark, lake, tmp_path, cfg_for):
+    """The scoring test's lake, a random teacher's labels of its impressions, human labels of
+    three folds, and student features from a random bi-encoder."""
+    write_inputs(spark, lake)
+    publish_teacher(lake.artifacts_path(), tmp_path)
+    rng = np.random.default_rng(0)
+    labels = [
+        (f"l{k}", f"{item} Ideas", f"p{j}", int(rng.integers(1, 5)), 4, None, k % 3 + 1, "test")
+        for k, (item, j) in enumerate((item, j) for item in ITEMS for j in range(8))
+    ]
+    lake.replace_slice(spark.createDataFrame(labels, HL.HUMAN_LABELS_V1), "human_labels", "source = 'test'")
+    score_impressions.run(spark, cfg_for(*overrides("scorer.end_date=2026-11-03")))
+    encoder = save_random_backbone(tmp_path / "encoder", "bert")
+    student_features.run(
+        spark,
+        cfg_for(f"student_features.encoder_path={encoder}", f"student_features.as_of={DAY3.isoformat()}"),
+    )
+    return labels
+
+
+def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its_inputs(
+    spark, lake, cfg_for, student_lake
+):
+    registry = Registry(lake.artifacts_path())
+    held_out = [label for label in student_lake if label[6] == 3]
+    for number, kind in enumerate(["mlp", "mmoe"], start=1):
+        cfg = cfg_for(
+            "evaluation.holdout_folds=[3]",
+            f"student.model.kind={kind}",
+            "student.model.hidden=[16]",
+            "student.model.expert_dim=8",
+            "student.model.tower_hidden=4",
+            "student.training.epochs=3",
+            "student.training.batch_size=32",
+            "student.training.distillation=both",
+        )
+        report = train_student.run(spark, cfg)
+        version = f"v{number:04d}"
+        assert report.version == f"student/{version}" and registry.current("student") == version
+        inputs = registry.manifest("student", version)["inputs"]
+        assert inputs["teacher_version"] == "teacher/v0001" and inputs["feature_version"] == "v1"
+        assert inputs["holdout_folds"] == [3]
+        assert report.test_rows == inputs["test_rows"] == len(held_out)
+        assert inputs["train_teacher_pairs"] > 0 and inputs["train_human_labels"] > 0
+        metrics = json.loads((registry.path("student", version) / "metrics.json").read_text())
+        assert metrics["test"]["n"] == metrics["bm25_on_test"]["n"] == len(held_out)
+        assert 0 < metrics["teacher_on_test"]["n"] <= len(held_out)  # the held-out pairs it labeled
+        assert 1 <= metrics["best_epoch"] <= 3
+        # The published student scores feature rows as it did in evaluation.
+        rows = lake.read(spark, "student_features").filter(F.col(SF.QUERY) == "sofa ideas").toPandas()
+        probs, expected = StudentScorer(registry.path("student", version)).score(rows)
+        assert probs.shape == (len(rows), 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
+        assert np.allclose(expected, probs @ np.arange(1, 5))
