@@ -14,7 +14,16 @@ from pyspark.sql import SparkSession
 from runtime import config
 from runtime.lake import Lake
 
-STAGE_JOBS = ["simulate", "ingest", "pin_features", "train_teacher", "score_impressions"]
+STAGE_JOBS = [
+    "simulate",
+    "ingest",
+    "pin_features",
+    "train_teacher",
+    "score_impressions",
+    "distill_corpus",
+    "student_features",
+    "train_student",
+]
 CONFIG_TYPES = {
     obj
     for obj in vars(config).values()

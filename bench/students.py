@@ -1,0 +1,350 @@
+"""Students vs teacher vs BM25 on held-out CrowdFlower folds, the scale-up curve, and inference.
+
+    .venv/bin/python bench/students.py [--workdir DIR] [--holdout-folds 6 7] [--sizes 1000 3000 10000 30000 0]
+
+Every number comes from the real jobs on a lake under ``--workdir`` (stages already done there
+are re-run idempotently; the teacher is trained only if none is promoted):
+
+1. ``ingest`` (CrowdFlower) and ``pin_features``; ``train_teacher`` with the held-out folds.
+2. ``distill_corpus`` (queries x products: BM25 candidates + random products + judged pairs),
+   ``score_impressions`` (the int8 teacher labels them) and ``student_features``.
+3. ``train_student`` variants — MLP and MMoE, with distillation (MLP pointwise KL, MMoE
+   pointwise + pairwise) and without (hard teacher levels), and a student on human labels only.
+   Each reports, on the held-out folds' labels (which trained nothing and chose nothing), the
+   student, the teacher and BM25 on the same rows.
+4. The scale-up curve: the distilled MLP on a seeded sample of N teacher-labeled pairs (0 = all).
+5. Inference: the distilled MLP over ``student_features`` in a Spark pandas UDF vs a plain torch
+   loop over the same Arrow batches in one process with the same cores, and fp32 vs bf16 (CPU
+   autocast) with the metric change on the held-out rows.
+
+Writes ``reports/students.json`` and ``reports/students.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.record import REPORTS, Figure, Record, write_record  # noqa: E402
+from jobs import (  # noqa: E402
+    distill_corpus,
+    ingest,
+    pin_features,
+    score_impressions,
+    student_features,
+    train_student,
+    train_teacher,
+)
+from models.registry import Registry  # noqa: E402
+from runtime.config import PinpipeConfig, load_config  # noqa: E402
+from runtime.entry import configure_logging  # noqa: E402
+from runtime.lake import Lake  # noqa: E402
+from runtime.session import spark_session  # noqa: E402
+
+CORPUS_DATE = "2026-11-20"
+KAPPA_CUTS = "kappa, share-matched cuts (fit on validation)"
+VARIANTS: dict[str, list[str]] = {
+    "mlp_distilled": ["student.model.kind=mlp", "student.training.distillation=pointwise"],
+    "mlp_no_distillation": ["student.model.kind=mlp", "student.training.distillation=none"],
+    "mmoe_distilled": ["student.model.kind=mmoe", "student.training.distillation=both"],
+    "mmoe_no_distillation": ["student.model.kind=mmoe", "student.training.distillation=none"],
+    "mlp_human_only": ["student.model.kind=mlp", "student.human_only=true"],
+}
+
+
+def base_overrides(work: Path, folds: list[int]) -> list[str]:
+    return [
+        f"lake.root={work / 'lake'}",
+        "ingest.sources=[crowdflower]",
+        "teacher.label_sources=[crowdflower]",
+        f"evaluation.holdout_folds=[{','.join(map(str, folds))}]",
+        f"corpus.date={CORPUS_DATE}",
+        f"scorer.start_date={CORPUS_DATE}",
+        f"scorer.end_date={CORPUS_DATE}",
+        f"student_features.as_of={CORPUS_DATE}",
+        "student_features.impression_sources=[corpus:crowdflower]",
+        "student.impression_sources=[corpus:crowdflower]",
+        "student.label_sources=[crowdflower]",
+        "student.promote=false",
+        "student.registry_keep=100",
+    ]
+
+
+def prepare(spark, cfg: PinpipeConfig) -> dict[str, Any]:
+    """Run the stages before the students; returns their summary lines."""
+    lines = {}
+    for name, job in (("ingest", ingest), ("pin_features", pin_features)):
+        lines[name] = job.run(spark, cfg).line()
+    registry = Registry(Lake.at(cfg.lake.root).artifacts_path())
+    if registry.current(cfg.teacher.family) is None:
+        lines["train_teacher"] = train_teacher.run(spark, cfg).line()
+    for name, job in (
+        ("distill_corpus", distill_corpus),
+        ("score_impressions", score_impressions),
+        ("student_features", student_features),
+    ):
+        lines[name] = job.run(spark, cfg).line()
+    return lines
+
+
+def train(spark, work: Path, folds: list[int], extra: list[str]) -> dict[str, Any]:
+    cfg = load_config("local", overrides=[*base_overrides(work, folds), *extra])
+    started = time.perf_counter()
+    report = train_student.run(spark, cfg)
+    family, version = report.version.split("/")
+    folder = Registry(Lake.at(cfg.lake.root).artifacts_path()).path(family, version)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {
+        "folder": str(folder),
+        "seconds": time.perf_counter() - started,
+        "metrics": metrics,
+        "inputs": manifest["inputs"],
+    }
+
+
+def summary(m: dict[str, Any]) -> dict[str, float]:
+    return {
+        "kappa": m["kappa"],
+        "kappa_cuts": m["extra"][KAPPA_CUTS] if KAPPA_CUTS in m["extra"] else m["kappa"],
+        **{f"auroc_{t}": v for t, v in m["auroc_at"].items()},
+        "ndcg_20": m["ndcg_at_20"],
+        "n": m["n"],
+    }
+
+
+def lift_kept(student: float, teacher: float, bm25: float) -> float:
+    """The share of the teacher's lift over BM25 the student keeps."""
+    return (student - bm25) / (teacher - bm25)
+
+
+def inference(spark, cfg: PinpipeConfig, folder: str, batch_rows: int, repeats: int) -> dict[str, float]:
+    """Rows/s of the student in a Spark UDF vs a plain loop over the same Arrow batches, fp32/bf16."""
+    import pyarrow as pa
+    import torch
+    from pyspark.sql import functions as F
+
+    from models.student_scoring import StudentScorer
+    from schemas import student_features as SF
+    from udfs.student_scorer import SCORED_SCHEMA, score_partitions
+
+    lake = Lake.at(cfg.lake.root)
+    cols = [SF.QUERY, SF.PIN_ID, SF.QUERY_EMBEDDING, SF.PIN_EMBEDDING, *SF.DENSE]
+    rows = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == cfg.student.feature_version)
+    rows = rows.select(*cols)
+    if repeats > 1:  # more rows than the corpus has, to time steady state
+        base = rows
+        for _ in range(repeats - 1):
+            rows = rows.unionByName(base)
+    cores = spark.sparkContext.defaultParallelism
+    rows = rows.repartition(cores).persist()
+    n = rows.count()
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+
+    def spark_run(precision: str) -> float:
+        scored = rows.mapInPandas(score_partitions(folder, precision, batch_rows), SCORED_SCHEMA)
+        started = time.perf_counter()
+        scored.write.format("noop").mode("overwrite").save()
+        return time.perf_counter() - started
+
+    spark_run("fp32")  # warm-up: workers load the student once
+    spark_seconds = spark_run("fp32")
+    table: pa.Table = rows.toArrow()
+    batches = table.to_batches(max_chunksize=batch_rows)
+    torch.set_num_threads(cores)
+
+    def plain_run(precision: str) -> float:
+        scorer = StudentScorer(folder, precision=precision)
+        started = time.perf_counter()
+        for batch in batches:
+            scorer.score(batch.to_pandas(), batch_rows)
+        return time.perf_counter() - started
+
+    plain_run("fp32")  # warm-up
+    plain_fp32 = plain_run("fp32")
+    plain_bf16 = plain_run("bf16")
+    rows.unpersist()
+    return {
+        "rows": float(n),
+        "cores": float(cores),
+        "spark_rows_per_s": n / spark_seconds,
+        "plain_rows_per_s": n / plain_fp32,
+        "plain_bf16_rows_per_s": n / plain_bf16,
+    }
+
+
+def bf16_metrics(spark, cfg: PinpipeConfig, folder: str, folds: list[int]) -> dict[str, dict[str, float]]:
+    """The held-out rows scored by the published student in fp32 and in bf16."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from jobs.train_student import LEVEL, human_rows
+    from models.levels import LevelThresholds, to_model_levels
+    from models.metrics import evaluate_relevance, quadratic_weighted_kappa
+    from models.student_scoring import StudentScorer
+    from schemas import human_labels as HL
+    from schemas import student_features as SF
+
+    lake = Lake.at(cfg.lake.root)
+    labels = human_rows(lake.read(spark, "human_labels").filter(F.col(HL.SOURCE) == "crowdflower"))
+    held = labels.filter(F.col(HL.FOLD).isin(folds))
+    features = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == cfg.student.feature_version)
+    rows = held.join(features, [SF.QUERY, SF.PIN_ID]).toPandas().sort_values(HL.LABEL_ID, ignore_index=True)
+    rows[LEVEL] = to_model_levels(rows[HL.RELEVANCE], rows[HL.SCALE_MAX], 4)
+    cuts = json.loads((Path(folder) / "decoding.json").read_text())
+    thresholds = LevelThresholds(cuts["levels"], cuts["cuts"])
+    out = {}
+    for precision in ("fp32", "bf16"):
+        probs, expected = StudentScorer(folder, precision=precision).score(rows)
+        report = evaluate_relevance(rows[SF.QUERY], rows[LEVEL], probs, [1, 2, 3, 4])
+        out[precision] = {
+            "kappa": report.kappa,
+            "kappa_cuts": quadratic_weighted_kappa(rows[LEVEL], thresholds.predict(expected), 1, 4),
+            "auroc_3": report.auroc_at[3],
+            "ndcg_20": report.ndcg_at_20,
+            "max_abs_prob_diff": 0.0,
+        }
+        out[precision]["_probs"] = probs
+    out["bf16"]["max_abs_prob_diff"] = float(np.abs(out["bf16"]["_probs"] - out["fp32"]["_probs"]).max())
+    for v in out.values():
+        v.pop("_probs")
+    return out
+
+
+def plot(curve: list[dict[str, Any]], refs: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    xs = [c["teacher_pairs"] for c in curve]
+    for ax, key, title in (
+        (axes[0], "kappa_cuts", "quadratic kappa (validation cuts)"),
+        (axes[1], "auroc_3", "AUROC label>=3"),
+    ):
+        ax.plot(xs, [c[key] for c in curve], "o-", label="MLP student, distilled")
+        for name, style in (("teacher", "--"), ("human_only", ":"), ("bm25", "-.")):
+            ax.axhline(
+                refs[name][key],
+                linestyle=style,
+                color={"teacher": "C3", "human_only": "C2", "bm25": "C7"}[name],
+                label={"teacher": "teacher (int8)", "human_only": "student, human labels only", "bm25": "BM25"}[name],
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("teacher-labeled pairs the student learned from")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Students on held-out CrowdFlower folds (rows that trained and chose nothing)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--holdout-folds", type=int, nargs="+", default=[6, 7])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 30000, 0])
+    parser.add_argument("--inference-repeats", type=int, default=3, help="copies of student_features timed")
+    parser.add_argument("--arrow-batch-rows", type=int, default=4096)
+    args = parser.parse_args()
+    configure_logging()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-students-"))
+    folds = args.holdout_folds
+    cfg = load_config("local", overrides=base_overrides(work, folds))
+    with spark_session("pinpipe-bench-students", cfg.spark) as spark:
+        stages = prepare(spark, cfg)
+        runs = {name: train(spark, work, folds, extra) for name, extra in VARIANTS.items()}
+        curve = []
+        for size in args.sizes:
+            run = (
+                runs["mlp_distilled"]
+                if size == 0
+                else train(spark, work, folds, [*VARIANTS["mlp_distilled"], f"student.max_teacher_pairs={size}"])
+            )
+            curve.append({"teacher_pairs": run["inputs"]["train_teacher_pairs"], **summary(run["metrics"]["test"])})
+        folder = runs["mlp_distilled"]["folder"]
+        speed = inference(spark, cfg, folder, args.arrow_batch_rows, args.inference_repeats)
+        precision = bf16_metrics(spark, cfg, folder, folds)
+    first = runs["mlp_distilled"]["metrics"]
+    teacher, bm25 = summary(first["teacher_on_test"]), summary(first["bm25_on_test"])
+    refs = {"teacher": teacher, "bm25": bm25, "human_only": summary(runs["mlp_human_only"]["metrics"]["test"])}
+    png = REPORTS / "students.png"
+    plot(curve, refs, png)
+    figures = [
+        Figure("teacher kappa (validation cuts)", teacher["kappa_cuts"]),
+        Figure("teacher AUROC>=3", teacher["auroc_3"]),
+        Figure("BM25 kappa (validation cuts)", bm25["kappa_cuts"]),
+        Figure("BM25 AUROC>=3", bm25["auroc_3"]),
+    ]
+    for name, run in runs.items():
+        s = summary(run["metrics"]["test"])
+        best = name == "mlp_distilled"
+        figures += [
+            Figure(f"{name} kappa (validation cuts)", s["kappa_cuts"], headline=best),
+            Figure(f"{name} kappa (argmax)", s["kappa"]),
+            Figure(f"{name} AUROC>=2", s["auroc_2"]),
+            Figure(f"{name} AUROC>=3", s["auroc_3"], headline=best),
+            Figure(f"{name} AUROC>=4", s["auroc_4"]),
+            Figure(f"{name} nDCG@20", s["ndcg_20"]),
+            Figure(
+                f"{name} lift kept, kappa",
+                lift_kept(s["kappa_cuts"], teacher["kappa_cuts"], bm25["kappa_cuts"]),
+                kind="derived",
+                headline=best,
+            ),
+            Figure(
+                f"{name} lift kept, AUROC>=3",
+                lift_kept(s["auroc_3"], teacher["auroc_3"], bm25["auroc_3"]),
+                kind="derived",
+                headline=best,
+            ),
+            Figure(f"{name} training time", run["seconds"], "s"),
+        ]
+    for point in curve:
+        figures.append(Figure(f"curve {point['teacher_pairs']:,} pairs kappa", point["kappa_cuts"]))
+        figures.append(Figure(f"curve {point['teacher_pairs']:,} pairs AUROC>=3", point["auroc_3"]))
+    figures += [
+        Figure("Spark UDF rows/s", speed["spark_rows_per_s"], "rows/s"),
+        Figure("plain loop rows/s", speed["plain_rows_per_s"], "rows/s"),
+        Figure("Spark / plain loop", speed["spark_rows_per_s"] / speed["plain_rows_per_s"], "x", "derived", True),
+        Figure("bf16 / fp32 plain loop", speed["plain_bf16_rows_per_s"] / speed["plain_rows_per_s"], "x", "derived"),
+        Figure(
+            "bf16 kappa change",
+            precision["bf16"]["kappa_cuts"] - precision["fp32"]["kappa_cuts"],
+            kind="derived",
+            headline=True,
+        ),
+        Figure("bf16 AUROC>=3 change", precision["bf16"]["auroc_3"] - precision["fp32"]["auroc_3"], kind="derived"),
+        Figure("bf16 max |prob diff|", precision["bf16"]["max_abs_prob_diff"]),
+    ]
+    write_record(
+        Record(
+            "students",
+            f"Students on held-out CrowdFlower folds {folds} vs teacher and BM25 (same rows); scale-up; inference",
+            "bench/students.py " + " ".join(sys.argv[1:]),
+            figures,
+            inputs={
+                "holdout_folds": folds,
+                "stages": stages,
+                "variants": {name: {"overrides": VARIANTS[name], "inputs": r["inputs"]} for name, r in runs.items()},
+                "curve": curve,
+                "inference": speed,
+                "precision": precision,
+                "plot": str(png.relative_to(REPORTS.parent)),
+            },
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
