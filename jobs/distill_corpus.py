@@ -1,8 +1,10 @@
 """A distillation corpus: impressions of a labeled catalog's queries x its products.
 
 Human labels are few (CrowdFlower: ~7k pairs of 261 queries); the teacher can label far more.
-This job writes, as ``search_impressions`` of source ``corpus:<label_source>`` on
-``corpus.date``, the pairs a search engine over that catalog would show:
+The catalog is the queries and products of ``corpus.label_sources`` (empty: every source of
+``human_labels``, so a held-out file ingested beside the first is covered too). This job writes,
+as ``search_impressions`` of source ``corpus`` on ``corpus.date``, the pairs a search engine
+over that catalog would show:
 
 * for each query, the ``lexical_per_query`` products of the catalog with the best BM25 of the
   query against the product text (corpus statistics over the whole catalog, in Spark) — the
@@ -40,7 +42,7 @@ from udfs import bm25 as B
 
 log = logging.getLogger(__name__)
 
-SOURCE_PREFIX = "corpus:"
+SOURCE = "corpus"
 
 
 # --------------------------------------------------------------------------- pure transforms
@@ -109,13 +111,15 @@ class CorpusReport:
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> CorpusInputs:
     lake, c = Lake.at(cfg.lake.root), cfg.corpus
-    labels = lake.read(spark, "human_labels").filter(F.col(HL.SOURCE) == c.label_source)
+    labels = lake.read(spark, "human_labels")
+    if c.label_sources:
+        labels = labels.filter(F.col(HL.SOURCE).isin(list(c.label_sources)))
     texts = lake.read(spark, "pin_text_features").filter(F.col(PTF.FEATURE_VERSION) == cfg.features.version)
     return CorpusInputs(labels, texts.select(PTF.PIN_ID, F.col(PTF.PIN_TEXT).alias(B.TEXT)))
 
 
 def transform(
-    inputs: CorpusInputs, *, label_source: str, day: dt.date, lexical_per_query: int, random_per_query: int, seed: int
+    inputs: CorpusInputs, *, day: dt.date, lexical_per_query: int, random_per_query: int, seed: int
 ) -> CorpusOutputs:
     pairs = candidates(
         inputs.labels,
@@ -124,12 +128,11 @@ def transform(
         random_per_query=random_per_query,
         seed=seed,
     )
-    source = SOURCE_PREFIX + label_source
-    return CorpusOutputs(as_impressions(pairs, source, day), source)
+    return CorpusOutputs(as_impressions(pairs, SOURCE, day), SOURCE)
 
 
 def write(outputs: CorpusOutputs, lake: Lake, *, day: dt.date) -> CorpusReport:
-    """Replace the whole ``corpus:<source>`` slice of ``search_impressions``."""
+    """Replace the whole ``corpus`` slice of ``search_impressions``."""
     with job_description(outputs.impressions.sparkSession, "distill_corpus: write search_impressions"):
         written = lake.replace_slice(
             outputs.impressions, "search_impressions", f"source = {sql_literal(outputs.source)}"
@@ -141,7 +144,6 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> CorpusReport:
     c = cfg.corpus
     outputs = transform(
         read(spark, cfg),
-        label_source=c.label_source,
         day=c.date,
         lexical_per_query=c.lexical_per_query,
         random_per_query=c.random_per_query,

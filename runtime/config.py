@@ -370,14 +370,15 @@ class StudentFeaturesConfig:
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    label_source: str = _help("human_labels source whose queries x products make the distillation corpus.")
+    label_sources: list[str] = _help(
+        "human_labels sources whose queries x products make the distillation corpus; empty = all."
+    )
     date: dt.date = _help("Date the corpus impressions are written on (YYYY-MM-DD); empty = today (UTC).")
     lexical_per_query: int = _help("Products per query by BM25 (a lexical retriever's candidates).")
     random_per_query: int = _help("More products per query drawn at random (seeded): easy negatives.")
     seed: int = _help("Seed of the random draw.")
 
     def __post_init__(self) -> None:
-        _require(bool(self.label_source.strip()), "corpus.label_source", "must not be empty", self.label_source)
         _require_at_least(self, "corpus", ("lexical_per_query", "random_per_query"), minimum=0)
 
 

@@ -60,11 +60,11 @@ def test_job_writes_the_corpus_as_impressions_of_its_own_source_and_replaces_it(
     lake.replace_slice(
         feats.select(*PTF.PIN_TEXT_FEATURES_V1.fieldNames()), "pin_text_features", "feature_version = 'v1'"
     )
-    cfg = cfg_for("corpus.label_source=cf", "corpus.date=2026-11-20", "corpus.lexical_per_query=2")
+    cfg = cfg_for("corpus.date=2026-11-20", "corpus.lexical_per_query=2")
     first = distill_corpus.run(spark, cfg)
     again = distill_corpus.run(spark, cfg)
     rows = lake.read(spark, "search_impressions").collect()
     assert first.impressions == again.impressions == len(rows) >= 4
-    assert {r[SI.SOURCE] for r in rows} == {"corpus:cf"} and {r[SI.DT] for r in rows} == {dt.date(2026, 11, 20)}
+    assert {r[SI.SOURCE] for r in rows} == {"corpus"} and {r[SI.DT] for r in rows} == {dt.date(2026, 11, 20)}
     assert all(r[SI.POSITION] is None and not r[SI.CLICKED] and not r[SI.SAVED] for r in rows)
     assert len({r[SI.IMPRESSION_ID] for r in rows}) == len(rows)

@@ -14,6 +14,7 @@ from models.student_scoring import StudentScorer
 from schemas import human_labels as HL
 from schemas import student_features as SF
 from tests.test_score_impressions import DAY3, ITEMS, overrides, publish_teacher, write_inputs
+from udfs.student_scorer import EXPECTED_RELEVANCE, SCORED_SCHEMA, score_partitions
 
 
 def frame(rows, cols):
@@ -92,3 +93,13 @@ def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its
         probs, expected = StudentScorer(registry.path("student", version)).score(rows)
         assert probs.shape == (len(rows), 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
         assert np.allclose(expected, probs @ np.arange(1, 5))
+    # In Spark (a pandas UDF over student_features) the published student scores the same.
+    folder = str(registry.path("student", "v0002"))
+    table = lake.read(spark, "student_features")
+    scored = table.mapInPandas(score_partitions(folder, "fp32", 7), SCORED_SCHEMA).toPandas()
+    direct = table.toPandas()
+    keys = list(zip(direct[SF.QUERY], direct[SF.PIN_ID], strict=True))
+    expected = dict(zip(keys, StudentScorer(folder).score(direct)[1], strict=True))
+    assert len(scored) == len(direct)
+    for q, pin, value in zip(scored[SF.QUERY], scored[SF.PIN_ID], scored[EXPECTED_RELEVANCE], strict=True):
+        assert value == pytest.approx(expected[(q, pin)], abs=1e-5)
