@@ -67,6 +67,14 @@ def test_unknown_section_names_it():
         ("ingest.crowdflower_source=Bad-Name", r"ingest.crowdflower_source: must be lower-case"),
         ("scorer.chunks=0", r"scorer.chunks: must be >= 1"),
         ("scorer.end_date=2026-10-01", r"scorer.end_date: must not be before start_date"),
+        ("student.model.kind=gbdt", r"student.model: student kind must be one of"),
+        (["student.model.kind=mmoe", "student.model.experts=[mlp, tree]"], r"student.model: experts must be"),
+        ("student.training.distillation=soft", r"student.training: distillation must be one of"),
+        ("student.training.human_weight=-1", r"student.training: loss weights must be >= 0"),
+        ("student.validation_fraction=0", r"student.validation_fraction: must be in \(0, 1\)"),
+        ("student_features.bm25_b=2", r"student_features.bm25_b: must be in \[0, 1\]"),
+        ("student_features.window_days=0", r"student_features.window_days: must be >= 1"),
+        ("corpus.lexical_per_query=-1", r"corpus.lexical_per_query: must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -127,6 +135,10 @@ def test_every_derived_value_is_resolved_once_at_load(tmp_path):
     saved = cfg.to_dict()
     assert saved["features"]["as_of"] == "2026-11-01" and saved["scorer"]["end_date"] == "2026-11-01"
     assert saved["teacher"]["model"]["backbone_path"] == str(minilm_dir())
+    assert (cfg.student_features.as_of, cfg.corpus.date) == (day, day)
+    assert cfg.student_features.encoder_path == str(minilm_dir())
+    assert cfg.student_features.text_feature_version == cfg.features.version
+    assert cfg.student.feature_version == cfg.student_features.version
 
 
 def test_explicit_values_are_kept_and_uris_left_alone():
