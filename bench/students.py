@@ -8,14 +8,17 @@ are re-run idempotently; the teacher is trained only if none is promoted):
 1. ``ingest`` (CrowdFlower) and ``pin_features``; ``train_teacher`` with the held-out folds.
 2. ``distill_corpus`` (queries x products: BM25 candidates + random products + judged pairs),
    ``score_impressions`` (the int8 teacher labels them) and ``student_features``.
-3. ``train_student`` variants — MLP and MMoE, with distillation (MLP pointwise KL, MMoE
-   pointwise + pairwise) and without (hard teacher levels), and a student on human labels only.
-   Each reports, on the held-out folds' labels (which trained nothing and chose nothing), the
-   student, the teacher and BM25 on the same rows.
-4. The scale-up curve: the distilled MLP on a seeded sample of N teacher-labeled pairs (0 = all).
-5. Inference: the distilled MLP over ``student_features`` in a Spark pandas UDF vs a plain torch
-   loop over the same Arrow batches in one process with the same cores, and fp32 vs bf16 (CPU
-   autocast) with the metric change on the held-out rows.
+3. ``train_student`` variants, each with ``--seeds`` training seeds (mean and std) — MLP and
+   MMoE, with distillation (MLP pointwise KL, MMoE pointwise + pairwise) and without (hard
+   teacher levels), and a student on human labels only. Each reports, on the held-out folds'
+   labels (which trained nothing and chose nothing), the student, the teacher and BM25 on the
+   same rows.
+4. The scale-up curves: the distilled MLP on a seeded sample of N teacher-labeled pairs (0 = all),
+   with the training human labels mixed in and with teacher labels only.
+5. Inference: the distilled MLP and MMoE over ``student_features`` in a Spark ``mapInArrow`` UDF
+   vs a plain torch loop over the same Arrow batches in one process with the same cores (and
+   the Spark side with no model: the cost of shipping the rows), and fp32 vs bf16 (CPU autocast)
+   with the metric change on the held-out rows.
 
 Writes ``reports/students.json`` and ``reports/students.png``.
 """
@@ -125,6 +128,21 @@ def lift_kept(student: float, teacher: float, bm25: float) -> float:
     return (student - bm25) / (teacher - bm25)
 
 
+def seeded(spark, work: Path, folds: list[int], extra: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """The same student trained with each seed (initialisation and batch order)."""
+    return [train(spark, work, folds, [*extra, f"student.training.seed={seed}"]) for seed in seeds]
+
+
+def mean_std(runs: list[dict[str, Any]], part: str = "test") -> dict[str, dict[str, float]]:
+    """Per metric: the mean and standard deviation over seeded runs."""
+    import numpy as np
+
+    rows = [summary(r["metrics"][part]) for r in runs]
+    return {
+        k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))} for k in rows[0]
+    }
+
+
 def inference(spark, cfg: PinpipeConfig, folder: str, batch_rows: int, repeats: int) -> dict[str, float]:
     """Rows/s of the student in a Spark UDF vs a plain loop over the same Arrow batches, fp32/bf16."""
     import pyarrow as pa
@@ -149,13 +167,22 @@ def inference(spark, cfg: PinpipeConfig, folder: str, batch_rows: int, repeats: 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
 
     def spark_run(precision: str) -> float:
-        scored = rows.mapInPandas(score_partitions(folder, precision, batch_rows), SCORED_SCHEMA)
+        scored = rows.mapInArrow(score_partitions(folder, precision, batch_rows), SCORED_SCHEMA)
         started = time.perf_counter()
         scored.write.format("noop").mode("overwrite").save()
         return time.perf_counter() - started
 
     spark_run("fp32")  # warm-up: workers load the student once
     spark_seconds = spark_run("fp32")
+
+    def nothing(batches):  # the floor: the same rows shipped to Python workers, no model
+        for batch in batches:
+            yield pa.RecordBatch.from_arrays([pa.array([len(batch)], pa.int64())], names=["rows"])
+
+    rows.mapInArrow(nothing, "rows long").write.format("noop").mode("overwrite").save()
+    started = time.perf_counter()
+    rows.mapInArrow(nothing, "rows long").write.format("noop").mode("overwrite").save()
+    transfer_seconds = time.perf_counter() - started
     table: pa.Table = rows.toArrow()
     batches = table.to_batches(max_chunksize=batch_rows)
     torch.set_num_threads(cores)
@@ -164,7 +191,7 @@ def inference(spark, cfg: PinpipeConfig, folder: str, batch_rows: int, repeats: 
         scorer = StudentScorer(folder, precision=precision)
         started = time.perf_counter()
         for batch in batches:
-            scorer.score(batch.to_pandas(), batch_rows)
+            scorer.score_arrow(batch, batch_rows)
         return time.perf_counter() - started
 
     plain_run("fp32")  # warm-up
@@ -175,6 +202,7 @@ def inference(spark, cfg: PinpipeConfig, folder: str, batch_rows: int, repeats: 
         "rows": float(n),
         "cores": float(cores),
         "spark_rows_per_s": n / spark_seconds,
+        "spark_transfer_only_rows_per_s": n / transfer_seconds,
         "plain_rows_per_s": n / plain_fp32,
         "plain_bf16_rows_per_s": n / plain_bf16,
     }
@@ -218,19 +246,27 @@ def bf16_metrics(spark, cfg: PinpipeConfig, folder: str, folds: list[int]) -> di
     return out
 
 
-def plot(curve: list[dict[str, Any]], refs: dict[str, dict[str, float]], path: Path) -> None:
+def plot(curves: dict[str, list[dict[str, Any]]], refs: dict[str, dict[str, float]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    xs = [c["teacher_pairs"] for c in curve]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, key, title in (
         (axes[0], "kappa_cuts", "quadratic kappa (validation cuts)"),
         (axes[1], "auroc_3", "AUROC label>=3"),
     ):
-        ax.plot(xs, [c[key] for c in curve], "o-", label="MLP student, distilled")
+        for label, points in curves.items():
+            xs = [c["teacher_pairs"] for c in points]
+            ax.errorbar(
+                xs,
+                [c[key]["mean"] for c in points],
+                yerr=[c[key]["std"] for c in points],
+                fmt="o-",
+                capsize=3,
+                label=label,
+            )
         for name, style in (("teacher", "--"), ("human_only", ":"), ("bm25", "-.")):
             ax.axhline(
                 refs[name][key],
@@ -243,7 +279,7 @@ def plot(curve: list[dict[str, Any]], refs: dict[str, dict[str, float]], path: P
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle("Students on held-out CrowdFlower folds (rows that trained and chose nothing)")
+    fig.suptitle("MLP students on held-out CrowdFlower folds (mean and std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -256,68 +292,96 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 30000, 0])
     parser.add_argument("--inference-repeats", type=int, default=3, help="copies of student_features timed")
     parser.add_argument("--arrow-batch-rows", type=int, default=4096)
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per student (mean and std reported)")
     args = parser.parse_args()
     configure_logging()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-students-"))
     folds = args.holdout_folds
     cfg = load_config("local", overrides=base_overrides(work, folds))
+    seeds = list(range(args.seeds))
+    curve_variants = {
+        "distilled + human labels": VARIANTS["mlp_distilled"],
+        "distilled, teacher labels only": [*VARIANTS["mlp_distilled"], "student.training.human_weight=0"],
+    }
     with spark_session("pinpipe-bench-students", cfg.spark) as spark:
         stages = prepare(spark, cfg)
-        runs = {name: train(spark, work, folds, extra) for name, extra in VARIANTS.items()}
-        curve = []
-        for size in args.sizes:
-            run = (
-                runs["mlp_distilled"]
-                if size == 0
-                else train(spark, work, folds, [*VARIANTS["mlp_distilled"], f"student.max_teacher_pairs={size}"])
-            )
-            curve.append({"teacher_pairs": run["inputs"]["train_teacher_pairs"], **summary(run["metrics"]["test"])})
-        folder = runs["mlp_distilled"]["folder"]
-        speed = inference(spark, cfg, folder, args.arrow_batch_rows, args.inference_repeats)
-        precision = bf16_metrics(spark, cfg, folder, folds)
-    first = runs["mlp_distilled"]["metrics"]
+        runs = {name: seeded(spark, work, folds, extra, seeds) for name, extra in VARIANTS.items()}
+        curves: dict[str, list[dict[str, Any]]] = {}
+        for label, extra in curve_variants.items():
+            curves[label] = []
+            for size in args.sizes:
+                done = runs["mlp_distilled"] if size == 0 and label.startswith("distilled +") else None
+                points = done or seeded(spark, work, folds, [*extra, f"student.max_teacher_pairs={size}"], seeds)
+                pairs = points[0]["inputs"]["train_teacher_pairs"]
+                curves[label].append({"teacher_pairs": pairs, **mean_std(points)})
+        speed = {
+            name: inference(spark, cfg, runs[name][0]["folder"], args.arrow_batch_rows, args.inference_repeats)
+            for name in ("mlp_distilled", "mmoe_distilled")
+        }
+        precision = bf16_metrics(spark, cfg, runs["mlp_distilled"][0]["folder"], folds)
+    first = runs["mlp_distilled"][0]["metrics"]  # the teacher and BM25 are the same rows in every run
     teacher, bm25 = summary(first["teacher_on_test"]), summary(first["bm25_on_test"])
-    refs = {"teacher": teacher, "bm25": bm25, "human_only": summary(runs["mlp_human_only"]["metrics"]["test"])}
+    human_only = {k: v["mean"] for k, v in mean_std(runs["mlp_human_only"]).items()}
+    refs = {"teacher": teacher, "bm25": bm25, "human_only": human_only}
     png = REPORTS / "students.png"
-    plot(curve, refs, png)
+    plot(curves, refs, png)
     figures = [
         Figure("teacher kappa (validation cuts)", teacher["kappa_cuts"]),
+        Figure("teacher kappa (argmax)", teacher["kappa"]),
         Figure("teacher AUROC>=3", teacher["auroc_3"]),
+        Figure("teacher nDCG@20", teacher["ndcg_20"]),
         Figure("BM25 kappa (validation cuts)", bm25["kappa_cuts"]),
         Figure("BM25 AUROC>=3", bm25["auroc_3"]),
+        Figure("BM25 nDCG@20", bm25["ndcg_20"]),
     ]
-    for name, run in runs.items():
-        s = summary(run["metrics"]["test"])
+    for name, seeded_runs in runs.items():
+        s = mean_std(seeded_runs)
         best = name == "mlp_distilled"
         figures += [
-            Figure(f"{name} kappa (validation cuts)", s["kappa_cuts"], headline=best),
-            Figure(f"{name} kappa (argmax)", s["kappa"]),
-            Figure(f"{name} AUROC>=2", s["auroc_2"]),
-            Figure(f"{name} AUROC>=3", s["auroc_3"], headline=best),
-            Figure(f"{name} AUROC>=4", s["auroc_4"]),
-            Figure(f"{name} nDCG@20", s["ndcg_20"]),
+            Figure(f"{name} kappa (validation cuts)", s["kappa_cuts"]["mean"], headline=best),
+            Figure(f"{name} kappa (validation cuts) std", s["kappa_cuts"]["std"]),
+            Figure(f"{name} kappa (argmax)", s["kappa"]["mean"]),
+            Figure(f"{name} AUROC>=2", s["auroc_2"]["mean"]),
+            Figure(f"{name} AUROC>=3", s["auroc_3"]["mean"], headline=best),
+            Figure(f"{name} AUROC>=3 std", s["auroc_3"]["std"]),
+            Figure(f"{name} AUROC>=4", s["auroc_4"]["mean"]),
+            Figure(f"{name} nDCG@20", s["ndcg_20"]["mean"]),
             Figure(
                 f"{name} lift kept, kappa",
-                lift_kept(s["kappa_cuts"], teacher["kappa_cuts"], bm25["kappa_cuts"]),
+                lift_kept(s["kappa_cuts"]["mean"], teacher["kappa_cuts"], bm25["kappa_cuts"]),
                 kind="derived",
                 headline=best,
             ),
             Figure(
                 f"{name} lift kept, AUROC>=3",
-                lift_kept(s["auroc_3"], teacher["auroc_3"], bm25["auroc_3"]),
+                lift_kept(s["auroc_3"]["mean"], teacher["auroc_3"], bm25["auroc_3"]),
                 kind="derived",
                 headline=best,
             ),
-            Figure(f"{name} training time", run["seconds"], "s"),
+            Figure(f"{name} training time (seed 0)", seeded_runs[0]["seconds"], "s"),
         ]
-    for point in curve:
-        figures.append(Figure(f"curve {point['teacher_pairs']:,} pairs kappa", point["kappa_cuts"]))
-        figures.append(Figure(f"curve {point['teacher_pairs']:,} pairs AUROC>=3", point["auroc_3"]))
+    for label, points in curves.items():
+        for point in points:
+            prefix = f"curve {label}, {point['teacher_pairs']:,} pairs"
+            figures.append(Figure(f"{prefix} kappa", point["kappa_cuts"]["mean"]))
+            figures.append(Figure(f"{prefix} AUROC>=3", point["auroc_3"]["mean"]))
+    for name, sp in speed.items():
+        figures += [
+            Figure(f"{name} Spark UDF rows/s", sp["spark_rows_per_s"], "rows/s"),
+            Figure(f"{name} plain loop rows/s", sp["plain_rows_per_s"], "rows/s"),
+            Figure(
+                f"{name} Spark / plain loop",
+                sp["spark_rows_per_s"] / sp["plain_rows_per_s"],
+                "x",
+                "derived",
+                name == "mlp_distilled",
+            ),
+            Figure(f"{name} Spark transfer only (no model) rows/s", sp["spark_transfer_only_rows_per_s"], "rows/s"),
+            Figure(
+                f"{name} bf16 / fp32 plain loop", sp["plain_bf16_rows_per_s"] / sp["plain_rows_per_s"], "x", "derived"
+            ),
+        ]
     figures += [
-        Figure("Spark UDF rows/s", speed["spark_rows_per_s"], "rows/s"),
-        Figure("plain loop rows/s", speed["plain_rows_per_s"], "rows/s"),
-        Figure("Spark / plain loop", speed["spark_rows_per_s"] / speed["plain_rows_per_s"], "x", "derived", True),
-        Figure("bf16 / fp32 plain loop", speed["plain_bf16_rows_per_s"] / speed["plain_rows_per_s"], "x", "derived"),
         Figure(
             "bf16 kappa change",
             precision["bf16"]["kappa_cuts"] - precision["fp32"]["kappa_cuts"],
@@ -336,8 +400,10 @@ def main() -> None:
             inputs={
                 "holdout_folds": folds,
                 "stages": stages,
-                "variants": {name: {"overrides": VARIANTS[name], "inputs": r["inputs"]} for name, r in runs.items()},
-                "curve": curve,
+                "seeds": seeds,
+                "variants": {name: {"overrides": VARIANTS[name], "inputs": r[0]["inputs"]} for name, r in runs.items()},
+                "variant_metrics": {name: mean_std(r) for name, r in runs.items()},
+                "curves": {label: {"overrides": curve_variants[label], "points": pts} for label, pts in curves.items()},
                 "inference": speed,
                 "precision": precision,
                 "plot": str(png.relative_to(REPORTS.parent)),

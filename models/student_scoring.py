@@ -29,6 +29,21 @@ def feature_arrays(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return query, pin, dense
 
 
+def _matrix(column) -> np.ndarray:
+    """A non-null Arrow list<float> column as an ``[n, d]`` float32 matrix (no per-row objects)."""
+    if hasattr(column, "combine_chunks"):  # a ChunkedArray
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), -1).astype(np.float32, copy=False)
+
+
+def arrow_feature_arrays(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`feature_arrays`, from an Arrow record batch or table, without going through pandas."""
+    dense = np.column_stack([batch.column(name).to_numpy(zero_copy_only=False) for name in SF.DENSE])
+    query, pin = _matrix(batch.column(SF.QUERY_EMBEDDING)), _matrix(batch.column(SF.PIN_EMBEDDING))
+    return query, pin, dense_matrix(dense.astype(np.float64), COUNT_COLUMNS)
+
+
 def autocast(device: torch.device, precision: str):
     dtype = PRECISIONS[precision]
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
@@ -66,4 +81,9 @@ class StudentScorer:
     def score(self, rows: pd.DataFrame, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, expected relevance) of ``student_features`` rows."""
         probs = predict_relevance(self.model, *feature_arrays(rows), batch_size, self.precision)
+        return probs, probs @ self.levels
+
+    def score_arrow(self, batch, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """The same, for an Arrow record batch of ``student_features`` rows."""
+        probs = predict_relevance(self.model, *arrow_feature_arrays(batch), batch_size, self.precision)
         return probs, probs @ self.levels

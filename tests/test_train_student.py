@@ -96,7 +96,7 @@ def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its
     # In Spark (a pandas UDF over student_features) the published student scores the same.
     folder = str(registry.path("student", "v0002"))
     table = lake.read(spark, "student_features")
-    scored = table.mapInPandas(score_partitions(folder, "fp32", 7), SCORED_SCHEMA).toPandas()
+    scored = table.mapInArrow(score_partitions(folder, "fp32", 7), SCORED_SCHEMA).toPandas()
     direct = table.toPandas()
     keys = list(zip(direct[SF.QUERY], direct[SF.PIN_ID], strict=True))
     expected = dict(zip(keys, StudentScorer(folder).score(direct)[1], strict=True))

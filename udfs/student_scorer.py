@@ -1,4 +1,4 @@
-"""A published student as a Spark ``mapInPandas`` function over ``student_features`` rows.
+"""A published student as a Spark ``mapInArrow`` function over ``student_features`` rows.
 
 Each Python worker loads the student once (``models.student_scoring.StudentScorer``, on the
 task's GPU or on CPU with the task's cores) and scores every Arrow batch it is given.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
 import torch
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
 
@@ -46,20 +47,24 @@ def student_for(folder: str, precision: str) -> StudentScorer:
 
 def score_partitions(
     folder: str, precision: str = "fp32", batch_size: int = 4096
-) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """A ``mapInPandas`` function from ``student_features`` rows to :data:`SCORED_SCHEMA`."""
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function from ``student_features`` rows to :data:`SCORED_SCHEMA`. Arrow
+    in and out: the embeddings go from Arrow to numpy matrices without a Python object per row."""
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = student_for(folder, precision)
         for batch in batches:
-            probs, expected = scorer.score(batch, batch_size)
-            yield pd.DataFrame(
-                {
-                    SF.QUERY: batch[SF.QUERY].to_numpy(),
-                    SF.PIN_ID: batch[SF.PIN_ID].to_numpy(),
-                    PROBABILITIES: list(probs),
-                    EXPECTED_RELEVANCE: expected,
-                }
+            probs, expected = scorer.score_arrow(batch, batch_size)
+            levels = probs.shape[1]
+            offsets = pa.array(np.arange(0, (len(probs) + 1) * levels, levels, dtype=np.int32))
+            yield pa.RecordBatch.from_arrays(
+                [
+                    batch.column(SF.QUERY),
+                    batch.column(SF.PIN_ID),
+                    pa.ListArray.from_arrays(offsets, pa.array(probs.reshape(-1), pa.float32())),
+                    pa.array(expected, pa.float64()),
+                ],
+                names=[SF.QUERY, SF.PIN_ID, PROBABILITIES, EXPECTED_RELEVANCE],
             )
 
     return score
