@@ -34,6 +34,8 @@ def _matrix(column) -> np.ndarray:
     if hasattr(column, "combine_chunks"):  # a ChunkedArray
         column = column.combine_chunks()
     values = column.flatten().to_numpy(zero_copy_only=False)
+    if not values.flags.writeable:  # a zero-copy view of Arrow memory; torch wants its own
+        values = values.copy()
     return values.reshape(len(column), -1).astype(np.float32, copy=False)
 
 
