@@ -1,5 +1,6 @@
 import datetime as dt
 
+import pytest
 from pyspark.sql import functions as F
 
 from jobs import distill_corpus
@@ -46,6 +47,7 @@ def test_candidates_are_lexical_top_k_plus_random_plus_every_judged_pair(spark):
     assert sorted(some) == sorted(again) and len(some) <= len(judged) + 2
 
 
+@pytest.mark.slow  # ~15 s; the candidate logic is covered by the pure test above
 def test_job_writes_the_corpus_as_impressions_of_its_own_source_and_replaces_it(spark, lake, cfg_for):
     labels, texts = labels_and_texts(spark)
     lake.replace_slice(labels, "human_labels", "source = 'cf'")
