@@ -14,7 +14,6 @@ never the promoted one. ``rollback`` promotes the newest version older than the 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -23,20 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from models.fingerprint import file_sha256
+
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 
 
 class RegistryError(RuntimeError):
     """A registry operation could not be done (unknown family/version, tampered files, ...)."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -87,7 +80,7 @@ class Registry:
             build(staging)
             existing = self.versions(family)
             version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
-            files = {str(p.relative_to(staging)): _sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+            files = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
             manifest = {
                 "family": family,
                 "version": version,
@@ -146,5 +139,5 @@ class Registry:
         folder = self.path(family, version)
         for name, digest in self.manifest(family, version)["files"].items():
             path = folder / name
-            if not path.is_file() or _sha256(path) != digest:
+            if not path.is_file() or file_sha256(path) != digest:
                 raise RegistryError(f"{family}/{version}: {name} is missing or changed")

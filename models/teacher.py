@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.teacher_settings import TeacherSettings
+from models.text_encoder import masked_mean
 
 # Files a published teacher carries besides the model (written by jobs/train_teacher.py).
 ENCODING_FILE = "encoding.json"  # max_length and query_tokens it was trained with
@@ -221,8 +222,7 @@ class CrossEncoderTeacher(nn.Module):
         if self.pooling == "cls":
             return hidden[:, 0]
         if self.pooling == "mean":
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+            return masked_mean(hidden, mask)
         # last non-pad token, for right or left padding alike
         last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

@@ -9,13 +9,13 @@ the same.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.fingerprint import folder_fingerprint
 from models.student_settings import EncoderSettings
 
 WEIGHT_SUFFIXES = (".safetensors",)
@@ -26,21 +26,23 @@ def encoder_version(settings: EncoderSettings) -> str:
     folder = Path(settings.model_path)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"text encoder {str(folder)!r} has no config.json")
-    digest = hashlib.sha256(f"max_length={settings.max_length};pooling=mean;l2".encode())
-    for path in sorted(folder.iterdir()):
-        if path.name in ("config.json", "tokenizer.json", "vocab.txt") or path.suffix in WEIGHT_SUFFIXES:
-            digest.update(path.name.encode())
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return f"enc-{digest.hexdigest()[:12]}"
+    digest = folder_fingerprint(
+        folder,
+        f"max_length={settings.max_length};pooling=mean;l2",
+        lambda p: p.name in ("config.json", "tokenizer.json", "vocab.txt") or p.suffix in WEIGHT_SUFFIXES,
+    )
+    return f"enc-{digest[:12]}"
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token states where ``mask`` is 1 (every text has at least one token)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of the token states where ``mask`` is 1, L2-normalised."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-    return nn.functional.normalize(pooled.float(), dim=-1)
+    return nn.functional.normalize(masked_mean(hidden, mask).float(), dim=-1)
 
 
 class TextEncoder:

@@ -12,7 +12,6 @@ loop in ``bench/captions.py`` alike.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType, StructField, StructType
 
+from models.fingerprint import folder_fingerprint
 from udfs.captioner_settings import CaptionerSettings
 from udfs.images import try_open_image
 from udfs.task_resources import task_device, task_threads
@@ -43,15 +43,9 @@ def captioner_version(cfg: CaptionerSettings) -> str:
     folder = Path(cfg.model_path)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"captioner.model_path {str(folder)!r} has no config.json")
-    digest = hashlib.sha256()
-    digest.update(f"max_new_tokens={cfg.max_new_tokens};num_beams={cfg.num_beams}".encode())
-    for path in sorted(folder.iterdir()):
-        if path.name == "config.json" or path.suffix in WEIGHT_SUFFIXES:
-            digest.update(path.name.encode())
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return f"blip-{digest.hexdigest()[:12]}"
+    salt = f"max_new_tokens={cfg.max_new_tokens};num_beams={cfg.num_beams}"
+    digest = folder_fingerprint(folder, salt, lambda p: p.name == "config.json" or p.suffix in WEIGHT_SUFFIXES)
+    return f"blip-{digest[:12]}"
 
 
 class Captioner:
