@@ -45,6 +45,7 @@ from jobs import (  # noqa: E402
     train_student,
     train_teacher,
 )
+from models.metrics import CUTS_KAPPA  # noqa: E402
 from models.registry import Registry  # noqa: E402
 from runtime.config import PinpipeConfig, load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
@@ -52,7 +53,6 @@ from runtime.lake import Lake  # noqa: E402
 from runtime.session import spark_session  # noqa: E402
 
 CORPUS_DATE = "2026-11-20"
-KAPPA_CUTS = "kappa, share-matched cuts (fit on validation)"
 VARIANTS: dict[str, list[str]] = {
     "mlp_distilled": ["student.model.kind=mlp", "student.training.distillation=pointwise"],
     "mlp_no_distillation": ["student.model.kind=mlp", "student.training.distillation=none"],
@@ -117,7 +117,7 @@ def train(spark, work: Path, folds: list[int], extra: list[str]) -> dict[str, An
 def summary(m: dict[str, Any]) -> dict[str, float]:
     return {
         "kappa": m["kappa"],
-        "kappa_cuts": m["extra"][KAPPA_CUTS] if KAPPA_CUTS in m["extra"] else m["kappa"],
+        "kappa_cuts": m["extra"][CUTS_KAPPA] if CUTS_KAPPA in m["extra"] else m["kappa"],
         **{f"auroc_{t}": v for t, v in m["auroc_at"].items()},
         "ndcg_20": m["ndcg_at_20"],
         "n": m["n"],

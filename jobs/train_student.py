@@ -38,7 +38,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from models.levels import LevelThresholds, to_model_levels
-from models.metrics import RelevanceReport, evaluate_predictions, evaluate_relevance, quadratic_weighted_kappa
+from models.metrics import RelevanceReport, evaluate_predictions, evaluate_with_cuts, quadratic_weighted_kappa
 from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
 from models.student_settings import StudentSettings, StudentTrainSettings
 from runtime.config import PinpipeConfig
@@ -160,12 +160,7 @@ class TrainedStudent:
 
 
 def _report(rows: pd.DataFrame, probs: np.ndarray, levels: list[int], cuts: LevelThresholds) -> RelevanceReport:
-    report = evaluate_relevance(rows[SF.QUERY].to_numpy(), rows[LEVEL].to_numpy(), probs, levels)
-    expected = probs @ np.asarray(levels, dtype=np.float64)
-    report.extra["kappa, share-matched cuts (fit on validation)"] = quadratic_weighted_kappa(
-        rows[LEVEL], cuts.predict(expected), min(levels), max(levels)
-    )
-    return report
+    return evaluate_with_cuts(rows[SF.QUERY].to_numpy(), rows[LEVEL].to_numpy(), probs, levels, cuts)
 
 
 def _bm25_report(val: pd.DataFrame, test: pd.DataFrame, levels: list[int]) -> RelevanceReport:
@@ -310,9 +305,9 @@ def collect(inputs: StudentInputs, *, num_levels: int):
     human = human_rows(inputs.labels).toPandas().sort_values(HL.LABEL_ID, ignore_index=True)
     human[LEVEL] = to_model_levels(human[HL.RELEVANCE], human[HL.SCALE_MAX], num_levels)
     wanted = pd.concat([teacher[[SF.QUERY, SF.PIN_ID]], human[[SF.QUERY, SF.PIN_ID]]]).drop_duplicates()
-    keys = spark.createDataFrame(wanted) if len(wanted) else None
-    if keys is None:
+    if wanted.empty:
         raise ValueError("train_student: no teacher-labeled pairs and no human labels to learn from")
+    keys = spark.createDataFrame(wanted)
     cols = [SF.QUERY, SF.PIN_ID, SF.QUERY_EMBEDDING, SF.PIN_EMBEDDING, *SF.DENSE]
     with job_description(spark, "train_student: collect features"):
         features = inputs.features.join(keys, [SF.QUERY, SF.PIN_ID], "left_semi").select(*cols).toPandas()

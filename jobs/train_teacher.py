@@ -37,7 +37,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from models.levels import LevelThresholds
-from models.metrics import evaluate_relevance, quadratic_weighted_kappa
+from models.metrics import evaluate_with_cuts
 from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
 from models.teacher_settings import TeacherSettings, TrainSettings
 from runtime.config import PinpipeConfig, TeacherConfig
@@ -145,14 +145,8 @@ def _device(use_gpu: bool):
 
 
 def _evaluate(rows: pd.DataFrame, query_ids, probs: np.ndarray, levels: list[int], cuts: LevelThresholds):
-    """The relevance report of ``probs`` against the rows' levels, plus kappa of the expected
-    relevance cut at ``cuts`` (fit on validation)."""
-    report = evaluate_relevance(query_ids, rows[LEVEL], probs, levels)
-    expected = probs @ np.asarray(levels, dtype=np.float64)
-    report.extra["kappa, share-matched cuts (fit on validation)"] = quadratic_weighted_kappa(
-        rows[LEVEL], cuts.predict(expected), min(levels), max(levels)
-    )
-    return report
+    """The relevance report of ``probs`` against the rows' levels, with kappa at ``cuts``."""
+    return evaluate_with_cuts(query_ids, rows[LEVEL], probs, levels, cuts)
 
 
 def _int8_plan(folder: Path, val_rows: pd.DataFrame, int8: dict[str, Any], settings: TeacherSettings):

@@ -133,6 +133,18 @@ def evaluate_relevance(query_ids, y_true, probabilities, levels: Sequence[int]) 
     return evaluate_predictions(query_ids, t, level_values[probs.argmax(axis=1)], probs @ level_values, levels)
 
 
+CUTS_KAPPA = "kappa, share-matched cuts (fit on validation)"
+
+
+def evaluate_with_cuts(query_ids, y_true, probabilities, levels: Sequence[int], cuts) -> RelevanceReport:
+    """:func:`evaluate_relevance`, plus (as ``extra[CUTS_KAPPA]``) the kappa of the expected
+    relevance cut at ``cuts`` (a ``models.levels.LevelThresholds`` fit on validation)."""
+    report = evaluate_relevance(query_ids, y_true, probabilities, levels)
+    expected = np.asarray(probabilities, dtype=np.float64) @ np.asarray(levels, dtype=np.float64)
+    report.extra[CUTS_KAPPA] = quadratic_weighted_kappa(y_true, cuts.predict(expected), min(levels), max(levels))
+    return report
+
+
 def evaluate_predictions(query_ids, y_true, predicted, scores, levels: Sequence[int]) -> RelevanceReport:
     """All metrics from true levels, predicted levels and a ranking score (e.g. BM25)."""
     t, predicted = _as_int(y_true, "y_true"), _as_int(predicted, "predicted")
