@@ -13,7 +13,6 @@ loop in ``bench/captions.py`` alike.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from models.fingerprint import folder_fingerprint
 from udfs.captioner_settings import CaptionerSettings
 from udfs.images import try_open_image
-from udfs.task_resources import task_device, task_threads
+from udfs.task_resources import task_device, task_threads, worker_model
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +81,15 @@ class Captioner:
         return [t.strip() for t in self.processor.batch_decode(out, skip_special_tokens=True)]
 
 
-_loaded: dict[tuple[CaptionerSettings, str], Captioner] = {}
-_lock = threading.Lock()
-
-
 def loaded_captioner(cfg: CaptionerSettings) -> Captioner:
     """The captioner for ``cfg`` on this task's device, loaded once per Python worker."""
-    device = task_device()
-    torch.set_num_threads(task_threads())
-    key = (cfg, str(device))
-    with _lock:
-        if key not in _loaded:
-            log.info("loading captioner from %s on %s", cfg.model_path, device)
-            _loaded[key] = Captioner(cfg, device)
-        return _loaded[key]
+    torch.set_num_threads(task_threads())  # also on a GPU: image decoding runs on the CPU
+
+    def load(device: torch.device) -> Captioner:
+        log.info("loading captioner from %s on %s", cfg.model_path, device)
+        return Captioner(cfg, device)
+
+    return worker_model(("captioner", cfg), load)
 
 
 def caption_paths(captioner: Captioner, paths: pd.Series) -> pd.DataFrame:

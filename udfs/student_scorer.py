@@ -6,17 +6,15 @@ task's GPU or on CPU with the task's cores) and scores every Arrow batch it is g
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import torch
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
 
 from models.student_scoring import StudentScorer
 from schemas import student_features as SF
-from udfs.task_resources import task_device, task_threads
+from udfs.task_resources import worker_model
 
 PROBABILITIES = "probabilities"
 EXPECTED_RELEVANCE = "expected_relevance"
@@ -30,19 +28,9 @@ SCORED_SCHEMA = StructType(
     ]
 )
 
-_scorers: dict[tuple[str, str, str], StudentScorer] = {}
-_lock = threading.Lock()
-
 
 def student_for(folder: str, precision: str) -> StudentScorer:
-    device = task_device()
-    if device.type == "cpu":
-        torch.set_num_threads(task_threads())
-    key = (folder, precision, str(device))
-    with _lock:
-        if key not in _scorers:
-            _scorers[key] = StudentScorer(folder, device, precision)
-        return _scorers[key]
+    return worker_model(("student", folder, precision), lambda device: StudentScorer(folder, device, precision))
 
 
 def score_partitions(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from pyspark import TaskContext
 
@@ -22,3 +26,21 @@ def task_threads() -> int:
     """torch threads for this task: the cores Spark gave it (all cores outside Spark)."""
     ctx = TaskContext.get()
     return max(1, ctx.cpus()) if ctx is not None else torch.get_num_threads()
+
+
+T = TypeVar("T")
+_models: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+def worker_model(key: tuple, build: Callable[[torch.device], T]) -> T:
+    """The model for ``key`` on this task's device, built by ``build(device)`` once per Python
+    worker and kept while it lives; on CPU, torch uses the cores Spark gave the task."""
+    device = task_device()
+    if device.type == "cpu":
+        torch.set_num_threads(task_threads())
+    full = (*key, str(device))
+    with _lock:
+        if full not in _models:
+            _models[full] = build(device)
+        return _models[full]  # type: ignore[return-value]

@@ -9,7 +9,6 @@ worker lives, so a long job pays the load once per worker, not per batch.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 
 import pandas as pd
@@ -18,7 +17,7 @@ from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, Str
 
 from models.scoring import ScoringSettings, TeacherScorer
 from schemas import teacher_scores as TS
-from udfs.task_resources import task_device, task_threads
+from udfs.task_resources import worker_model
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +34,15 @@ SCORED_SCHEMA = StructType(
     ]
 )
 
-_scorers: dict[tuple, TeacherScorer] = {}
-_lock = threading.Lock()
-
 
 def scorer_for(folder: str, settings: ScoringSettings) -> TeacherScorer:
     """This worker's scorer for (artifact, settings, device), loaded on first use."""
-    device = task_device()
-    if device.type == "cpu":
-        torch.set_num_threads(task_threads())
-    key = (str(folder), settings, str(device))
-    with _lock:
-        if key not in _scorers:
-            log.info("loading teacher %s on %s (%s)", folder, device, settings.precision)
-            _scorers[key] = TeacherScorer(folder, settings, device)
-        return _scorers[key]
+
+    def load(device: torch.device) -> TeacherScorer:
+        log.info("loading teacher %s on %s (%s)", folder, device, settings.precision)
+        return TeacherScorer(folder, settings, device)
+
+    return worker_model(("teacher", str(folder), settings), load)
 
 
 def score_partitions(

@@ -6,29 +6,17 @@ and keeps it for as long as it lives.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import pandas as pd
-import torch
 
 from models.student_settings import EncoderSettings
 from models.text_encoder import TextEncoder
-from udfs.task_resources import task_device, task_threads
-
-_encoders: dict[tuple[EncoderSettings, str], TextEncoder] = {}
-_lock = threading.Lock()
+from udfs.task_resources import worker_model
 
 
 def encoder_for(settings: EncoderSettings) -> TextEncoder:
-    device = task_device()
-    if device.type == "cpu":
-        torch.set_num_threads(task_threads())
-    key = (settings, str(device))
-    with _lock:
-        if key not in _encoders:
-            _encoders[key] = TextEncoder(settings, device)
-        return _encoders[key]
+    return worker_model(("text_encoder", settings), lambda device: TextEncoder(settings, device))
 
 
 def embed_partitions(
