@@ -17,8 +17,9 @@ are re-run idempotently; the teacher is trained only if none is promoted):
    with the training human labels mixed in and with teacher labels only.
 5. Inference: the distilled MLP and MMoE over ``student_features`` in a Spark ``mapInArrow`` UDF
    vs a plain torch loop over the same Arrow batches in one process with the same cores (and
-   the Spark side with no model: the cost of shipping the rows), and fp32 vs bf16 (CPU autocast)
-   with the metric change on the held-out rows.
+   the Spark side with no model: the cost of shipping the rows); both gather the embeddings from
+   one lookup of the slice's texts (a broadcast in Spark). fp32 vs bf16 (CPU autocast) with the
+   metric change on the held-out rows.
 
 Writes ``reports/students.json`` and ``reports/students.png``.
 """
@@ -27,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +68,6 @@ VARIANTS: dict[str, list[str]] = {
 def base_overrides(work: Path, folds: list[int]) -> list[str]:
     return [
         f"lake.root={work / 'lake'}",
-        "spark.driver_memory=8g",  # the inference timing collects ~0.6 GB of embeddings to the driver
         "ingest.sources=[crowdflower]",
         "teacher.label_sources=[crowdflower]",
         f"evaluation.holdout_folds=[{','.join(map(str, folds))}]",
@@ -145,22 +147,34 @@ def mean_std(runs: list[dict[str, Any]], part: str = "test") -> dict[str, dict[s
 
 
 def inference(
-    spark, cfg: PinpipeConfig, folders: dict[str, str], batch_rows: int, repeats: int
+    spark,
+    cfg: PinpipeConfig,
+    folders: dict[str, str],
+    arrow_rows: int,
+    model_rows: int,
+    repeats: int,
+    trials: int,
 ) -> dict[str, dict[str, float]]:
     """Per student: rows/s in a Spark UDF vs a plain loop over the same Arrow batches (fp32 and
-    bf16), and the Spark side with no model (shipping the rows only). The rows are built once."""
+    bf16), and the Spark side with no model (shipping the rows only). The rows are built once;
+    both sides gather embeddings from the same lookup (built once, a broadcast in Spark)."""
     import pyarrow as pa
     import torch
     from pyspark.sql import functions as F
 
+    from jobs.student_features import embedding_lookup
     from models.student_scoring import StudentScorer
     from schemas import student_features as SF
     from udfs.student_scorer import SCORED_SCHEMA, score_partitions
 
     lake = Lake.at(cfg.lake.root)
-    cols = [SF.QUERY, SF.PIN_ID, SF.QUERY_EMBEDDING, SF.PIN_EMBEDDING, *SF.DENSE]
-    rows = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == cfg.student.feature_version)
-    rows = rows.select(*cols)
+    cols = [SF.QUERY, SF.PIN_ID, SF.QUERY_TEXT_HASH, SF.PIN_TEXT_HASH, *SF.DENSE]
+    features = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == cfg.student.feature_version)
+    started = time.perf_counter()
+    lookup = embedding_lookup(lake.read(spark, "text_embeddings"), features)
+    shared = spark.sparkContext.broadcast(lookup)
+    lookup_seconds = time.perf_counter() - started
+    rows = features.select(*cols)
     if repeats > 1:  # more rows than the corpus has, to time steady state
         base = rows
         for _ in range(repeats - 1):
@@ -168,46 +182,65 @@ def inference(
     cores = spark.sparkContext.defaultParallelism
     rows = rows.repartition(cores).persist()
     n = rows.count()
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_rows))
 
-    def timed(frame) -> float:
-        frame.write.format("noop").mode("overwrite").save()  # warm-up: workers load the model once
-        started = time.perf_counter()
-        frame.write.format("noop").mode("overwrite").save()
-        return time.perf_counter() - started
+    batches = rows.toArrow().to_batches(max_chunksize=arrow_rows)  # the same rows, in Arrow batches
+    torch.set_num_threads(cores)  # the plain loop: one process, every core
+
+    def spark_pass(frame) -> Callable[[], None]:
+        return lambda: frame.write.format("noop").mode("overwrite").save()
+
+    def plain_pass(scorer: StudentScorer) -> Callable[[], None]:
+        def run() -> None:
+            for batch in batches:
+                scorer.score(batch, lookup, model_rows)
+
+        return run
 
     def nothing(batches):  # the floor: the same rows shipped to Python workers, no model
         for batch in batches:
             yield pa.RecordBatch.from_arrays([pa.array([len(batch)], pa.int64())], names=["rows"])
 
-    transfer_seconds = timed(rows.mapInArrow(nothing, "rows long"))
-    spark_seconds = {
-        name: timed(rows.mapInArrow(score_partitions(folder, "fp32", batch_rows), SCORED_SCHEMA))
-        for name, folder in folders.items()
-    }
-    rows.unpersist()
-    batches = rows.toArrow().to_batches(max_chunksize=batch_rows)  # the same rows, in Arrow batches
-    torch.set_num_threads(cores)
+    def medians(passes: dict[str, Callable[[], None]]) -> dict[str, float]:
+        """Median seconds of ``trials`` passes each, after one warm-up pass each (Spark workers
+        load the model and the lookup; torch's first pass runs ~1.5x slower), the sides taking
+        turns so that a slow spell of the machine falls on both."""
+        for run in passes.values():
+            run()
+        seconds: dict[str, list[float]] = {name: [] for name in passes}
+        for _ in range(trials):
+            for name, run in passes.items():
+                started = time.perf_counter()
+                run()
+                seconds[name].append(time.perf_counter() - started)
+        return {name: statistics.median(values) for name, values in seconds.items()}
 
-    def plain_run(folder: str, precision: str) -> float:
-        scorer = StudentScorer(folder, precision=precision)
-        for batch in batches[:2]:  # warm-up
-            scorer.score_arrow(batch, batch_rows)
-        started = time.perf_counter()
-        for batch in batches:
-            scorer.score_arrow(batch, batch_rows)
-        return time.perf_counter() - started
-
+    transfer = medians({"transfer": spark_pass(rows.mapInArrow(nothing, "rows long"))})["transfer"]
     out = {}
     for name, folder in folders.items():
+        t = medians(
+            {
+                f"spark_{p}": spark_pass(
+                    rows.mapInArrow(score_partitions(folder, shared, p, model_rows), SCORED_SCHEMA)
+                )
+                for p in ("fp32", "bf16")
+            }
+            | {f"plain_{p}": plain_pass(StudentScorer(folder, precision=p)) for p in ("fp32", "bf16")}
+        )
         out[name] = {
             "rows": float(n),
             "cores": float(cores),
-            "spark_rows_per_s": n / spark_seconds[name],
-            "spark_transfer_only_rows_per_s": n / transfer_seconds,
-            "plain_rows_per_s": n / plain_run(folder, "fp32"),
-            "plain_bf16_rows_per_s": n / plain_run(folder, "bf16"),
+            "trials": float(trials),
+            "spark_rows_per_s": n / t["spark_fp32"],
+            "spark_bf16_rows_per_s": n / t["spark_bf16"],
+            "spark_transfer_only_rows_per_s": n / transfer,
+            "plain_rows_per_s": n / t["plain_fp32"],
+            "plain_bf16_rows_per_s": n / t["plain_bf16"],
+            "lookup_texts": float(len(lookup)),
+            "lookup_mb": lookup.matrix.nbytes / 2**20,
+            "lookup_build_and_broadcast_s": lookup_seconds,
         }
+    rows.unpersist()
     return out
 
 
@@ -216,6 +249,7 @@ def bf16_metrics(spark, cfg: PinpipeConfig, folder: str, folds: list[int]) -> di
     import numpy as np
     from pyspark.sql import functions as F
 
+    from jobs.student_features import embedding_lookup
     from jobs.train_student import LEVEL, human_rows
     from models.levels import LevelThresholds, to_model_levels
     from models.metrics import evaluate_relevance, quadratic_weighted_kappa
@@ -227,13 +261,15 @@ def bf16_metrics(spark, cfg: PinpipeConfig, folder: str, folds: list[int]) -> di
     labels = human_rows(lake.read(spark, "human_labels").filter(F.col(HL.SOURCE) == "crowdflower"))
     held = labels.filter(F.col(HL.FOLD).isin(folds))
     features = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == cfg.student.feature_version)
+    held_features = features.join(held.select(SF.QUERY, SF.PIN_ID), [SF.QUERY, SF.PIN_ID], "left_semi")
+    lookup = embedding_lookup(lake.read(spark, "text_embeddings"), held_features)
     rows = held.join(features, [SF.QUERY, SF.PIN_ID]).toPandas().sort_values(HL.LABEL_ID, ignore_index=True)
     rows[LEVEL] = to_model_levels(rows[HL.RELEVANCE], rows[HL.SCALE_MAX], 4)
     cuts = json.loads((Path(folder) / "decoding.json").read_text())
     thresholds = LevelThresholds(cuts["levels"], cuts["cuts"])
     out = {}
     for precision in ("fp32", "bf16"):
-        probs, expected = StudentScorer(folder, precision=precision).score(rows)
+        probs, expected = StudentScorer(folder, precision=precision).score(rows, lookup)
         report = evaluate_relevance(rows[SF.QUERY], rows[LEVEL], probs, [1, 2, 3, 4])
         out[precision] = {
             "kappa": report.kappa,
@@ -294,7 +330,9 @@ def main() -> None:
     parser.add_argument("--holdout-folds", type=int, nargs="+", default=[6, 7])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 30000, 0])
     parser.add_argument("--inference-repeats", type=int, default=3, help="copies of student_features timed")
-    parser.add_argument("--arrow-batch-rows", type=int, default=4096)
+    parser.add_argument("--arrow-batch-rows", type=int, default=16384, help="rows per Arrow batch, both sides")
+    parser.add_argument("--model-batch-rows", type=int, default=4096, help="rows per torch forward, both sides")
+    parser.add_argument("--inference-trials", type=int, default=3, help="timed passes per side (median reported)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per student (mean and std reported)")
     args = parser.parse_args()
     configure_logging()
@@ -318,7 +356,15 @@ def main() -> None:
                 pairs = points[0]["inputs"]["train_teacher_pairs"]
                 curves[label].append({"teacher_pairs": pairs, **mean_std(points)})
         folders = {name: runs[name][0]["folder"] for name in ("mlp_distilled", "mmoe_distilled")}
-        speed = inference(spark, cfg, folders, args.arrow_batch_rows, args.inference_repeats)
+        speed = inference(
+            spark,
+            cfg,
+            folders,
+            args.arrow_batch_rows,
+            args.model_batch_rows,
+            args.inference_repeats,
+            args.inference_trials,
+        )
         precision = bf16_metrics(spark, cfg, runs["mlp_distilled"][0]["folder"], folds)
     first = runs["mlp_distilled"][0]["metrics"]  # the teacher and BM25 are the same rows in every run
     teacher, bm25 = summary(first["teacher_on_test"]), summary(first["bm25_on_test"])
@@ -380,6 +426,13 @@ def main() -> None:
             Figure(f"{name} Spark transfer only (no model) rows/s", sp["spark_transfer_only_rows_per_s"], "rows/s"),
             Figure(
                 f"{name} bf16 / fp32 plain loop", sp["plain_bf16_rows_per_s"] / sp["plain_rows_per_s"], "x", "derived"
+            ),
+            Figure(f"{name} Spark UDF bf16 rows/s", sp["spark_bf16_rows_per_s"], "rows/s"),
+            Figure(
+                f"{name} Spark / plain loop, bf16",
+                sp["spark_bf16_rows_per_s"] / sp["plain_bf16_rows_per_s"],
+                "x",
+                "derived",
             ),
         ]
     figures += [

@@ -5,7 +5,8 @@
 2. ``transform`` (pure, lazy):
    * the pairs: every (normalised query, pin) shown in the window, plus every human-labeled pair;
    * embeddings: each distinct query and pin text is hashed (SHA-256); only hashes not in the
-     cache are embedded, by the bi-encoder in a pandas UDF (``udfs.text_encoder``);
+     cache are embedded, by the bi-encoder in a pandas UDF (``udfs.text_encoder``); a row keeps
+     the two hashes and the cosine, and readers gather the vectors through ``embedding_lookup``;
    * BM25 of the query against the pin text, with document frequencies and the mean length
      computed in Spark over every pin of the slice (``bm25_scores``);
    * engagement, smoothed toward a prior worth ``prior_impressions`` impressions: pin CTR and
@@ -26,9 +27,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from models.embedding_lookup import EmbeddingLookup
 from models.student_settings import EncoderSettings
 from models.text_encoder import encoder_version
 from runtime.config import PinpipeConfig
@@ -40,6 +43,7 @@ from schemas import human_labels as HL
 from schemas import pin_text_features as PTF
 from schemas import search_impressions as SI
 from schemas import student_features as SF
+from schemas import table_spec
 from schemas import text_embeddings as TE
 from udfs.bm25 import bm25_scores
 from udfs.text_clean import normalize_query
@@ -240,20 +244,16 @@ def transform(
         "student_features",
     )
     known = with_text.filter(F.col(TEXT).isNotNull())
-    query_vec = vectors.select(F.col(TE.TEXT_HASH).alias("_qh"), F.col(TE.EMBEDDING).alias(SF.QUERY_EMBEDDING))
-    pin_vec = vectors.select(F.col(TE.TEXT_HASH).alias("_ph"), F.col(TE.EMBEDDING).alias(SF.PIN_EMBEDDING))
+    query_vec = vectors.select(F.col(TE.TEXT_HASH).alias(SF.QUERY_TEXT_HASH), F.col(TE.EMBEDDING).alias("_qv"))
+    pin_vec = vectors.select(F.col(TE.TEXT_HASH).alias(SF.PIN_TEXT_HASH), F.col(TE.EMBEDDING).alias("_pv"))
     embedded = (
-        known.withColumns({"_qh": text_hash(F.col(SF.QUERY)), "_ph": text_hash(F.col(TEXT))})
-        .join(query_vec, "_qh")
-        .join(pin_vec, "_ph")
+        known.withColumns({SF.QUERY_TEXT_HASH: text_hash(F.col(SF.QUERY)), SF.PIN_TEXT_HASH: text_hash(F.col(TEXT))})
+        .join(query_vec, SF.QUERY_TEXT_HASH)
+        .join(pin_vec, SF.PIN_TEXT_HASH)
     )
-    cosine = F.aggregate(
-        F.zip_with(SF.QUERY_EMBEDDING, SF.PIN_EMBEDDING, lambda x, y: x * y),
-        F.lit(0.0).cast("double"),
-        lambda a, v: a + v,
-    )
+    cosine = F.aggregate(F.zip_with("_qv", "_pv", lambda x, y: x * y), F.lit(0.0).cast("double"), lambda a, v: a + v)
     features = (
-        embedded.select(SF.QUERY, SF.PIN_ID, SF.QUERY_EMBEDDING, SF.PIN_EMBEDDING, cosine.alias(SF.COSINE))
+        embedded.select(SF.QUERY, SF.PIN_ID, SF.QUERY_TEXT_HASH, SF.PIN_TEXT_HASH, cosine.alias(SF.COSINE))
         .join(bm25_scores(known.select(SF.QUERY, SF.PIN_ID), inputs.pin_texts, bm25.k1, bm25.b), [SF.QUERY, SF.PIN_ID])
         .join(
             engagement(known.select(SF.QUERY, SF.PIN_ID), inputs.impressions, smoothing.prior_impressions),
@@ -266,7 +266,7 @@ def transform(
                 SF.FEATURE_VERSION: F.lit(feature_version),
             }
         )
-        .select(*SF.STUDENT_FEATURES_V1.fieldNames())
+        .select(*table_spec("student_features").schema.fieldNames())
     )
     return StudentFeatureOutputs(new, features, quarantine, feature_version, inputs.encoder_version)
 
@@ -297,6 +297,31 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> StudentFeaturesReport:
         bm25=Bm25Params(sf.bm25_k1, sf.bm25_b),
     )
     return write(outputs, Lake.at(cfg.lake.root))
+
+
+def embedding_lookup(embeddings: DataFrame, features: DataFrame) -> EmbeddingLookup:
+    """The embeddings (``text_embeddings`` rows) of every text that ``features``
+    (``student_features`` rows of one encoder version) names: collected to the driver once."""
+    spark = features.sparkSession
+    versions = [r[0] for r in features.select(SF.ENCODER_VERSION).distinct().collect()]
+    if len(versions) > 1:
+        raise ValueError(f"student_features rows of more than one encoder version: {sorted(versions)}")
+    hashes = (
+        features.select(F.col(SF.QUERY_TEXT_HASH).alias(TE.TEXT_HASH))
+        .unionByName(features.select(F.col(SF.PIN_TEXT_HASH).alias(TE.TEXT_HASH)))
+        .distinct()
+    )
+    with job_description(spark, "student_features: collect the embedding lookup"):
+        table = (
+            embeddings.filter(F.col(TE.ENCODER_VERSION).isin(versions))
+            .join(hashes, TE.TEXT_HASH, "left_semi")
+            .select(TE.TEXT_HASH, TE.EMBEDDING)
+            .orderBy(TE.TEXT_HASH)
+            .toArrow()
+        )
+    keys = table.column(TE.TEXT_HASH).to_numpy(zero_copy_only=False)
+    flat = table.column(TE.EMBEDDING).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return EmbeddingLookup(keys, flat.reshape(len(keys), -1) if len(keys) else np.zeros((0, 0), np.float32))
 
 
 def main(argv: Sequence[str] | None = None) -> StudentFeaturesReport:

@@ -37,6 +37,8 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.student_features import embedding_lookup
+from models.embedding_lookup import EmbeddingLookup
 from models.levels import LevelThresholds, to_model_levels
 from models.metrics import RelevanceReport, evaluate_predictions, evaluate_with_cuts, quadratic_weighted_kappa
 from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
@@ -94,12 +96,12 @@ def human_rows(labels: DataFrame) -> DataFrame:
 # --------------------------------------------------------------------------- pure transforms (pandas)
 
 
-def student_data(rows: pd.DataFrame, query_index: dict[str, int], num_levels: int):
+def student_data(rows: pd.DataFrame, lookup: EmbeddingLookup, query_index: dict[str, int], num_levels: int):
     """``StudentData`` of rows carrying features, optional teacher probabilities and human level."""
     from models.student_scoring import feature_arrays
     from models.student_training import StudentData
 
-    query, pin, dense = feature_arrays(rows)
+    query, pin, dense = feature_arrays(rows, lookup)
     has_teacher = rows[PROBS].notna().to_numpy() if PROBS in rows else np.zeros(len(rows), bool)
     probs = np.zeros((len(rows), num_levels), dtype=np.float32)
     if has_teacher.any():
@@ -183,6 +185,7 @@ def fit_student(
     train_rows: pd.DataFrame,
     val_rows: pd.DataFrame,
     test_rows: pd.DataFrame,
+    lookup: EmbeddingLookup,
     *,
     model_settings: StudentSettings,
     training: StudentTrainSettings,
@@ -198,9 +201,9 @@ def fit_student(
     levels = list(range(1, model_settings.num_levels + 1))
     queries = pd.concat([train_rows[SF.QUERY], val_rows[SF.QUERY], test_rows[SF.QUERY]]).unique()
     index = {q: i for i, q in enumerate(sorted(queries))}
-    train = student_data(train_rows, index, model_settings.num_levels)
-    val = student_data(val_rows, index, model_settings.num_levels)
-    test = student_data(test_rows, index, model_settings.num_levels)
+    train, val, test = (
+        student_data(rows, lookup, index, model_settings.num_levels) for rows in (train_rows, val_rows, test_rows)
+    )
     torch.manual_seed(training.seed)
     model = build_student(model_settings, train.query.shape[1], train.dense.shape[1])
     model.inputs.fit(train.dense)
@@ -245,6 +248,7 @@ def fit_student(
 class StudentInputs:
     labeled: DataFrame  # labeled_impressions of one teacher version
     features: DataFrame  # student_features of one feature version
+    embeddings: DataFrame  # text_embeddings
     labels: DataFrame  # human_labels of the configured sources
     versions: dict[str, Any]
 
@@ -294,11 +298,12 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> StudentInputs:
         "student_features_version": lake.version(spark, "student_features"),
         "human_labels_version": lake.version(spark, "human_labels"),
     }
-    return StudentInputs(labeled, features, labels, versions)
+    return StudentInputs(labeled, features, lake.read(spark, "text_embeddings"), labels, versions)
 
 
 def collect(inputs: StudentInputs, *, num_levels: int):
-    """(teacher pairs, human labels, features of their pairs) as pandas, in a fixed order."""
+    """(teacher pairs, human labels, features of their pairs) as pandas, in a fixed order, and the
+    embeddings of those pairs' texts."""
     spark = inputs.features.sparkSession
     with job_description(spark, "train_student: collect teacher pairs"):
         teacher = teacher_pairs(inputs.labeled).toPandas().sort_values([SF.QUERY, SF.PIN_ID], ignore_index=True)
@@ -308,10 +313,11 @@ def collect(inputs: StudentInputs, *, num_levels: int):
     if wanted.empty:
         raise ValueError("train_student: no teacher-labeled pairs and no human labels to learn from")
     keys = spark.createDataFrame(wanted)
-    cols = [SF.QUERY, SF.PIN_ID, SF.QUERY_EMBEDDING, SF.PIN_EMBEDDING, *SF.DENSE]
+    cols = [SF.QUERY, SF.PIN_ID, SF.QUERY_TEXT_HASH, SF.PIN_TEXT_HASH, *SF.DENSE]
+    wanted_features = inputs.features.join(keys, [SF.QUERY, SF.PIN_ID], "left_semi")
     with job_description(spark, "train_student: collect features"):
-        features = inputs.features.join(keys, [SF.QUERY, SF.PIN_ID], "left_semi").select(*cols).toPandas()
-    return teacher, human, features
+        features = wanted_features.select(*cols).toPandas()
+    return teacher, human, features, embedding_lookup(inputs.embeddings, wanted_features)
 
 
 def transform(
@@ -324,7 +330,7 @@ def transform(
     human_only: bool,
     max_teacher_pairs: int,
 ) -> StudentOutputs:
-    teacher, human, features = collect(inputs, num_levels=model.num_levels)
+    teacher, human, features, lookup = collect(inputs, num_levels=model.num_levels)
     if human.empty:
         raise ValueError("train_student: no human labels to validate and evaluate on")
     side = assign_sides(human, split, holdout_folds)
@@ -345,7 +351,7 @@ def transform(
         f"{len(parts[TEST]):,}",
         missing,
     )
-    trained = fit_student(train_rows, parts[VALIDATION], parts[TEST], model_settings=model, training=training)
+    trained = fit_student(train_rows, parts[VALIDATION], parts[TEST], lookup, model_settings=model, training=training)
     sizes = {
         "train_rows": len(train_rows),
         "train_teacher_pairs": int(train_rows[PROBS].notna().sum()) if PROBS in train_rows else 0,

@@ -1,12 +1,15 @@
 """Serving a student: feature rows in, level probabilities out.
 
-``feature_arrays`` turns ``student_features`` rows (a pandas frame) into the arrays a student
-reads; ``predict_relevance`` runs a model over them in batches, in fp32 or under bf16/fp16
-autocast; ``StudentScorer`` is a published student loaded from its folder, ready to score.
+``feature_arrays`` turns ``student_features`` rows and the ``EmbeddingLookup`` of their texts
+into the arrays a student trains on; ``predict_relevance`` runs a model over such arrays in
+batches, in fp32 or under bf16/fp16 autocast. ``StudentScorer`` is a published student loaded
+from its folder, ready to score rows (pandas or Arrow): it keeps the lookup's matrix on the
+model's device and gathers each batch there from the rows' positions (``predict_gathered``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.embedding_lookup import EmbeddingLookup
 from models.student import RELEVANCE, Student, dense_matrix, load_student
 from schemas import student_features as SF
 
@@ -21,29 +25,22 @@ COUNT_COLUMNS = [SF.DENSE.index(SF.PIN_IMPRESSIONS), SF.DENSE.index(SF.QUERY_PIN
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def feature_arrays(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query embeddings, pin embeddings, dense features) of ``student_features`` rows."""
-    query = np.stack(rows[SF.QUERY_EMBEDDING].to_numpy()).astype(np.float32, copy=False)
-    pin = np.stack(rows[SF.PIN_EMBEDDING].to_numpy()).astype(np.float32, copy=False)
-    dense = dense_matrix(rows[list(SF.DENSE)].to_numpy(dtype=np.float64), COUNT_COLUMNS)
-    return query, pin, dense
+def _dense(columns: list[np.ndarray]) -> np.ndarray:
+    return dense_matrix(np.column_stack(columns), COUNT_COLUMNS)
 
 
-def _matrix(column) -> np.ndarray:
-    """A non-null Arrow list<float> column as an ``[n, d]`` float32 matrix (no per-row objects)."""
-    if hasattr(column, "combine_chunks"):  # a ChunkedArray
-        column = column.combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    if not values.flags.writeable:  # a zero-copy view of Arrow memory; torch wants its own
-        values = values.copy()
-    return values.reshape(len(column), -1).astype(np.float32, copy=False)
+def feature_arrays(rows: pd.DataFrame, lookup: EmbeddingLookup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query embeddings, pin embeddings, dense features) of ``student_features`` rows (a pandas
+    frame); the embeddings gathered from ``lookup`` by the rows' text hashes."""
+    query, pin = lookup.gather(rows[SF.QUERY_TEXT_HASH].to_numpy()), lookup.gather(rows[SF.PIN_TEXT_HASH].to_numpy())
+    return query, pin, _dense([rows[name].to_numpy(dtype=np.float64) for name in SF.DENSE])
 
 
-def arrow_feature_arrays(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """As :func:`feature_arrays`, from an Arrow record batch or table, without going through pandas."""
-    dense = np.column_stack([batch.column(name).to_numpy(zero_copy_only=False) for name in SF.DENSE])
-    query, pin = _matrix(batch.column(SF.QUERY_EMBEDDING)), _matrix(batch.column(SF.PIN_EMBEDDING))
-    return query, pin, dense_matrix(dense.astype(np.float64), COUNT_COLUMNS)
+def feature_positions(batch, lookup: EmbeddingLookup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query rows, pin rows in ``lookup.matrix``, dense features) of an Arrow record batch (or
+    table, or pandas frame) of ``student_features`` rows: the embeddings stay in the lookup."""
+    columns = [np.asarray(batch[name]) for name in SF.DENSE]
+    return lookup.positions(batch[SF.QUERY_TEXT_HASH]), lookup.positions(batch[SF.PIN_TEXT_HASH]), _dense(columns)
 
 
 def autocast(device: torch.device, precision: str):
@@ -51,20 +48,49 @@ def autocast(device: torch.device, precision: str):
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
+Inputs = Callable[[slice, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
 @torch.inference_mode()
+def _predict(model: Student, n: int, inputs: Inputs, batch_size: int, precision: str) -> np.ndarray:
+    device = next(model.parameters()).device
+    out = np.zeros((n, model.settings.num_levels), dtype=np.float32)
+    with autocast(device, precision):
+        for start in range(0, n, batch_size):
+            part = slice(start, start + batch_size)
+            logits = model(*inputs(part, device))[RELEVANCE].float()
+            out[part] = torch.softmax(logits, dim=-1).cpu().numpy()
+    return out
+
+
 def predict_relevance(
     model: Student, query: np.ndarray, pin: np.ndarray, dense: np.ndarray, batch_size: int, precision: str = "fp32"
 ) -> np.ndarray:
-    """Level probabilities ``[n, num_levels]`` (float32)."""
-    device = next(model.parameters()).device
-    out = np.zeros((len(query), model.settings.num_levels), dtype=np.float32)
-    with autocast(device, precision):
-        for start in range(0, len(query), batch_size):
-            part = slice(start, start + batch_size)
-            tensors = [torch.as_tensor(a[part], device=device) for a in (query, pin, dense)]
-            logits = model(*tensors)[RELEVANCE].float()
-            out[part] = torch.softmax(logits, dim=-1).cpu().numpy()
-    return out
+    """Level probabilities ``[n, num_levels]`` (float32) of rows given as embedding matrices."""
+
+    def inputs(part: slice, device: torch.device):
+        return tuple(torch.as_tensor(a[part], device=device) for a in (query, pin, dense))
+
+    return _predict(model, len(query), inputs, batch_size, precision)
+
+
+def predict_gathered(
+    model: Student,
+    table: torch.Tensor,
+    query: np.ndarray,
+    pin: np.ndarray,
+    dense: np.ndarray,
+    batch_size: int,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """The same for rows given as positions in ``table`` (the lookup's matrix on the model's
+    device): each batch is gathered where the model runs, and only positions travel there."""
+
+    def inputs(part: slice, device: torch.device):
+        q, p = (torch.as_tensor(a[part], device=device) for a in (query, pin))
+        return table.index_select(0, q), table.index_select(0, p), torch.as_tensor(dense[part], device=device)
+
+    return _predict(model, len(query), inputs, batch_size, precision)
 
 
 class StudentScorer:
@@ -75,17 +101,22 @@ class StudentScorer:
             raise ValueError(f"student precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.model, self.meta = load_student(Path(folder), device)
         self.precision = precision
+        self._table: tuple[EmbeddingLookup, torch.Tensor] | None = None
 
     @property
     def levels(self) -> np.ndarray:
         return np.arange(1, self.model.settings.num_levels + 1, dtype=np.float64)
 
-    def score(self, rows: pd.DataFrame, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, expected relevance) of ``student_features`` rows."""
-        probs = predict_relevance(self.model, *feature_arrays(rows), batch_size, self.precision)
-        return probs, probs @ self.levels
+    def _table_of(self, lookup: EmbeddingLookup) -> torch.Tensor:
+        """``lookup.matrix`` on the model's device, moved once per lookup (shared memory on CPU)."""
+        if self._table is None or self._table[0] is not lookup:
+            device = next(self.model.parameters()).device
+            self._table = (lookup, torch.as_tensor(lookup.matrix, device=device))
+        return self._table[1]
 
-    def score_arrow(self, batch, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """The same, for an Arrow record batch of ``student_features`` rows."""
-        probs = predict_relevance(self.model, *arrow_feature_arrays(batch), batch_size, self.precision)
+    def score(self, rows, lookup: EmbeddingLookup, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, expected relevance) of ``student_features`` rows: a pandas frame or an
+        Arrow record batch or table."""
+        table = self._table_of(lookup)
+        probs = predict_gathered(self.model, table, *feature_positions(rows, lookup), batch_size, self.precision)
         return probs, probs @ self.levels

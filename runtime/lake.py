@@ -14,6 +14,7 @@ from pathlib import Path
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from runtime.config import is_uri
 from runtime.validation import conform_to_schema
@@ -56,7 +57,8 @@ class Lake:
         return DeltaTable.forPath(spark, self.table_path(table))
 
     def ensure_table(self, spark: SparkSession, spec: TableSpec) -> None:
-        """Create the table with its schema and partitioning if it does not exist yet."""
+        """Create the table with its schema and partitioning if it does not exist yet; an
+        existing table whose columns are not the spec's is an error that names the difference."""
         (
             DeltaTable.createIfNotExists(spark)
             .location(self.table_path(spec.name))
@@ -64,6 +66,16 @@ class Lake:
             .partitionedBy(*spec.partition_by)
             .execute()
         )
+        have = _columns(self.delta_table(spark, spec.name).toDF().schema)
+        want = _columns(spec.schema)
+        if have != want:
+            missing = [f"{c} {t}" for c, t in want.items() if have.get(c) != t]
+            extra = [f"{c} {t}" for c, t in have.items() if want.get(c) != t]
+            raise TableSchemaMismatch(
+                f"table {spec.name!r} at {self.table_path(spec.name)} does not have the schema this pinpipe "
+                f"writes: it lacks {missing or 'nothing'} and has {extra or 'nothing'} besides. It was written "
+                "by another version of its schema (schemas/): move it aside and re-run the job that writes it."
+            )
 
     def replace_slice(self, df: DataFrame, table: str, where: str) -> int:
         """Replace the rows of ``table`` matching ``where`` with ``df``; returns rows written.
@@ -112,6 +124,14 @@ class Lake:
             .first()
         )
         return int(last["n"] or 0) if last else 0
+
+
+class TableSchemaMismatch(ValueError):
+    """An existing Delta table's columns differ from the schema its writer uses."""
+
+
+def _columns(schema: StructType) -> dict[str, str]:
+    return {f.name: f.dataType.simpleString() for f in schema.fields}
 
 
 def sql_literal(value: str) -> str:

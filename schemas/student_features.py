@@ -1,8 +1,11 @@
 """``student_features``: what the students see of each (normalised query, pin) pair.
 
-Embeddings of the query and of the pin text (``text_embeddings``), their cosine, BM25 of the
-query against the pin text with corpus statistics over every pin, and smoothed engagement over
-a trailing window of impressions. One slice per ``feature_version``.
+The query and pin texts by hash (keys of ``text_embeddings`` under ``encoder_version``: each
+text's embedding is stored once, not once per pair), the cosine of their embeddings, BM25 of
+the query against the pin text with corpus statistics over every pin, and smoothed engagement
+over a trailing window of impressions. One slice per ``feature_version``.
+
+V1 carried both embeddings in every row (3 KB a row); V2 carries the two text hashes.
 """
 
 from pyspark.sql.types import (
@@ -18,8 +21,10 @@ from pyspark.sql.types import (
 
 QUERY = "query"  # normalised: trimmed, lower-case, single spaces
 PIN_ID = "pin_id"
-QUERY_EMBEDDING = "query_embedding"
-PIN_EMBEDDING = "pin_embedding"
+QUERY_EMBEDDING = "query_embedding"  # V1 only
+PIN_EMBEDDING = "pin_embedding"  # V1 only
+QUERY_TEXT_HASH = "query_text_hash"  # SHA-256 of the normalised query (text_embeddings.text_hash)
+PIN_TEXT_HASH = "pin_text_hash"  # SHA-256 of the pin text
 COSINE = "cosine"
 BM25 = "bm25"
 PIN_IMPRESSIONS = "pin_impressions"
@@ -54,5 +59,15 @@ STUDENT_FEATURES_V1 = StructType(
         StructField(ENCODER_VERSION, StringType(), nullable=False),
         StructField(AS_OF, DateType(), nullable=False),
         StructField(FEATURE_VERSION, StringType(), nullable=False),
+    ]
+)
+
+STUDENT_FEATURES_V2 = StructType(
+    [
+        StructField(QUERY, StringType(), nullable=False),
+        StructField(PIN_ID, StringType(), nullable=False),
+        StructField(QUERY_TEXT_HASH, StringType(), nullable=False),
+        StructField(PIN_TEXT_HASH, StringType(), nullable=False),
+        *(f for f in STUDENT_FEATURES_V1.fields if f.name not in (QUERY, PIN_ID, QUERY_EMBEDDING, PIN_EMBEDDING)),
     ]
 )

@@ -2,6 +2,7 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 
+from runtime.lake import TableSchemaMismatch
 from runtime.validation import InputSchemaError
 from schemas import table_spec
 
@@ -66,3 +67,12 @@ def test_insert_new_adds_only_unseen_keys_and_counts_them(spark, lake):
     assert lake.insert_new(more, "boards", ("board_id",)) == 1
     titles = {r.board_id: r.title for r in lake.read(spark, "boards").collect()}
     assert titles == {"a1": "A", "a2": "A2", "a3": "A3"}  # existing rows are never overwritten
+
+
+def test_a_table_written_under_another_schema_version_is_named_not_overwritten(spark, lake):
+    old = "board_id string, source string, title string, owner_user_id string, created_at timestamp, legacy int"
+    before = spark.createDataFrame([("o1", "a", "Old", None, None, 7)], old)
+    before.write.format("delta").save(lake.table_path("boards"))
+    with pytest.raises(TableSchemaMismatch, match=r"'boards' at .* lacks nothing and has \['legacy int'\] besides"):
+        lake.replace_slice(boards(spark, [("a1", "a", "A", None, None)]), "boards", "source = 'a'")
+    assert [r.board_id for r in lake.read(spark, "boards").collect()] == ["o1"]

@@ -6,13 +6,16 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import student_features
+from jobs.student_features import embedding_lookup
 from models.bm25 import BM25
 from models.random_models import save_random_backbone
 from models.student_settings import EncoderSettings
 from models.text_encoder import TextEncoder, encoder_version
 from schemas import human_labels as HL
+from schemas import pin_text_features as PTF
 from schemas import search_impressions as SI
 from schemas import student_features as SF
+from schemas import table_spec
 from tests.test_score_impressions import DAY3, write_inputs
 from udfs.bm25 import bm25_scores
 
@@ -110,11 +113,15 @@ def test_job_embeds_each_text_once_and_a_rerun_embeds_nothing_and_leaves_the_tab
     assert set(zip(rows[SF.QUERY], rows[SF.PIN_ID], strict=True)) == shown | {("sofa ideas", "p0"), ("quilt", "p9")}
     assert first.quarantined > 0  # p404 / p58: no pin text
     assert first.embedded == rows[SF.QUERY].nunique() + rows[SF.PIN_ID].nunique()  # distinct texts, once each
-    # The embeddings are the encoder's own, L2-normalised; the cosine is their dot product.
+    # Through the lookup, the rows' embeddings are the encoder's own, L2-normalised, of the
+    # query and of the pin text; the cosine is their dot product.
     encoder = TextEncoder(EncoderSettings(str(features_lake)))
-    sample = rows.iloc[:5]
-    np.testing.assert_allclose(np.stack(sample[SF.QUERY_EMBEDDING]), encoder.encode(list(sample[SF.QUERY])), atol=1e-5)
-    q, p = np.stack(rows[SF.QUERY_EMBEDDING]), np.stack(rows[SF.PIN_EMBEDDING])
+    lookup = embedding_lookup(lake.read(spark, "text_embeddings"), table)
+    assert len(lookup) == first.embedded
+    q, p = lookup.gather(rows[SF.QUERY_TEXT_HASH].to_numpy()), lookup.gather(rows[SF.PIN_TEXT_HASH].to_numpy())
+    np.testing.assert_allclose(q[:5], encoder.encode(list(rows[SF.QUERY].iloc[:5])), atol=1e-5)
+    pin_text = dict(lake.read(spark, "pin_text_features").select(PTF.PIN_ID, PTF.PIN_TEXT).collect())
+    np.testing.assert_allclose(p[:5], encoder.encode([pin_text[pin] for pin in rows[SF.PIN_ID].iloc[:5]]), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(rows[SF.COSINE], (q * p).sum(1), atol=1e-5)
     assert set(rows[SF.ENCODER_VERSION]) == {encoder_version(EncoderSettings(str(features_lake)))}
@@ -122,4 +129,6 @@ def test_job_embeds_each_text_once_and_a_rerun_embeds_nothing_and_leaves_the_tab
     second = student_features.run(spark, cfg)
     assert second.embedded == 0 and second.written == first.written
     assert lake.read(spark, "text_embeddings").count() == first.embedded
-    assertDataFrameEqual(lake.read(spark, "student_features"), spark.createDataFrame(before, SF.STUDENT_FEATURES_V1))
+    assertDataFrameEqual(
+        lake.read(spark, "student_features"), spark.createDataFrame(before, table_spec("student_features").schema)
+    )

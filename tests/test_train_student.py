@@ -6,6 +6,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import score_impressions, student_features, train_student
+from jobs.student_features import embedding_lookup
 from jobs.train_student import LEVEL, PROBS, training_rows
 from models.random_models import save_random_backbone
 from models.registry import Registry
@@ -64,6 +65,10 @@ def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its
     spark, lake, cfg_for, student_lake
 ):
     registry = Registry(lake.artifacts_path())
+
+    def lookup_of(features):
+        return embedding_lookup(lake.read(spark, "text_embeddings"), features)
+
     held_out = [label for label in student_lake if label[6] == 3]
     for number, kind in enumerate(["mlp", "mmoe"], start=1):
         cfg = cfg_for(
@@ -89,17 +94,20 @@ def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its
         assert 0 < metrics["teacher_on_test"]["n"] <= len(held_out)  # the held-out pairs it labeled
         assert 1 <= metrics["best_epoch"] <= 3
         # The published student scores feature rows as it did in evaluation.
-        rows = lake.read(spark, "student_features").filter(F.col(SF.QUERY) == "sofa ideas").toPandas()
-        probs, expected = StudentScorer(registry.path("student", version)).score(rows)
+        sofa = lake.read(spark, "student_features").filter(F.col(SF.QUERY) == "sofa ideas")
+        rows = sofa.toPandas()
+        probs, expected = StudentScorer(registry.path("student", version)).score(rows, lookup_of(sofa))
         assert probs.shape == (len(rows), 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
         assert np.allclose(expected, probs @ np.arange(1, 5))
     # In Spark (a pandas UDF over student_features) the published student scores the same.
     folder = str(registry.path("student", "v0002"))
     table = lake.read(spark, "student_features")
-    scored = table.mapInArrow(score_partitions(folder, "fp32", 7), SCORED_SCHEMA).toPandas()
+    lookup = lookup_of(table)
+    shared = spark.sparkContext.broadcast(lookup)
+    scored = table.mapInArrow(score_partitions(folder, shared, "fp32", 7), SCORED_SCHEMA).toPandas()
     direct = table.toPandas()
     keys = list(zip(direct[SF.QUERY], direct[SF.PIN_ID], strict=True))
-    expected = dict(zip(keys, StudentScorer(folder).score(direct)[1], strict=True))
+    expected = dict(zip(keys, StudentScorer(folder).score(direct, lookup)[1], strict=True))
     assert len(scored) == len(direct)
     for q, pin, value in zip(scored[SF.QUERY], scored[SF.PIN_ID], scored[EXPECTED_RELEVANCE], strict=True):
         assert value == pytest.approx(expected[(q, pin)], abs=1e-5)

@@ -1,7 +1,9 @@
 """A published student as a Spark ``mapInArrow`` function over ``student_features`` rows.
 
 Each Python worker loads the student once (``models.student_scoring.StudentScorer``, on the
-task's GPU or on CPU with the task's cores) and scores every Arrow batch it is given.
+task's GPU or on CPU with the task's cores) and the ``EmbeddingLookup`` of the slice's texts
+once (a Spark broadcast), then scores every Arrow batch it is given: per row, Spark ships only
+the two text hashes and the dense features.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+from pyspark import Broadcast
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
 
+from models.embedding_lookup import EmbeddingLookup
 from models.student_scoring import StudentScorer
 from schemas import student_features as SF
 from udfs.task_resources import worker_model
@@ -34,15 +38,16 @@ def student_for(folder: str, precision: str) -> StudentScorer:
 
 
 def score_partitions(
-    folder: str, precision: str = "fp32", batch_size: int = 4096
+    folder: str, lookup: Broadcast[EmbeddingLookup], precision: str = "fp32", batch_size: int = 4096
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """A ``mapInArrow`` function from ``student_features`` rows to :data:`SCORED_SCHEMA`. Arrow
-    in and out: the embeddings go from Arrow to numpy matrices without a Python object per row."""
+    """A ``mapInArrow`` function from ``student_features`` rows to :data:`SCORED_SCHEMA`.
+    ``lookup``: ``spark.sparkContext.broadcast(embedding_lookup(...))`` of the rows' texts."""
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = student_for(folder, precision)
+        texts = lookup.value  # loaded once per Python worker
         for batch in batches:
-            probs, expected = scorer.score_arrow(batch, batch_size)
+            probs, expected = scorer.score(batch, texts, batch_size)
             levels = probs.shape[1]
             offsets = pa.array(np.arange(0, (len(probs) + 1) * levels, levels, dtype=np.int32))
             yield pa.RecordBatch.from_arrays(
