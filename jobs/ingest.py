@@ -182,11 +182,13 @@ def transform_s3rec(lines: DataFrame, dataset: str, start_time: dt.datetime, ste
     require_columns(lines, {"value": StringType()}, f"S3-Rec {dataset} lines")
     source = s3rec_source(dataset)
     prefix = source.replace("_", "-")
-    tokens = F.split(F.trim(F.col("value")), r"\s+")
+    tokens = F.split(F.btrim(F.col("value"), F.lit(" \t\r\n\x0b\x0c")), r"\s+")  # trim() strips spaces only
     staged = lines.select("value", tokens.getItem(0).alias("_user"), tokens.alias("_tokens"))
     checks = [
         (is_blank(F.col("value")), "empty line"),
-        (~F.col("value").rlike(r"^\s*[0-9]+(\s+[0-9]+)*\s*$"), "unparseable id"),
+        # Any character but digits and whitespace: one character class, no repetition, so the
+        # JVM regex cannot recurse over a long history (a repeated group overflowed its stack).
+        (F.col("value").rlike(r"[^0-9\s]"), "unparseable id"),
         (F.size("_tokens") < 2, "empty sequence"),
         (duplicated("_user"), "duplicate id"),
     ]

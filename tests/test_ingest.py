@@ -101,6 +101,18 @@ def test_crowdflower_missing_column_fails_fast_naming_columns(spark, tmp_path, c
     assert "present: ['id', 'q', 'product_title'" in message
 
 
+def test_s3rec_user_with_100k_items_is_ingested_beside_short_and_bad_lines(spark):
+    long_line = "7 " + " ".join(str(i % 5000 + 1) for i in range(100_000))
+    lines = spark.createDataFrame([(long_line,), ("\t8  1\t2 ",), ("9 1 2x",), ("10 1 -2",)], "value string")
+    batch = ingest.transform_s3rec(lines, "Long", dt.datetime(2020, 1, 1), 1)
+    events = batch.outputs["user_engagements"].groupBy("user_id").count()
+    assert {r.user_id: r["count"] for r in events.collect()} == {"s3rec-long:u7": 100_000, "s3rec-long:u8": 2}
+    assert {r.raw: r.reason for r in batch.quarantine.collect()} == {
+        "9 1 2x": "unparseable id",
+        "10 1 -2": "unparseable id",
+    }
+
+
 def test_s3rec_lines_become_ordered_events(spark):
     lines = spark.createDataFrame(
         [("1 10 11 12",), ("2 10",), ("3",), ("x 4 5",), ("",), ("4 7 8",), ("4 9",)], "value string"
