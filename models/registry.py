@@ -60,7 +60,14 @@ class Registry:
         return path
 
     def manifest(self, family: str, version: str) -> dict[str, Any]:
-        return json.loads((self.path(family, version) / MANIFEST).read_text())
+        path = self.path(family, version) / MANIFEST
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RegistryError(f"cannot read the manifest {path}: {err}") from err
+        if not isinstance(manifest, dict):
+            raise RegistryError(f"the manifest {path} is not a JSON object")
+        return manifest
 
     def publish(
         self,
@@ -137,7 +144,10 @@ class Registry:
     def verify(self, family: str, version: str) -> None:
         """Raise unless every file still has the checksum its manifest recorded."""
         folder = self.path(family, version)
-        for name, digest in self.manifest(family, version)["files"].items():
+        files = self.manifest(family, version).get("files")
+        if not isinstance(files, dict):
+            raise RegistryError(f"the manifest {folder / MANIFEST} lists no files to verify")
+        for name, digest in files.items():
             path = folder / name
             if not path.is_file() or file_sha256(path) != digest:
                 raise RegistryError(f"{family}/{version}: {name} is missing or changed")

@@ -65,6 +65,14 @@ def _require_at_least(section: Any, prefix: str, names: tuple[str, ...], minimum
         _require(value >= minimum, f"{prefix}.{name}", f"must be >= {minimum}", value)
 
 
+# The master URLs Spark accepts (SparkContext's own patterns), checked before a JVM starts.
+MASTER_URL = re.compile(
+    r"local|local\[(\d+|\*)\]|local\[(\d+|\*),\s*\d+\]|local-cluster\[\d+,\s*\d+,\s*\d+\]"
+    r"|spark://[^\s/,]+(,[^\s/,]+)*|yarn|k8s://\S+|mesos://\S+"
+)
+MEMORY_SIZE = re.compile(r"\d+[kKmMgGtT]?[bB]?")
+
+
 @dataclass(frozen=True)
 class SparkConfig:
     master: str = _help("Master for local runs; ignored under spark-submit.")
@@ -78,6 +86,18 @@ class SparkConfig:
         _require(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1", self.shuffle_partitions)
         levels = {"ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"}
         _require(self.log_level in levels, "spark.log_level", f"must be one of {sorted(levels)}", self.log_level)
+        _require(
+            MASTER_URL.fullmatch(self.master) is not None,
+            "spark.master",
+            "must be local, local[N], local[*], local[N,retries], spark://host:port[,host:port], yarn or k8s://...",
+            self.master,
+        )
+        _require(
+            MEMORY_SIZE.fullmatch(self.driver_memory) is not None,
+            "spark.driver_memory",
+            "must be a JVM memory size such as 512m, 4g or 1t",
+            self.driver_memory,
+        )
 
 
 @dataclass(frozen=True)

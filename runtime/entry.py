@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 from pyspark.sql import SparkSession
 
 from runtime.config import PinpipeConfig, add_config_arguments, config_from_args
+from runtime.errors import explain
 from runtime.session import spark_session
 
 
@@ -40,20 +41,33 @@ def configure_logging(level: int = logging.INFO) -> None:
     )
 
 
-def job_config(prog: str, description: str | None, argv: Sequence[str] | None) -> PinpipeConfig:
+def job_arguments(prog: str, description: str | None, argv: Sequence[str] | None) -> argparse.Namespace:
     first_line = (description or "").strip().splitlines()[0] if description else None
     parser = add_config_arguments(argparse.ArgumentParser(prog=prog, description=first_line))
-    args = parser.parse_args(argv)
-    configure_logging()
-    return config_from_args(args)
+    parser.add_argument(
+        "--verbose", action="store_true", help="on failure show the full trace; Spark's own log at spark.log_level"
+    )
+    return parser.parse_args(argv)
 
 
 def run_job(
     prog: str, doc: str | None, run: Callable[[SparkSession, PinpipeConfig], R], argv: Sequence[str] | None
 ) -> R:
-    """``main`` of a job: config, session, ``run``, the report line on stdout."""
-    cfg = job_config(prog, doc, argv)
-    with spark_session(prog.replace(" ", "-"), cfg.spark) as spark:
-        report = run(spark, cfg)
+    """``main`` of a job: config, session, ``run``, the report line on stdout. A failure is one
+    line on stderr and exit status 1 (``runtime.errors.explain``); ``--verbose`` re-raises it,
+    trace and all, and lets Spark's own log through (otherwise it is off: pinpipe's progress
+    lines are Python logging)."""
+    args = job_arguments(prog, doc, argv)
+    configure_logging()
+    try:
+        cfg = config_from_args(args)
+        with spark_session(prog.replace(" ", "-"), cfg.spark, quiet=not args.verbose) as spark:
+            report = run(spark, cfg)
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"{prog}: error: {explain(exc)}", file=sys.stderr)
+        print(f"{prog}: run again with --verbose for the full trace", file=sys.stderr)
+        raise SystemExit(1) from None
     print(report.line())
     return report

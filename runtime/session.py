@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+LOG4J_CONFIG = PROJECT_ROOT / "conf" / "log4j2.properties"
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
 class MissingJarsError(RuntimeError):
@@ -53,8 +55,15 @@ def delta_jars() -> list[str]:
     return jars
 
 
-def session_builder(app_name: str, cfg: SparkConfig) -> SparkSession.Builder:
-    """A builder configured for pinpipe: Delta enabled, UTC, Arrow on."""
+def log_level(cfg: SparkConfig, quiet: bool) -> str:
+    """Spark's own (log4j) level: off when ``quiet`` (a CLI run without ``--verbose``)."""
+    return "OFF" if quiet else cfg.log_level
+
+
+def session_builder(app_name: str, cfg: SparkConfig, quiet: bool = False) -> SparkSession.Builder:
+    """A builder configured for pinpipe: Delta enabled, UTC, Arrow on. A local run's JVM starts
+    with ``conf/log4j2.properties`` at the run's level, so even a failure while Spark starts
+    (a bad master) logs nothing when ``quiet``."""
     builder = (
         SparkSession.builder.config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
@@ -78,14 +87,21 @@ def session_builder(app_name: str, cfg: SparkConfig) -> SparkSession.Builder:
             # Delta rebuilds table state with this many tasks (default 50: slow on few cores).
             .config("spark.databricks.delta.snapshotPartitions", str(cfg.shuffle_partitions))
         )
+        java_options = [
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dpinpipe.spark.log.level={log_level(cfg, quiet)}",
+            cfg.extra.get(DRIVER_JAVA_OPTIONS, ""),
+        ]
+        builder = builder.config(DRIVER_JAVA_OPTIONS, " ".join(o for o in java_options if o))
     for key, value in cfg.extra.items():
-        builder = builder.config(key, value)
+        if not (key == DRIVER_JAVA_OPTIONS and not under_spark_submit()):
+            builder = builder.config(key, value)
     return builder
 
 
-def build_session(app_name: str, cfg: SparkConfig) -> SparkSession:
-    spark = session_builder(app_name, cfg).getOrCreate()
-    spark.sparkContext.setLogLevel(cfg.log_level)
+def build_session(app_name: str, cfg: SparkConfig, quiet: bool = False) -> SparkSession:
+    spark = session_builder(app_name, cfg, quiet).getOrCreate()
+    spark.sparkContext.setLogLevel(log_level(cfg, quiet))
     log.info("spark %s master=%s app=%s", spark.version, spark.sparkContext.master, app_name)
     return spark
 
@@ -101,9 +117,9 @@ def job_description(spark: SparkSession, text: str) -> Iterator[None]:
 
 
 @contextmanager
-def spark_session(app_name: str, cfg: SparkConfig) -> Iterator[SparkSession]:
+def spark_session(app_name: str, cfg: SparkConfig, quiet: bool = False) -> Iterator[SparkSession]:
     """``with spark_session("ingest", cfg.spark) as spark: ...``; stops the session after."""
-    spark = build_session(app_name, cfg)
+    spark = build_session(app_name, cfg, quiet)
     try:
         yield spark
     finally:

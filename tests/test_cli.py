@@ -31,6 +31,35 @@ def test_bad_config_is_reported_before_spark_starts(capsys):
     assert "SparkContext" not in proc.stderr
 
 
+def pinpipe(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def test_a_failure_at_spark_time_is_one_line_with_the_fix_and_exit_1(tmp_path):
+    root = tmp_path / "lake-is-a-file"
+    root.write_text("not a folder")
+    proc = pinpipe("simulate", "--set", "simulate.days=1", "--set", f"lake.root={root}")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if " INFO " not in line]
+    assert f"Parent path is not a directory: file:{root}" in errors[-2]
+    assert "point lake.root (or the path named) at a folder" in errors[-2]
+    assert errors[-1] == "pinpipe simulate: run again with --verbose for the full trace"
+    assert len(errors) <= 3, errors  # the JVM's own notice of its incubator module, and our two lines
+    assert "Traceback" not in proc.stderr and "\tat " not in proc.stderr
+
+
+def test_bad_master_and_memory_fail_before_spark_and_verbose_shows_the_trace():
+    for key, value in (("spark.master", "bogus"), ("spark.driver_memory", "lots")):
+        proc = pinpipe("simulate", "--set", f"{key}={value}")
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines()[0].startswith(f"pinpipe simulate: error: ConfigError: {key}: must be")
+        assert "Traceback" not in proc.stderr and "SparkContext" not in proc.stderr
+    verbose = pinpipe("simulate", "--verbose", "--set", "spark.master=bogus")
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "ConfigError" in verbose.stderr
+
+
 def test_pyfiles_zip_is_importable_and_carries_the_yaml(tmp_path):
     out = build_pyfiles_zip(tmp_path / "pp.zip")
     names = zipfile.ZipFile(out).namelist()

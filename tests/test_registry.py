@@ -69,3 +69,15 @@ def test_verify_detects_tampering(tmp_path):
     (reg.path("index", v) / "weights.bin").write_text("changed")
     with pytest.raises(RegistryError, match="weights.bin is missing or changed"):
         reg.verify("index", v)
+
+
+def test_a_broken_manifest_is_named(tmp_path):
+    reg = Registry(tmp_path)
+    version = reg.publish("teacher", writer("w"), metrics={}, config={}, inputs={})
+    path = reg.path("teacher", version) / "manifest.json"
+    path.write_text('{"files": {"weights.bin": ')  # cut short, as by a full disk
+    with pytest.raises(RegistryError, match=rf"cannot read the manifest {path}: Expecting value"):
+        reg.manifest("teacher", version)
+    path.write_text("[1, 2]")
+    with pytest.raises(RegistryError, match=rf"the manifest {path} is not a JSON object"):
+        reg.manifest("teacher", version)
