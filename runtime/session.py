@@ -56,8 +56,9 @@ def delta_jars() -> list[str]:
 
 
 def log_level(cfg: SparkConfig, quiet: bool) -> str:
-    """Spark's own (log4j) level: off when ``quiet`` (a CLI run without ``--verbose``)."""
-    return "OFF" if quiet else cfg.log_level
+    """Spark's own (log4j) level: off when ``quiet`` (a local CLI run without ``--verbose``);
+    under spark-submit always ``spark.log_level``, for the cluster's driver logs."""
+    return "OFF" if quiet and not under_spark_submit() else cfg.log_level
 
 
 def session_builder(app_name: str, cfg: SparkConfig, quiet: bool = False) -> SparkSession.Builder:
