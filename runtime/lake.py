@@ -2,16 +2,32 @@
 
 Every write replaces exactly one slice of a table (``replaceWhere``): re-running a job for the
 same slice leaves the same rows — no duplicates, no gaps — and each run is one Delta commit
-that ``DeltaTable.history()`` shows.
+that ``DeltaTable.history()`` shows. Each commit is tagged (``userMetadata``), so the counts a
+job reports are its own commit's, even when other writers commit to the table meanwhile.
+Writers of different slices of one table at once all succeed (a refused commit is tried again);
+of the same slice, the first commit wins and the other run says so (:class:`SliceConflict`).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -21,6 +37,20 @@ from runtime.validation import conform_to_schema
 from schemas import TableSpec, table_spec
 
 log = logging.getLogger(__name__)
+
+COMMIT_ATTEMPTS = 5
+RECENT_COMMITS = 20
+NON_EMPTY_LOCATION = "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+CONCURRENT_COMMIT = (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 
 
 @dataclass(frozen=True)
@@ -59,13 +89,25 @@ class Lake:
     def ensure_table(self, spark: SparkSession, spec: TableSpec) -> None:
         """Create the table with its schema and partitioning if it does not exist yet; an
         existing table whose columns are not the spec's is an error that names the difference."""
-        (
-            DeltaTable.createIfNotExists(spark)
-            .location(self.table_path(spec.name))
-            .addColumns(spec.schema)
-            .partitionedBy(*spec.partition_by)
-            .execute()
-        )
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                (
+                    DeltaTable.createIfNotExists(spark)
+                    .location(self.table_path(spec.name))
+                    .addColumns(spec.schema)
+                    .partitionedBy(*spec.partition_by)
+                    .execute()
+                )
+                break
+            except (*CONCURRENT_COMMIT, AnalysisException) as err:
+                # Another writer creating it at the same moment: its folder exists before its
+                # first commit does (DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION), or it commits first.
+                if self.exists(spark, spec.name):
+                    break
+                racing = not isinstance(err, AnalysisException) or err.getCondition() == NON_EMPTY_LOCATION
+                if not racing or attempt == COMMIT_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * attempt)
         have = _columns(self.delta_table(spark, spec.name).toDF().schema)
         want = _columns(spec.schema)
         if have != want:
@@ -78,52 +120,111 @@ class Lake:
             )
 
     def replace_slice(self, df: DataFrame, table: str, where: str) -> int:
-        """Replace the rows of ``table`` matching ``where`` with ``df``; returns rows written.
+        """Replace the rows of ``table`` matching ``where`` with ``df``; returns rows written,
+        read from this write's own commit (zero included).
 
         ``df`` must have the table's columns with the table's types (extra columns are an
         error, order does not matter); every row must match ``where``, which Delta checks.
+
+        Concurrent writers: when another writer commits first, Delta refuses this commit. If
+        the other writer left this slice's rows alone (a different slice of the table) the write
+        is tried again, up to ``COMMIT_ATTEMPTS`` times; if it replaced them too, this run
+        writes nothing and raises :class:`SliceConflict` saying so.
         """
         spec = table_spec(table)
         spark = df.sparkSession
         self.ensure_table(spark, spec)
         rows = conform_to_schema(df, spec.schema, f"write to {table}")
-        rows.write.format("delta").mode("overwrite").option("replaceWhere", where).save(self.table_path(table))
-        written = self.last_commit_metric(spark, table, "numOutputRows")
+        path = self.table_path(table)
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            tag = _commit_tag()
+            base = self.version(spark, table)
+            try:
+                rows.write.format("delta").mode("overwrite").option("replaceWhere", where).option(
+                    "userMetadata", tag
+                ).save(path)
+                break
+            except CONCURRENT_COMMIT as err:
+                self._after_conflict(spark, table, where, base, attempt, err)
+        written = self.commit_metric(spark, table, tag, "numOutputRows")
         log.info("%s: wrote %d rows where %s", table, written, where)
         return written
 
+    def _after_conflict(
+        self, spark: SparkSession, table: str, where: str, base: int, attempt: int, err: Exception
+    ) -> None:
+        """Raise :class:`SliceConflict` if a concurrent commit changed the rows ``where`` (or the
+        attempts are spent); else wait a little before the next attempt."""
+        now = self.version(spark, table)
+        if self._slice_files(spark, table, where, base) != self._slice_files(spark, table, where, now):
+            raise SliceConflict(
+                f"another run replaced the rows of {table!r} where {where} (Delta version {now}) while this "
+                f"run was writing them; this run wrote nothing there and the table holds the other run's "
+                f"rows. Re-run this job if its input differs from the other run's."
+            ) from err
+        if attempt == COMMIT_ATTEMPTS:
+            raise SliceConflict(
+                f"{table!r}: {COMMIT_ATTEMPTS} attempts to write the rows where {where} each met a concurrent "
+                f"commit by another writer; nothing was written there. Re-run when the other writers are done."
+            ) from err
+        log.warning(
+            "%s: a concurrent writer committed first (%s); writing again (attempt %d)",
+            table,
+            type(err).__name__,
+            attempt + 1,
+        )
+        time.sleep(random.uniform(0.5, 1.5) * attempt)
+
+    def _slice_files(self, spark: SparkSession, table: str, where: str, version: int) -> set[str]:
+        """The data files holding the rows ``where`` at ``version``."""
+        rows = spark.read.format("delta").option("versionAsOf", version).load(self.table_path(table))
+        return {r[0] for r in rows.filter(where).select(F.col("_metadata.file_path")).distinct().collect()}
+
     def insert_new(self, df: DataFrame, table: str, keys: tuple[str, ...]) -> int:
         """Insert the rows of ``df`` whose ``keys`` are not in ``table`` yet (one atomic MERGE);
-        returns rows inserted. Re-running with the same rows inserts nothing."""
+        returns rows inserted, read from this MERGE's own commit (zero when it made none).
+        Re-running with the same rows inserts nothing."""
         spec = table_spec(table)
         spark = df.sparkSession
         self.ensure_table(spark, spec)
         rows = conform_to_schema(df, spec.schema, f"insert into {table}")
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        before = self.version(spark, table)
-        self.delta_table(spark, table).alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll().execute()
-        # A MERGE with nothing to insert may commit nothing: then the last commit is not ours.
-        inserted = (
-            self.last_commit_metric(spark, table, "numTargetRowsInserted")
-            if self.version(spark, table) != before
-            else 0
-        )
+        tag = _commit_tag()
+        spark.conf.set(USER_METADATA_CONF, tag)
+        try:
+            self.delta_table(spark, table).alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll().execute()
+        finally:
+            spark.conf.unset(USER_METADATA_CONF)
+        inserted = self.commit_metric(spark, table, tag, "numTargetRowsInserted")
         log.info("%s: inserted %d new rows", table, inserted)
         return inserted
+
+    def commit_metric(self, spark: SparkSession, table: str, tag: str, metric: str) -> int:
+        """A metric of the commit tagged ``tag`` (its ``userMetadata``), from Delta's history: no
+        scan. 0 when that commit lacks the metric or there is no such commit (a MERGE with
+        nothing to do may commit nothing)."""
+        delta = self.delta_table(spark, table)
+        for history in (delta.history(RECENT_COMMITS), delta.history()):  # ours is almost always recent
+            found = (
+                history.filter(F.col("userMetadata") == tag)
+                .select(F.col("operationMetrics").getItem(metric).alias("n"))
+                .first()
+            )
+            if found:
+                return int(found["n"] or 0)
+        return 0
 
     def version(self, spark: SparkSession, table: str) -> int:
         """The table's latest Delta version."""
         return int(self.delta_table(spark, table).history(1).select("version").first()[0])
 
-    def last_commit_metric(self, spark: SparkSession, table: str, metric: str) -> int:
-        """A metric of the latest commit (e.g. rows written), from Delta's history: no scan."""
-        last = (
-            self.delta_table(spark, table)
-            .history(1)
-            .select(F.col("operationMetrics").getItem(metric).alias("n"))
-            .first()
-        )
-        return int(last["n"] or 0) if last else 0
+
+class SliceConflict(RuntimeError):
+    """A concurrent writer replaced the same slice first; this write did not happen."""
+
+
+def _commit_tag() -> str:
+    return f"pinpipe:{uuid.uuid4().hex}"
 
 
 class TableSchemaMismatch(ValueError):

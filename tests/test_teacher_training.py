@@ -85,6 +85,7 @@ def test_predict_proba_restores_input_order(data, tokenizer):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
+@pytest.mark.slow  # trains the real MiniLM twice: ~1.5 min alone on 2 cores, more under load
 def test_minilm_teacher_learns_and_is_deterministic(data, tokenizer):
     settings, train_set, val_set = data
     levels = [1, 2, 3, 4]
