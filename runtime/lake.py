@@ -17,15 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from delta.exceptions import (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
+from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -42,14 +34,18 @@ COMMIT_ATTEMPTS = 5
 RECENT_COMMITS = 20
 NON_EMPTY_LOCATION = "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
-CONCURRENT_COMMIT = (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    MetadataChangedException,
-    ProtocolChangedException,
+# Delta's commit conflicts (a writer committed first): no common base class to catch.
+CONCURRENT_COMMIT = tuple(
+    getattr(delta_errors, name)
+    for name in (
+        "ConcurrentAppendException",
+        "ConcurrentDeleteDeleteException",
+        "ConcurrentDeleteReadException",
+        "ConcurrentTransactionException",
+        "ConcurrentWriteException",
+        "MetadataChangedException",
+        "ProtocolChangedException",
+    )
 )
 
 
