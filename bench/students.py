@@ -285,6 +285,14 @@ def bf16_metrics(spark, cfg: PinpipeConfig, folder: str, folds: list[int]) -> di
     return out
 
 
+def spark_over_plain(name: str, sp: dict[str, float], precision: str, headline: bool = False) -> Figure:
+    """The Spark UDF's rows/s over the plain loop's, at one precision (``inference`` keys)."""
+    key = "" if precision == "fp32" else f"_{precision}"
+    suffix = "" if precision == "fp32" else f", {precision}"
+    ratio = sp[f"spark{key}_rows_per_s"] / sp[f"plain{key}_rows_per_s"]
+    return Figure(f"{name} Spark / plain loop{suffix}", ratio, "x", "derived", headline)
+
+
 def plot(curves: dict[str, list[dict[str, Any]]], refs: dict[str, dict[str, float]], path: Path) -> None:
     import matplotlib
 
@@ -416,24 +424,13 @@ def main() -> None:
         figures += [
             Figure(f"{name} Spark UDF rows/s", sp["spark_rows_per_s"], "rows/s"),
             Figure(f"{name} plain loop rows/s", sp["plain_rows_per_s"], "rows/s"),
-            Figure(
-                f"{name} Spark / plain loop",
-                sp["spark_rows_per_s"] / sp["plain_rows_per_s"],
-                "x",
-                "derived",
-                name == "mlp_distilled",
-            ),
+            spark_over_plain(name, sp, "fp32", headline=name == "mlp_distilled"),
             Figure(f"{name} Spark transfer only (no model) rows/s", sp["spark_transfer_only_rows_per_s"], "rows/s"),
             Figure(
                 f"{name} bf16 / fp32 plain loop", sp["plain_bf16_rows_per_s"] / sp["plain_rows_per_s"], "x", "derived"
             ),
             Figure(f"{name} Spark UDF bf16 rows/s", sp["spark_bf16_rows_per_s"], "rows/s"),
-            Figure(
-                f"{name} Spark / plain loop, bf16",
-                sp["spark_bf16_rows_per_s"] / sp["plain_bf16_rows_per_s"],
-                "x",
-                "derived",
-            ),
+            spark_over_plain(name, sp, "bf16"),
         ]
     figures += [
         Figure(

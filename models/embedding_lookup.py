@@ -49,10 +49,6 @@ class EmbeddingLookup:
     def __len__(self) -> int:
         return len(self.keys)
 
-    @property
-    def dim(self) -> int:
-        return int(self.matrix.shape[1])
-
     def positions(self, hashes) -> np.ndarray:
         """Row of each hash in :attr:`matrix` (a sequence, numpy array or Arrow string array)."""
         if self._index is None:

@@ -25,22 +25,18 @@ COUNT_COLUMNS = [SF.DENSE.index(SF.PIN_IMPRESSIONS), SF.DENSE.index(SF.QUERY_PIN
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _dense(columns: list[np.ndarray]) -> np.ndarray:
-    return dense_matrix(np.column_stack(columns), COUNT_COLUMNS)
-
-
-def feature_arrays(rows: pd.DataFrame, lookup: EmbeddingLookup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query embeddings, pin embeddings, dense features) of ``student_features`` rows (a pandas
-    frame); the embeddings gathered from ``lookup`` by the rows' text hashes."""
-    query, pin = lookup.gather(rows[SF.QUERY_TEXT_HASH].to_numpy()), lookup.gather(rows[SF.PIN_TEXT_HASH].to_numpy())
-    return query, pin, _dense([rows[name].to_numpy(dtype=np.float64) for name in SF.DENSE])
-
-
 def feature_positions(batch, lookup: EmbeddingLookup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query rows, pin rows in ``lookup.matrix``, dense features) of an Arrow record batch (or
     table, or pandas frame) of ``student_features`` rows: the embeddings stay in the lookup."""
-    columns = [np.asarray(batch[name]) for name in SF.DENSE]
-    return lookup.positions(batch[SF.QUERY_TEXT_HASH]), lookup.positions(batch[SF.PIN_TEXT_HASH]), _dense(columns)
+    dense = dense_matrix(np.column_stack([np.asarray(batch[name]) for name in SF.DENSE]), COUNT_COLUMNS)
+    return lookup.positions(batch[SF.QUERY_TEXT_HASH]), lookup.positions(batch[SF.PIN_TEXT_HASH]), dense
+
+
+def feature_arrays(rows: pd.DataFrame, lookup: EmbeddingLookup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query embeddings, pin embeddings, dense features) of ``student_features`` rows: the
+    embeddings gathered from ``lookup``, for training, which reads every row many times."""
+    query, pin, dense = feature_positions(rows, lookup)
+    return lookup.matrix[query], lookup.matrix[pin], dense
 
 
 def autocast(device: torch.device, precision: str):

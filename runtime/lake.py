@@ -200,9 +200,10 @@ class Lake:
         scan. 0 when that commit lacks the metric or there is no such commit (a MERGE with
         nothing to do may commit nothing)."""
         delta = self.delta_table(spark, table)
-        for history in (delta.history(RECENT_COMMITS), delta.history()):  # ours is almost always recent
+        for limit in (RECENT_COMMITS, None):  # ours is almost always recent; history() reads every commit
             found = (
-                history.filter(F.col("userMetadata") == tag)
+                (delta.history(limit) if limit else delta.history())
+                .filter(F.col("userMetadata") == tag)
                 .select(F.col("operationMetrics").getItem(metric).alias("n"))
                 .first()
             )

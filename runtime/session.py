@@ -65,6 +65,7 @@ def session_builder(app_name: str, cfg: SparkConfig, quiet: bool = False) -> Spa
     """A builder configured for pinpipe: Delta enabled, UTC, Arrow on. A local run's JVM starts
     with ``conf/log4j2.properties`` at the run's level, so even a failure while Spark starts
     (a bad master) logs nothing when ``quiet``."""
+    extra = dict(cfg.extra)
     builder = (
         SparkSession.builder.config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
@@ -91,12 +92,11 @@ def session_builder(app_name: str, cfg: SparkConfig, quiet: bool = False) -> Spa
         java_options = [
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             f"-Dpinpipe.spark.log.level={log_level(cfg, quiet)}",
-            cfg.extra.get(DRIVER_JAVA_OPTIONS, ""),
+            extra.get(DRIVER_JAVA_OPTIONS, ""),
         ]
-        builder = builder.config(DRIVER_JAVA_OPTIONS, " ".join(o for o in java_options if o))
-    for key, value in cfg.extra.items():
-        if not (key == DRIVER_JAVA_OPTIONS and not under_spark_submit()):
-            builder = builder.config(key, value)
+        extra[DRIVER_JAVA_OPTIONS] = " ".join(o for o in java_options if o)
+    for key, value in extra.items():
+        builder = builder.config(key, value)
     return builder
 
 
