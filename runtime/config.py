@@ -18,6 +18,7 @@ paths.
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
 import datetime as dt
 import json
@@ -138,6 +139,21 @@ class IngestConfig:
     s3rec_step_seconds: int = _help("Seconds between consecutive S3-Rec events of a user.")
     coco_dir: str = _help("COCO folder with captions.json and images/, relative to data_root.")
     sources: list[str] = _help("Which sources to ingest: crowdflower, s3rec, coco.")
+    min_slice_ratio: float = _help(
+        "Shrink guard: an ingest that would replace a source's slice of a table with fewer than this "
+        "fraction of the rows it holds (or with zero rows, whatever the ratio) is refused, naming both counts."
+    )
+    allow_shrink: bool = _help("Let this run replace slices below min_slice_ratio (set it on the run that means it).")
+    encodings: dict[str, str] = _help(
+        "Text encoding of each source kind's files (crowdflower, coco, s3rec), utf-8 where not named. "
+        "A file that is not valid in it is refused with the byte offset and line, never read with "
+        "replacement characters.",
+        default_factory=dict,
+    )
+
+    def encoding(self, kind: str) -> str:
+        """The configured encoding of ``kind``'s files."""
+        return self.encodings.get(kind, "utf-8")
 
     def __post_init__(self) -> None:
         _require(
@@ -158,6 +174,26 @@ class IngestConfig:
         )
         known = {"crowdflower", "s3rec", "coco"}
         _require(set(self.sources) <= known, "ingest.sources", f"must be a subset of {sorted(known)}", self.sources)
+        _require(
+            set(self.encodings) <= known, "ingest.encodings", f"keys must be among {sorted(known)}", self.encodings
+        )
+        for kind, name in self.encodings.items():
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                raise ConfigError(f"ingest.encodings.{kind}: unknown encoding {name!r}") from None
+        # S3-Rec lines are read by Spark's text reader (UTF-8); their ids are ASCII digits, the
+        # same bytes in every ASCII-compatible encoding, and any other byte quarantines the line.
+        ascii_digits = "0123456789 \t\r\n"
+        _require(
+            ascii_digits.encode(self.encoding("s3rec"), errors="replace") == ascii_digits.encode("ascii"),
+            "ingest.encodings.s3rec",
+            "must be ASCII-compatible (S3-Rec files are digits and whitespace)",
+            self.encoding("s3rec"),
+        )
+        _require(
+            0.0 <= self.min_slice_ratio <= 1.0, "ingest.min_slice_ratio", "must be in [0, 1]", self.min_slice_ratio
+        )
 
     def path(self, relative: str) -> str:
         return str(Path(self.data_root) / relative)

@@ -146,6 +146,10 @@ class Lake:
         log.info("%s: wrote %d rows where %s", table, written, where)
         return written
 
+    def slice_count(self, spark: SparkSession, table: str, where: str) -> int:
+        """Rows of ``table`` matching ``where`` now (0 when the table does not exist yet)."""
+        return self.read(spark, table).filter(where).count() if self.exists(spark, table) else 0
+
     def _after_conflict(
         self, spark: SparkSession, table: str, where: str, base: int, attempt: int, err: Exception
     ) -> None:
@@ -214,6 +218,20 @@ class Lake:
     def version(self, spark: SparkSession, table: str) -> int:
         """The table's latest Delta version."""
         return int(self.delta_table(spark, table).history(1).select("version").first()[0])
+
+
+class ShrinkRefused(RuntimeError):
+    """A write would replace a slice with far fewer rows than it holds."""
+
+
+def check_shrink(table: str, where: str, held: int, new: int, min_ratio: float, override: str) -> None:
+    """Refuse to replace ``held`` rows with ``new``: always when ``new`` is 0 and the slice is not
+    empty, and when ``new < min_ratio * held``. ``override`` says how to allow it anyway."""
+    if held > 0 and (new == 0 or new < min_ratio * held):
+        raise ShrinkRefused(
+            f"refusing to replace the {held:,} rows of {table!r} where {where} with {new:,} rows "
+            f"(below {min_ratio:g} of them); if that is meant, {override}"
+        )
 
 
 class SliceConflict(RuntimeError):
