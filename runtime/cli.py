@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "student_features": ("jobs.student_features", "embeddings (cached), BM25 and smoothed engagement per (query, pin)"),
     "train_student": ("jobs.train_student", "train an MLP / MMoE student from teacher-labeled pairs and publish it"),
+    "maintain": ("jobs.maintain", "compact (OPTIMIZE) and VACUUM the lake's Delta tables"),
     "package": ("runtime.package", "build dist/pinpipe.zip for spark-submit --py-files"),
 }
 

@@ -439,6 +439,33 @@ class CorpusConfig:
 
 
 @dataclass(frozen=True)
+class MaintainConfig:
+    tables: list[str] = _help("Tables to maintain; empty = every pinpipe table present in the lake.")
+    optimize: bool = _help("Compact each table's small files (Delta OPTIMIZE) before vacuuming.")
+    vacuum_retention_hours: float = _help(
+        "VACUUM deletes files no longer referenced by versions newer than this many hours: time travel "
+        "further back, and readers still on older versions, lose their files. Delta's safety floor is 168."
+    )
+    allow_short_retention: bool = _help(
+        "Allow vacuum_retention_hours below 168 (turns off Delta's retention check for this run)."
+    )
+
+    def __post_init__(self) -> None:
+        _require(
+            self.vacuum_retention_hours >= 0,
+            "maintain.vacuum_retention_hours",
+            "must be >= 0",
+            self.vacuum_retention_hours,
+        )
+        _require(
+            self.vacuum_retention_hours >= 168 or self.allow_short_retention,
+            "maintain.vacuum_retention_hours",
+            "is below Delta's 168-hour safety floor: set maintain.allow_short_retention=true if no reader needs the older files",
+            self.vacuum_retention_hours,
+        )
+
+
+@dataclass(frozen=True)
 class StudentConfig:
     model: StudentSettings = _help("The student: kind (mlp | mmoe), widths, experts (mlp | dcn), gates, towers.")
     training: StudentTrainSettings = _help(
@@ -487,6 +514,7 @@ class PinpipeConfig:
     student_features: StudentFeaturesConfig = _help("Student features: embeddings, BM25, engagement.")
     corpus: CorpusConfig = _help("The distillation corpus over a labeled catalog.")
     student: StudentConfig = _help("Student training (MLP / MMoE) by distillation from the teacher.")
+    maintain: MaintainConfig = _help("Lake upkeep: OPTIMIZE and VACUUM (pinpipe maintain).")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, as saved next to artifacts (dates as ISO strings)."""
