@@ -392,9 +392,17 @@ def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
 
 
 def write(
-    outputs: TeacherOutputs, lake: Lake, *, family: str, keep: int, promote: bool, config: dict[str, Any]
+    outputs: TeacherOutputs,
+    lake: Lake,
+    *,
+    family: str,
+    keep: int,
+    promote: bool,
+    config: dict[str, Any],
+    base_model: str | None = None,
 ) -> TeacherRunReport:
-    """The quarantine slice, then the artifact as the next version of ``family``."""
+    """The quarantine slice, then the artifact as the next version of ``family``; a LoRA
+    teacher's ``base_model`` folder is pinned in its manifest (path and checksums)."""
     from models.registry import Registry
 
     quarantined = lake.replace_slice(outputs.quarantine, "quarantine", f"source = {sql_literal(SOURCE)}")
@@ -408,7 +416,12 @@ def write(
     registry = Registry(lake.artifacts_path(), keep=keep)
     metrics = {"test": trained.metrics["test"], "validation": trained.metrics["validation"]}
     version = registry.publish(
-        family, build, metrics=metrics, config=config, inputs={**outputs.inputs, "quarantined": quarantined}
+        family,
+        build,
+        metrics=metrics,
+        config=config,
+        inputs={**outputs.inputs, "quarantined": quarantined},
+        external={"base model": base_model} if base_model else None,
     )
     if promote:
         registry.promote(family, version)
@@ -441,7 +454,16 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
         fit=fitter(spark, t),
     )
     lake = Lake.at(cfg.lake.root)
-    return write(outputs, lake, family=t.family, keep=t.registry_keep, promote=t.promote, config=cfg.to_dict())
+    base_model = t.model.backbone_path if t.model.lora_r > 0 else None  # not in the artifact: pinned
+    return write(
+        outputs,
+        lake,
+        family=t.family,
+        keep=t.registry_keep,
+        promote=t.promote,
+        config=cfg.to_dict(),
+        base_model=base_model,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> TeacherRunReport:

@@ -77,8 +77,13 @@ class Registry:
         metrics: dict | None = None,
         config: dict | None = None,
         inputs: dict | None = None,
+        external: dict[str, str | Path] | None = None,
     ) -> str:
-        """Run ``build(folder)`` to write the artifact's files, then publish it as a new version."""
+        """Run ``build(folder)`` to write the artifact's files, then publish it as a new version.
+
+        ``external`` names folders outside the artifact that it needs to run (the base model of
+        a LoRA teacher): their path and every file's checksum go into the manifest, and
+        :meth:`verify` refuses the artifact when any of them changed."""
         family_dir = self.root / family
         family_dir.mkdir(parents=True, exist_ok=True)
         staging = family_dir / f".staging-{uuid.uuid4().hex}"
@@ -96,6 +101,7 @@ class Registry:
                 "config": config or {},
                 "inputs": inputs or {},
                 "files": files,
+                "external": {name: folder_checksums(Path(folder)) for name, folder in (external or {}).items()},
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
             os.rename(staging, family_dir / version)  # fails if the version appeared meanwhile
@@ -151,3 +157,24 @@ class Registry:
             path = folder / name
             if not path.is_file() or file_sha256(path) != digest:
                 raise RegistryError(f"{family}/{version}: {name} is missing or changed")
+        for name, pinned in (self.manifest(family, version).get("external") or {}).items():
+            now = folder_checksums(Path(pinned["path"]))
+            changed = sorted(set(now["files"].items()) ^ set(pinned["files"].items()))
+            if changed:
+                files = sorted({f for f, _ in changed})
+                raise RegistryError(
+                    f"{family}/{version}: its {name} at {pinned['path']} is not the one it was built on "
+                    f"(missing, added or changed: {files[:5]}{' ...' if len(files) > 5 else ''}); restore that "
+                    f"model or retrain"
+                )
+
+
+def folder_checksums(folder: Path) -> dict[str, Any]:
+    """The absolute path and the SHA-256 of every file under ``folder`` (by relative name)."""
+    folder = folder.resolve()
+    files = (
+        {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+        if folder.is_dir()
+        else {}
+    )
+    return {"path": str(folder), "files": files}

@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from jobs.train_teacher import labeled_pairs, pairs_of
 from models.int8 import Int8Plan, linear_layers, quantize_int8
 from models.metrics import evaluate_relevance, spearman
 from models.random_models import save_random_backbone
-from models.registry import Registry
+from models.registry import Registry, RegistryError
 from models.splits import QuerySplit, assign_sides, split_by_query
 from models.teacher import CrossEncoderTeacher
 from models.teacher_inference import encode_pairs, predict_proba
@@ -283,3 +284,20 @@ def test_assign_sides_holds_out_exactly_the_named_folds():
         assign_sides(rows, QuerySplit(0.2, 0.2, 0), [1, 2, 3, 4])
     no_folds = assign_sides(rows, QuerySplit(0.2, 0.2, 0), [])
     assert (no_folds == split_by_query(list(rows["query"]), 0.2, 0.2, 0)).all()
+
+
+def test_a_lora_teacher_pins_its_base_model_and_a_swapped_base_is_refused(spark, lake, cfg_for, teacher_lake):
+    from jobs.score_impressions import resolve_teacher
+
+    cfg = cfg_for(*teacher_overrides(teacher_lake, "teacher.model.lora_r=4", "teacher.training.epochs=1"))
+    report = train_teacher.run(spark, cfg)
+    registry = Registry(lake.artifacts_path())
+    pinned = registry.manifest("teacher", report.version)["external"]["base model"]
+    assert pinned["path"] == str(teacher_lake.resolve())
+    assert {"config.json", "model.safetensors"} <= set(pinned["files"])
+    folder, _ = resolve_teacher(lake, "teacher", "")  # verified: the base is the one it was built on
+    assert (Path(folder) / "adapter").is_dir() and not (Path(folder) / "backbone").exists()
+
+    save_random_backbone(teacher_lake, "bert", seed=1)  # same architecture, other weights
+    with pytest.raises(RegistryError, match=r"its base model at .* is not the one it was built on .*model.safetensors"):
+        resolve_teacher(lake, "teacher", "")
