@@ -1,0 +1,122 @@
+"""SIGKILL a running job's whole process group (driver, JVM, Python workers) mid-write, re-run
+it, and find every table it writes equal to an uninterrupted run's (``exceptAll`` both ways).
+
+The job runs as ``python -m jobs.<name>`` in its own session; it is killed at the first sign of
+its output on disk (a data file not yet committed, or its first commit), so each test kills at
+a point where the write is under way.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs import pin_features, score_impressions
+from models.random_models import save_random_blip
+from runtime.lake import Lake
+from tests.test_pin_features import image_pins  # noqa: F401  (fixture)
+from tests.test_score_impressions import overrides as scorer_overrides
+from tests.test_score_impressions import publish_teacher, write_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each test starts two more Spark JVMs: in `make test-slow`
+
+
+def data_files(table_dir: Path) -> int:
+    return sum(1 for p in table_dir.rglob("*.parquet")) if table_dir.is_dir() else 0
+
+
+def commits(table_dir: Path) -> int:
+    log = table_dir / "_delta_log"
+    return sum(1 for p in log.glob("*.json")) if log.is_dir() else 0
+
+
+def run_and_kill(module: str, sets: list[str], killed_when, timeout: float = 300) -> str:
+    """Start ``python -m module --set ...`` in its own process group; SIGKILL the group as soon as
+    ``killed_when()`` holds. Returns what it printed; fails if it finished before the kill."""
+    args = [sys.executable, "-m", module]
+    for s in sets:
+        args += ["--set", s]
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not killed_when():
+            if proc.poll() is not None:
+                pytest.fail(f"{module} ended (status {proc.returncode}) before the kill point:\n{proc.stdout.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{module}: no kill point within {timeout} s")
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    return proc.stdout.read()
+
+
+def assert_tables_equal(spark, a: Lake, b: Lake, tables: dict[str, list[str]]) -> None:
+    """Each table equal in both lakes, ignoring the named (time-of-run) columns."""
+    for table, ignore in tables.items():
+        left, right = a.read(spark, table).drop(*ignore), b.read(spark, table).drop(*ignore)
+        assert left.count() > 0, table
+        assert left.exceptAll(right).count() == 0 and right.exceptAll(left).count() == 0, table
+
+
+def copy_lake(src: Lake, dst: Path) -> Lake:
+    shutil.copytree(src.root, dst)
+    return Lake.at(str(dst))
+
+
+@pytest.mark.parametrize("kill_at", ["first uncommitted data file", "first chunk committed"])
+def test_score_impressions_killed_mid_run_resumes_to_the_uninterrupted_result(spark, lake, cfg_for, tmp_path, kill_at):
+    write_inputs(spark, lake, n_impressions=3000)
+    publish_teacher(lake.artifacts_path(), tmp_path)
+    killed = copy_lake(lake, tmp_path / "killed")
+    sets = scorer_overrides("scorer.chunks=4")
+    score_impressions.run(spark, cfg_for(*sets))  # the uninterrupted run, in this lake
+
+    scores = Path(killed.table_path("teacher_scores"))
+    base = commits(scores)
+    if kill_at == "first uncommitted data file":
+        run_and_kill("jobs.score_impressions", [*sets, f"lake.root={killed.root}"], lambda: data_files(scores) > 0)
+        assert commits(scores) <= base + 1  # killed before or at its first chunk
+    else:
+        run_and_kill("jobs.score_impressions", [*sets, f"lake.root={killed.root}"], lambda: commits(scores) >= 2)
+
+    score_impressions.run(spark, cfg_for(*sets, f"lake.root={killed.root}"))
+    assert_tables_equal(
+        spark,
+        lake,
+        killed,
+        {"teacher_scores": ["scored_at"], "labeled_impressions": ["scored_at"], "quarantine": ["quarantined_at"]},
+    )
+
+
+def test_pin_features_killed_mid_run_resumes_to_the_uninterrupted_result(spark, lake, cfg_for, tmp_path, image_pins):  # noqa: F811
+    _, pins = image_pins
+    lake.replace_slice(pins, "pins", "source = 'test'")
+    killed = copy_lake(lake, tmp_path / "killed")
+    sets = [
+        f"captioner.model_path={save_random_blip(tmp_path / 'blip')}",
+        "captioner.max_new_tokens=6",
+        "features.as_of=2026-11-10",
+    ]
+    pin_features.run(spark, cfg_for(*sets))
+
+    captions = Path(killed.table_path("pin_captions"))
+    run_and_kill("jobs.pin_features", [*sets, f"lake.root={killed.root}"], lambda: data_files(captions) > 0)
+    pin_features.run(spark, cfg_for(*sets, f"lake.root={killed.root}"))
+    assert_tables_equal(
+        spark,
+        lake,
+        killed,
+        {"pin_captions": ["captioned_at"], "pin_text_features": [], "quarantine": ["quarantined_at"]},
+    )
