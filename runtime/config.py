@@ -460,7 +460,8 @@ class MaintainConfig:
         _require(
             self.vacuum_retention_hours >= 168 or self.allow_short_retention,
             "maintain.vacuum_retention_hours",
-            "is below Delta's 168-hour safety floor: set maintain.allow_short_retention=true if no reader needs the older files",
+            "is below Delta's 168-hour safety floor: set maintain.allow_short_retention=true "
+            "if no reader needs the older files",
             self.vacuum_retention_hours,
         )
 
