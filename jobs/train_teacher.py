@@ -283,6 +283,7 @@ class TeacherOutputs:
     trained: TrainedTeacher
     quarantine: DataFrame
     inputs: dict[str, Any]  # input versions plus split sizes, for the manifest
+    base_model: str | None = None  # a LoRA teacher's base: outside the artifact, pinned in its manifest
 
 
 @dataclass
@@ -370,7 +371,8 @@ def transform(
         for what, n in (("pairs", len(part)), ("queries", part[HL.QUERY].nunique()))
     }
     protocol = {"holdout_folds": sorted(holdout_folds)} if holdout_folds else {"test_fraction": split.test_fraction}
-    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol})
+    base_model = model.backbone_path if model.lora_r > 0 else None
+    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol}, base_model)
 
 
 def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
@@ -392,17 +394,10 @@ def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
 
 
 def write(
-    outputs: TeacherOutputs,
-    lake: Lake,
-    *,
-    family: str,
-    keep: int,
-    promote: bool,
-    config: dict[str, Any],
-    base_model: str | None = None,
+    outputs: TeacherOutputs, lake: Lake, *, family: str, keep: int, promote: bool, config: dict[str, Any]
 ) -> TeacherRunReport:
     """The quarantine slice, then the artifact as the next version of ``family``; a LoRA
-    teacher's ``base_model`` folder is pinned in its manifest (path and checksums)."""
+    teacher's base model folder is pinned in its manifest (path and checksums)."""
     from models.registry import Registry
 
     quarantined = lake.replace_slice(outputs.quarantine, "quarantine", f"source = {sql_literal(SOURCE)}")
@@ -421,7 +416,7 @@ def write(
         metrics=metrics,
         config=config,
         inputs={**outputs.inputs, "quarantined": quarantined},
-        external={"base model": base_model} if base_model else None,
+        external={"base model": outputs.base_model} if outputs.base_model else None,
     )
     if promote:
         registry.promote(family, version)
@@ -454,16 +449,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
         fit=fitter(spark, t),
     )
     lake = Lake.at(cfg.lake.root)
-    base_model = t.model.backbone_path if t.model.lora_r > 0 else None  # not in the artifact: pinned
-    return write(
-        outputs,
-        lake,
-        family=t.family,
-        keep=t.registry_keep,
-        promote=t.promote,
-        config=cfg.to_dict(),
-        base_model=base_model,
-    )
+    return write(outputs, lake, family=t.family, keep=t.registry_keep, promote=t.promote, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> TeacherRunReport:

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "student_features": ("jobs.student_features", "embeddings (cached), BM25 and smoothed engagement per (query, pin)"),
     "train_student": ("jobs.train_student", "train an MLP / MMoE student from teacher-labeled pairs and publish it"),
+    "train_two_tower": (
+        "jobs.train_two_tower",
+        "train the two-tower retrieval model on one source's engagement sequences and publish it",
+    ),
     "maintain": ("jobs.maintain", "compact (OPTIMIZE) and VACUUM the lake's Delta tables"),
     "package": ("runtime.package", "build dist/pinpipe.zip for spark-submit --py-files"),
 }

@@ -37,6 +37,7 @@ import yaml
 from models.packaged import minilm_dir
 from models.student_settings import EncoderSettings, StudentSettings, StudentTrainSettings
 from models.teacher_settings import TeacherSettings, TrainSettings
+from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 from udfs.captioner_settings import CaptionerSettings
 
 ENVIRONMENTS = ("local", "cluster", "cluster-gpu")
@@ -439,6 +440,27 @@ class CorpusConfig:
 
 
 @dataclass(frozen=True)
+class TwoTowerConfig:
+    model: TwoTowerSettings = _help(
+        "The towers: dim, max_len (history read), encoder (transformer | mean), layers, heads, dropouts, "
+        "temperature (learned or fixed), shared item ID table."
+    )
+    training: TwoTowerTrainSettings = _help(
+        "Loop and loss: batch of users, epochs, lr, patience and eval_every (validation NDCG@10), "
+        "logq_correction, extra_negatives (uniform, beside the in-batch ones)."
+    )
+    source: str = _help("user_engagements source to train and evaluate on, e.g. s3rec_beauty.")
+    family: str = _help("Registry family the model is published under.")
+    registry_keep: int = _help("Versions kept; the promoted one is never pruned.")
+    promote: bool = _help("Promote the new version to CURRENT once it is published.")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.source.strip()), "two_tower.source", "must not be empty", self.source)
+        _require(bool(self.family.strip()), "two_tower.family", "must not be empty", self.family)
+        _require_at_least(self, "two_tower", ("registry_keep",))
+
+
+@dataclass(frozen=True)
 class MaintainConfig:
     tables: list[str] = _help("Tables to maintain; empty = every pinpipe table present in the lake.")
     optimize: bool = _help("Compact each table's small files (Delta OPTIMIZE) before vacuuming.")
@@ -515,6 +537,7 @@ class PinpipeConfig:
     student_features: StudentFeaturesConfig = _help("Student features: embeddings, BM25, engagement.")
     corpus: CorpusConfig = _help("The distillation corpus over a labeled catalog.")
     student: StudentConfig = _help("Student training (MLP / MMoE) by distillation from the teacher.")
+    two_tower: TwoTowerConfig = _help("Two-tower retrieval: user and item towers trained on engagement sequences.")
     maintain: MaintainConfig = _help("Lake upkeep: OPTIMIZE and VACUUM (pinpipe maintain).")
 
     def to_dict(self) -> dict[str, Any]:

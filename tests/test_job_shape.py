@@ -23,6 +23,7 @@ STAGE_JOBS = [
     "distill_corpus",
     "student_features",
     "train_student",
+    "train_two_tower",
 ]
 CONFIG_TYPES = {
     obj

@@ -1,0 +1,216 @@
+"""Train the two-tower retrieval model on one source's engagement sequences and publish it.
+
+Sequences are built in Spark from ``user_engagements`` (``two_tower.source``, e.g.
+``s3rec_beauty``): items get dense indices, each user's items are ordered by event time (then
+``seq_index``), and split leave-one-out — the last item is the user's test item, the one before
+it the validation item, the rest train. Item frequencies for the logQ correction are counted in
+Spark over the train parts. The model trains on the driver (every position of every train
+sequence is an example), stops early on validation NDCG@10, and is evaluated once on the test
+items by the S3-Rec full-ranking protocol (all items ranked, the user's input sequence masked).
+
+Local:    pinpipe train_two_tower [--set two_tower.source=s3rec_lastfm]
+Cluster:  spark-submit ... jobs/train_two_tower.py --env cluster --set lake.root=/shared/lake
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
+from runtime.config import PinpipeConfig
+from runtime.entry import run_job
+from runtime.lake import Lake
+from runtime.session import job_description
+from schemas import user_engagements as UE
+
+log = logging.getLogger(__name__)
+
+ITEM_INDEX = "item_index"
+ITEMS = "items"
+ITEMS_FILE = "items.json"  # item index i (1-based) -> pin_id at position i - 1
+
+
+@dataclass
+class TwoTowerInputs:
+    engagements: DataFrame
+    versions: dict[str, Any]
+
+
+@dataclass
+class TwoTowerOutputs:
+    model: Any  # models.two_tower.TwoTower (torch stays out of the driver's imports until needed)
+    item_ids: list[str]
+    metrics: dict[str, Any]
+    inputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TwoTowerRunReport:
+    version: str
+    source: str
+    users: int
+    items: int
+    best_epoch: int
+    test: dict[str, float]
+
+    def line(self) -> str:
+        t = self.test
+        return (
+            f"train_two_tower: two_tower/{self.version} source={self.source} users={self.users:,} "
+            f"items={self.items:,} best_epoch={self.best_epoch} test HR@10={t['hr@10']:.4f} "
+            f"NDCG@10={t['ndcg@10']:.4f} HR@20={t['hr@20']:.4f} NDCG@20={t['ndcg@20']:.4f}"
+        )
+
+
+def item_index(engagements: DataFrame) -> DataFrame:
+    """(pin_id, item_index 1..n) in pin_id order."""
+    items = engagements.select(UE.PIN_ID).distinct()
+    return items.withColumn(ITEM_INDEX, F.row_number().over(Window.orderBy(UE.PIN_ID)))
+
+
+def user_sequences(engagements: DataFrame, index: DataFrame) -> DataFrame:
+    """(user_id, items): each user's item indices in event order (ties: seq_index, then pin)."""
+    events = engagements.join(index, UE.PIN_ID).select(
+        UE.USER_ID,
+        F.struct(UE.EVENT_TIME, F.coalesce(UE.SEQ_INDEX, F.lit(0)).alias("i"), UE.PIN_ID, ITEM_INDEX).alias("e"),
+    )
+    ordered = events.groupBy(UE.USER_ID).agg(F.sort_array(F.collect_list("e")).alias("e"))
+    return ordered.select(UE.USER_ID, F.col(f"e.{ITEM_INDEX}").alias(ITEMS))
+
+
+def train_counts(sequences: DataFrame) -> DataFrame:
+    """(item_index, count) over the train parts: all but each user's last two items, or all of
+    them for a user with fewer than three (as :func:`leave_one_out` trains on them)."""
+    train = F.when(F.size(ITEMS) >= 3, F.slice(ITEMS, 1, F.size(ITEMS) - 2)).otherwise(F.col(ITEMS))
+    return sequences.select(F.explode(train).alias(ITEM_INDEX)).groupBy(ITEM_INDEX).count()
+
+
+def read(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerInputs:
+    lake, source = Lake.at(cfg.lake.root), cfg.two_tower.source
+    engagements = lake.read(spark, "user_engagements").filter(F.col(UE.SOURCE) == source)
+    versions = {"source": source, "user_engagements_version": lake.version(spark, "user_engagements")}
+    return TwoTowerInputs(engagements, versions)
+
+
+def transform(inputs: TwoTowerInputs, *, model: TwoTowerSettings, training: TwoTowerTrainSettings) -> TwoTowerOutputs:
+    import torch
+
+    from models.two_tower import TwoTower
+    from models.two_tower_training import evaluate, fit
+
+    spark = inputs.engagements.sparkSession
+    index = item_index(inputs.engagements).persist()
+    try:
+        with job_description(spark, "train_two_tower: sequences"):
+            sequences = user_sequences(inputs.engagements, index)
+            item_ids = [r[UE.PIN_ID] for r in index.orderBy(ITEM_INDEX).collect()]
+            rows = sequences.orderBy(UE.USER_ID).toPandas()
+            counts_rows = train_counts(sequences).collect()
+    finally:
+        index.unpersist()
+    if rows.empty:
+        raise ValueError(f"train_two_tower: no engagements for source {inputs.versions['source']!r}")
+    n_items = len(item_ids)
+    counts = torch.zeros(n_items + 1, dtype=torch.long)
+    for r in counts_rows:
+        counts[r[ITEM_INDEX]] = r["count"]
+    split = leave_one_out([list(items) for items in rows[ITEMS]], model.max_len)
+    log.info(
+        "train_two_tower: %s users (%s evaluated), %s items, %s train interactions",
+        f"{len(rows):,}",
+        f"{len(split.test.rows):,}",
+        f"{n_items:,}",
+        f"{int(counts.sum()):,}",
+    )
+    torch.manual_seed(training.seed)
+    result = fit(TwoTower(n_items, model), split.train, split.validation, counts, training)
+    test = evaluate(result.model, split.test)
+    metrics = {
+        "validation": result.validation.as_dict(),
+        "test": test.as_dict(),
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "train_seconds": round(result.seconds, 1),
+    }
+    sizes = {"users": len(rows), "evaluated_users": len(split.test.rows), "items": n_items}
+    return TwoTowerOutputs(result.model, item_ids, metrics, {**inputs.versions, **sizes})
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    train: Any  # models.two_tower_training.Sequences
+    validation: Any
+    test: Any
+
+
+def leave_one_out(sequences: list[list[int]], max_len: int) -> LeaveOneOut:
+    """Left-padded rows of ``max_len + 1`` items: train = all but the last two items (a user with
+    fewer than three items trains on all of them and is not evaluated); validation = history up
+    to the second-to-last item, which is the target; test = the whole sequence, the last item the
+    target."""
+    import torch
+
+    from models.two_tower_training import Sequences
+
+    width = max_len + 1
+
+    def row(items: list[int]) -> list[int]:
+        items = items[-width:]
+        return [0] * (width - len(items)) + items
+
+    evaluated = [s for s in sequences if len(s) >= 3]
+    train = [row(s[:-2] if len(s) >= 3 else s) for s in sequences]
+    return LeaveOneOut(
+        Sequences(torch.tensor(train, dtype=torch.long)),
+        Sequences(torch.tensor([row(s[:-1]) for s in evaluated], dtype=torch.long)),
+        Sequences(torch.tensor([row(s) for s in evaluated], dtype=torch.long)),
+    )
+
+
+def write(
+    outputs: TwoTowerOutputs, lake: Lake, *, family: str, keep: int, promote: bool, config: dict[str, Any]
+) -> TwoTowerRunReport:
+    from models.registry import Registry
+
+    def build(folder: Path) -> None:
+        outputs.model.save(folder / "model")
+        (folder / ITEMS_FILE).write_text(json.dumps(outputs.item_ids))
+        (folder / "metrics.json").write_text(json.dumps(outputs.metrics, indent=2))
+
+    registry = Registry(lake.artifacts_path(), keep=keep)
+    headline = {part: outputs.metrics[part] for part in ("validation", "test")}
+    version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs)
+    if promote:
+        registry.promote(family, version)
+    return TwoTowerRunReport(
+        version,
+        outputs.inputs["source"],
+        outputs.inputs["users"],
+        outputs.inputs["items"],
+        outputs.metrics["best_epoch"],
+        outputs.metrics["test"],
+    )
+
+
+def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
+    t = cfg.two_tower
+    outputs = transform(read(spark, cfg), model=t.model, training=t.training)
+    lake = Lake.at(cfg.lake.root)
+    return write(outputs, lake, family=t.family, keep=t.registry_keep, promote=t.promote, config=cfg.to_dict())
+
+
+def main(argv: Sequence[str] | None = None) -> TwoTowerRunReport:
+    return run_job("pinpipe train_two_tower", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Two-tower retrieval: a user tower over the user's recent engaged items and an item tower over
+item IDs (plus content features when present), both L2-normalised, scored by cosine over a
+temperature.
+
+Items are dense indices ``1..n_items``; 0 pads a history. A history is *left*-padded so its most
+recent item is the last position. The user tower reads a history through the item tower's ID
+table (``share_item_embeddings``) or its own, adds learned positions, and encodes with causal
+self-attention (``transformer``) or a running mean (``mean``); at position ``t`` it has seen items
+``..t`` only, so one forward pass gives a training example per position.
+
+Model here; the training task (sampled softmax, logQ) is :mod:`models.two_tower_training`; the
+serving side (item vectors, top-k with masking) is :class:`Retriever`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_model
+from torch import nn
+from torch.nn import functional as F
+
+from models.two_tower_settings import TwoTowerSettings
+
+WEIGHTS = "two_tower.safetensors"
+SETTINGS = "two_tower.json"
+
+
+class ItemTower(nn.Module):
+    """Item index -> unit vector: ID embedding (with dropout) plus the mean of its attribute
+    embeddings when the catalog has attributes (``attributes[i]``: item i's attribute ids, 0-padded)."""
+
+    def __init__(self, n_items: int, settings: TwoTowerSettings, attributes: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.ids = nn.Embedding(n_items + 1, settings.dim, padding_idx=0)
+        nn.init.normal_(self.ids.weight, std=settings.dim**-0.5)
+        with torch.no_grad():
+            self.ids.weight[0].zero_()
+        self.id_dropout = nn.Dropout(settings.id_dropout)
+        if attributes is not None:
+            self.register_buffer("attributes", attributes.long(), persistent=True)
+            self.attribute_bag = nn.EmbeddingBag(int(attributes.max()) + 1, settings.dim, mode="mean", padding_idx=0)
+        else:
+            self.attributes = None
+            self.attribute_bag = None
+        self.project = nn.Linear(settings.dim, settings.dim)
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) item features, any shape of indices -> (..., dim)."""
+        x = self.id_dropout(self.ids(items))
+        if self.attribute_bag is not None:
+            flat = items.reshape(-1)
+            x = x + self.attribute_bag(self.attributes[flat]).reshape(*items.shape, -1)
+        return x
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.project(self.embed(items)), dim=-1)
+
+
+class UserTower(nn.Module):
+    def __init__(self, settings: TwoTowerSettings, items: ItemTower) -> None:
+        super().__init__()
+        self.settings = settings
+        self.items = items if settings.share_item_embeddings else ItemTower(items.ids.num_embeddings - 1, settings)
+        self.positions = nn.Embedding(settings.max_len, settings.dim)
+        self.dropout = nn.Dropout(settings.dropout)
+        if settings.encoder == "transformer":
+            layer = nn.TransformerEncoderLayer(
+                settings.dim,
+                settings.heads,
+                dim_feedforward=settings.dim * 2,
+                dropout=settings.dropout,
+                batch_first=True,
+                norm_first=True,
+            )
+            self.encoder = nn.TransformerEncoder(layer, settings.layers, enable_nested_tensor=False)
+            causal = torch.triu(torch.ones(settings.max_len, settings.max_len, dtype=torch.bool), diagonal=1)
+            self.register_buffer("causal", causal, persistent=False)
+        self.norm = nn.LayerNorm(settings.dim)
+        self.project = nn.Linear(settings.dim, settings.dim)
+
+    def forward(self, history: torch.Tensor, every_position: bool = False) -> torch.Tensor:
+        """``history`` (batch, max_len), left-padded -> unit vectors (batch, dim), or
+        (batch, max_len, dim) for every position with ``every_position``."""
+        length = history.shape[1]
+        present = (history > 0).unsqueeze(-1).float()
+        x = self.items.embed(history) * present
+        if self.settings.encoder == "transformer":
+            x = self.dropout(x + self.positions.weight[-length:]) * present  # padded slots stay zero
+            x = self.encoder(x, mask=self.causal[:length, :length], is_causal=True)
+        else:
+            x = x.cumsum(1) / present.cumsum(1).clamp_min(1.0)
+        x = self.project(self.norm(x))
+        x = F.normalize(x, dim=-1)
+        return x if every_position else x[:, -1]
+
+
+class TwoTower(nn.Module):
+    def __init__(self, n_items: int, settings: TwoTowerSettings, attributes: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.settings, self.n_items = settings, n_items
+        self.item_tower = ItemTower(n_items, settings, attributes)
+        self.user_tower = UserTower(settings, self.item_tower)
+        log_t = torch.tensor(float(settings.temperature)).log()
+        if settings.learn_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp().clamp(0.01, 1.0)
+
+    def all_items(self, batch: int = 8192) -> torch.Tensor:
+        """Unit vectors of items ``1..n_items`` (row i-1 is item i)."""
+        ids = torch.arange(1, self.n_items + 1, device=self.log_temperature.device)
+        return torch.cat([self.item_tower(ids[i : i + batch]) for i in range(0, len(ids), batch)])
+
+    # ------------------------------------------------------------------ saving and loading
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(folder / WEIGHTS))  # stores the shared item table once
+        meta = {"n_items": self.n_items, "settings": dataclasses.asdict(self.settings)}
+        (folder / SETTINGS).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: torch.device | None = None) -> TwoTower:
+        folder = Path(folder)
+        meta = json.loads((folder / SETTINGS).read_text())
+        state = load_file(folder / WEIGHTS)
+        attributes = next(
+            (v for k, v in state.items() if k.endswith("items.attributes") or k.endswith("tower.attributes")), None
+        )
+        model = cls(meta["n_items"], TwoTowerSettings(**meta["settings"]), attributes)
+        load_model(model, str(folder / WEIGHTS))
+        return model.to(device or "cpu").eval()
+
+
+class Retriever:
+    """Serving side: the item vectors computed once, users scored against all of them with the
+    items they already engaged with masked out."""
+
+    def __init__(self, model: TwoTower) -> None:
+        self.model = model.eval()
+        with torch.no_grad():
+            self.items = model.all_items()
+
+    @torch.no_grad()
+    def user_vectors(self, histories: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+        return torch.cat([self.model.user_tower(histories[i : i + batch]) for i in range(0, len(histories), batch)])
+
+    @torch.no_grad()
+    def scores(self, histories: torch.Tensor) -> torch.Tensor:
+        """(users, n_items) cosine scores; column j is item j+1; engaged items are -inf."""
+        scores = self.user_vectors(histories) @ self.items.T
+        return mask_engaged(scores, histories)
+
+    def top_k(self, histories: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(item indices 1..n, scores) of each user's k best items."""
+        values, columns = self.scores(histories).topk(k, dim=1)
+        return columns + 1, values
+
+
+def mask_engaged(scores: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+    """``scores`` with each user's history items (index i -> column i-1) set to -inf."""
+    rows = torch.arange(len(histories), device=scores.device).unsqueeze(1).expand_as(histories)
+    present = histories > 0
+    scores = scores.clone()
+    scores[rows[present], histories[present] - 1] = float("-inf")
+    return scores

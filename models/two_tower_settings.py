@@ -1,0 +1,51 @@
+"""Settings of the two-tower retrieval model and its training: plain values, no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ENCODERS = ("transformer", "mean")
+
+
+@dataclass(frozen=True)
+class TwoTowerSettings:
+    dim: int = 64  # width of ID embeddings and of both towers' outputs
+    max_len: int = 50  # most recent engaged items the user tower reads
+    encoder: str = "transformer"  # transformer (causal self-attention) | mean (pooling)
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2  # inside the towers
+    id_dropout: float = 0.5  # on item ID embeddings (the homefeed paper's guard against overfitting)
+    temperature: float = 0.05  # initial softmax temperature of the cosine scores
+    learn_temperature: bool = True
+    share_item_embeddings: bool = True  # the user tower reads history through the item tower's ID table
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {self.encoder!r}")
+        if min(self.dim, self.max_len, self.layers, self.heads) < 1 or self.dim % self.heads:
+            raise ValueError(f"dim, max_len, layers, heads must be >= 1 and dim divisible by heads: {self}")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.id_dropout < 1.0):
+            raise ValueError(f"dropouts must be in [0, 1), got {self.dropout}, {self.id_dropout}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class TwoTowerTrainSettings:
+    batch_size: int = 128  # users per step; every position of their sequences is a training example
+    epochs: int = 200
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # evaluations without a better validation NDCG@10 before stopping
+    eval_every: int = 2  # epochs between validation evaluations
+    logq_correction: bool = True
+    extra_negatives: int = 0  # uniformly sampled negatives per step, beside the in-batch ones
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if min(self.batch_size, self.epochs, self.patience, self.eval_every) < 1:
+            raise ValueError("batch_size, epochs, patience and eval_every must be >= 1")
+        if self.extra_negatives < 0:
+            raise ValueError(f"extra_negatives must be >= 0, got {self.extra_negatives}")

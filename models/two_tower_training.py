@@ -1,0 +1,154 @@
+"""The two-tower training task: sampled softmax over in-batch negatives (plus optional uniformly
+sampled ones) with logQ correction, and the loop with early stopping on validation NDCG@10.
+
+In-batch negatives are the other examples' positives, so popular items are negatives far more
+often than under a full softmax; logQ correction subtracts each candidate's log sampling
+probability from its logit (Yi et al., RecSys 2019) so the loss estimates the full softmax. A
+candidate equal to the example's own positive (an *accidental hit*) is removed, not counted as
+a negative.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from models.retrieval_metrics import RankAccumulator, RankingMetrics
+from models.two_tower import Retriever, TwoTower
+from models.two_tower_settings import TwoTowerTrainSettings
+
+log = logging.getLogger(__name__)
+
+
+def sampled_softmax_loss(
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    model: TwoTower,
+    log_q: torch.Tensor | None,
+    extra_negatives: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Mean cross-entropy of each example's positive against the batch's candidates.
+
+    ``users`` (N, dim) unit vectors; ``positives`` (N,) item indices; ``log_q`` (n_items + 1,)
+    log probability that an item is one example's positive (None: no correction)."""
+    n = len(positives)
+    candidates = model.item_tower(positives)
+    logits = users @ candidates.T / model.temperature
+    if log_q is not None:
+        logits = logits - (log_q[positives] + math.log(n)).unsqueeze(0)  # P(item in this batch) ~ n * q
+    hits = positives.unsqueeze(0) == positives.unsqueeze(1)
+    hits.fill_diagonal_(False)
+    logits = logits.masked_fill(hits, float("-inf"))
+    if extra_negatives:
+        sampled = torch.randint(
+            1, model.n_items + 1, (extra_negatives,), generator=generator, device=positives.device
+        )
+        extra = users @ model.item_tower(sampled).T / model.temperature
+        if log_q is not None:
+            extra = extra - math.log(extra_negatives / model.n_items)
+        extra = extra.masked_fill(sampled.unsqueeze(0) == positives.unsqueeze(1), float("-inf"))
+        logits = torch.cat([logits, extra], dim=1)
+    return F.cross_entropy(logits, torch.arange(n, device=logits.device))
+
+
+def log_frequencies(counts: torch.Tensor) -> torch.Tensor:
+    """log q per item index from training counts (index 0 = padding); add-one smoothed."""
+    counts = counts.double() + 1.0
+    counts[0] = 0.0
+    return (counts / counts.sum()).log().float()
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Left-padded item sequences (users, max_len + 1): a training row's positions predict the
+    next item; an evaluation row holds the input history in the first max_len columns and the
+    held-out item in the last."""
+
+    rows: torch.Tensor
+
+    @property
+    def histories(self) -> torch.Tensor:
+        return self.rows[:, :-1]
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.rows[:, -1]
+
+
+@dataclass
+class TwoTowerFit:
+    model: TwoTower
+    best_epoch: int
+    validation: RankingMetrics
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluate(model: TwoTower, sequences: Sequences, batch: int = 1024) -> RankingMetrics:
+    """Full ranking of each row's held-out item, its history masked."""
+    was_training = model.training
+    retriever = Retriever(model)
+    ranks = RankAccumulator(model.n_items)
+    for i in range(0, len(sequences.rows), batch):
+        histories, targets = sequences.histories[i : i + batch], sequences.targets[i : i + batch]
+        ranks.add(retriever.scores(histories), targets)
+    model.train(was_training)
+    return ranks.result()
+
+
+def fit(
+    model: TwoTower,
+    train: Sequences,
+    validation: Sequences,
+    item_counts: torch.Tensor,
+    settings: TwoTowerTrainSettings,
+) -> TwoTowerFit:
+    """Train on every position of ``train``'s rows; keep the weights of the best validation
+    NDCG@10, stop after ``patience`` evaluations without a better one."""
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    log_q = log_frequencies(item_counts) if settings.logq_correction else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    rows = train.rows
+    best, best_state, best_epoch, since, history = -1.0, None, 0, 0, []
+    validation_metrics: RankingMetrics | None = None
+    started = time.perf_counter()
+    model.train()
+    for epoch in range(1, settings.epochs + 1):
+        order = torch.randperm(len(rows), generator=generator)
+        total, steps = 0.0, 0
+        for i in range(0, len(rows), settings.batch_size):
+            batch = rows[order[i : i + settings.batch_size]]
+            inputs, nexts = batch[:, :-1], batch[:, 1:]
+            keep = (inputs > 0) & (nexts > 0)
+            users = model.user_tower(inputs, every_position=True)[keep]
+            loss = sampled_softmax_loss(users, nexts[keep], model, log_q, settings.extra_negatives, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.detach().item(), steps + 1
+        entry = {"epoch": epoch, "loss": total / max(steps, 1)}
+        if epoch % settings.eval_every == 0 or epoch == settings.epochs:
+            metrics = evaluate(model, validation)
+            entry.update({"validation_ndcg@10": metrics.ndcg[10], "validation_hr@10": metrics.hr[10]})
+            if metrics.ndcg[10] > best:
+                best, best_epoch, since, validation_metrics = metrics.ndcg[10], epoch, 0, metrics
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since += 1
+        history.append(entry)
+        if settings.progress:
+            log.info("two-tower epoch %d: %s", epoch, {k: round(v, 4) for k, v in entry.items() if k != "epoch"})
+        if since >= settings.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    assert validation_metrics is not None
+    return TwoTowerFit(model, best_epoch, validation_metrics, history, time.perf_counter() - started)

@@ -1,0 +1,92 @@
+import datetime as dt
+import json
+
+import torch
+
+from jobs import train_two_tower
+from models.registry import Registry
+from models.two_tower import Retriever, TwoTower
+from schemas import user_engagements as UE
+
+START = dt.datetime(2020, 1, 1)
+
+
+def engagements(spark, walks, source="s3rec_tiny", shuffle_seed=0):
+    """One row per (user, position), in a scrambled order: the job must sort by event time."""
+    rows = [
+        (
+            f"u{u}",
+            f"i{item:03d}",
+            UE.EVENT_INTERACTION,
+            START + dt.timedelta(hours=k),
+            START.date(),
+            k,
+            None,
+            None,
+            source,
+        )
+        for u, walk in enumerate(walks)
+        for k, item in enumerate(walk)
+    ]
+    g = torch.Generator().manual_seed(shuffle_seed)
+    rows = [rows[i] for i in torch.randperm(len(rows), generator=g).tolist()]
+    return spark.createDataFrame(rows, UE.USER_ENGAGEMENTS_V1)
+
+
+def test_sequences_are_ordered_indexed_and_split_leave_one_out(spark):
+    df = engagements(spark, [[5, 3, 9, 1], [3, 5]])
+    index = train_two_tower.item_index(df)
+    assert [(r.pin_id, r.item_index) for r in index.orderBy("item_index").collect()] == [
+        ("i001", 1),
+        ("i003", 2),
+        ("i005", 3),
+        ("i009", 4),
+    ]
+    seqs = {r.user_id: list(r["items"]) for r in train_two_tower.user_sequences(df, index).collect()}
+    assert seqs == {"u0": [3, 2, 4, 1], "u1": [2, 3]}
+    counts = {
+        r.item_index: r["count"]
+        for r in train_two_tower.train_counts(train_two_tower.user_sequences(df, index)).collect()
+    }
+    assert counts == {3: 2, 2: 2}  # u0's first two items, and both of u1's (too short to evaluate)
+
+    split = train_two_tower.leave_one_out([seqs["u0"], seqs["u1"]], max_len=3)
+    assert split.train.rows.tolist() == [[0, 0, 3, 2], [0, 0, 2, 3]]  # u1 (2 items) trains on both
+    assert split.validation.rows.tolist() == [[0, 3, 2, 4]]  # target 4, the second-to-last
+    assert split.test.rows.tolist() == [[3, 2, 4, 1]]  # target 1, the last
+
+
+def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
+    n_items = 25
+    g = torch.Generator().manual_seed(0)
+    walks = [[(s + k) % n_items + 1 for k in range(8)] for s in torch.randint(0, n_items, (200,), generator=g).tolist()]
+    lake.replace_slice(engagements(spark, walks), "user_engagements", "source = 's3rec_tiny'")
+    cfg = cfg_for(
+        "two_tower.source=s3rec_tiny",
+        "two_tower.model.dim=16",
+        "two_tower.model.max_len=6",
+        "two_tower.model.layers=1",
+        "two_tower.model.dropout=0.0",
+        "two_tower.model.id_dropout=0.0",
+        "two_tower.training.epochs=30",
+        "two_tower.training.batch_size=32",
+        "two_tower.training.lr=1.0e-2",
+        "two_tower.training.eval_every=5",
+        "two_tower.training.patience=3",
+        "two_tower.training.progress=false",
+    )
+    report = train_two_tower.run(spark, cfg)
+    assert (report.version, report.users, report.items) == ("v0001", 200, 25)
+    assert report.test["hr@10"] > 0.9  # next item = this item + 1: learnable, and learned
+    assert "HR@10=" in report.line()
+
+    registry = Registry(lake.artifacts_path())
+    registry.verify("two_tower", "v0001")
+    manifest = registry.manifest("two_tower", "v0001")
+    assert manifest["inputs"]["source"] == "s3rec_tiny" and manifest["metrics"]["test"]["hr@10"] == report.test["hr@10"]
+    folder = registry.path("two_tower", "v0001")
+    items = json.loads((folder / "items.json").read_text())
+    model = TwoTower.load(folder / "model")
+    history = torch.tensor([[0, 0, 0, 0, items.index("i004") + 1, items.index("i005") + 1]])
+    top, _ = Retriever(model).top_k(history, 1)
+    assert items[int(top[0, 0]) - 1] == "i006"

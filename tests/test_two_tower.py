@@ -1,0 +1,110 @@
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from models.retrieval_metrics import RankAccumulator
+from models.two_tower import Retriever, TwoTower, mask_engaged
+from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
+from models.two_tower_training import Sequences, evaluate, fit, log_frequencies, sampled_softmax_loss
+
+TINY = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, dropout=0.0, id_dropout=0.0)
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "mean"])
+def test_user_tower_is_causal_and_unit_norm(encoder):
+    torch.manual_seed(0)
+    model = TwoTower(20, TwoTowerSettings(**{**TINY.__dict__, "encoder": encoder})).eval()
+    history = torch.tensor([[0, 0, 3, 7, 9, 11]])
+    every = model.user_tower(history, every_position=True)
+    assert torch.allclose(every.norm(dim=-1)[0, 2:], torch.ones(4), atol=1e-5)
+    changed = history.clone()
+    changed[0, -1] = 12  # a later item cannot change what earlier positions saw
+    assert torch.allclose(model.user_tower(changed, every_position=True)[0, :-1], every[0, :-1], atol=1e-6)
+    assert not torch.allclose(model.user_tower(changed)[0], every[0, -1])
+
+
+def reference_loss(users, items, positives, temperature, log_q):
+    """The loss written out row by row: softmax over the distinct-from-positive candidates."""
+    n, losses = len(positives), []
+    for i in range(n):
+        logits = []
+        for j in range(n):
+            if j != i and positives[j] == positives[i]:
+                continue  # accidental hit: not a negative
+            logit = float(users[i] @ items[j]) / temperature
+            if log_q is not None:
+                logit -= float(log_q[positives[j]]) + math.log(n)
+            logits.append((logit, j == i))
+        denominator = math.log(sum(math.exp(v) for v, _ in logits))
+        losses.append(denominator - next(v for v, own in logits if own))
+    return sum(losses) / n
+
+
+@pytest.mark.parametrize("logq", [True, False])
+def test_in_batch_softmax_removes_accidental_hits_and_corrects_by_log_q(logq):
+    torch.manual_seed(1)
+    model = TwoTower(10, TINY).eval()
+    positives = torch.tensor([3, 5, 3, 9, 1])  # item 3 twice: each is not the other's negative
+    users = F.normalize(torch.randn(5, 16), dim=-1)
+    counts = torch.tensor([0, 5, 1, 50, 1, 9, 1, 1, 1, 2, 1])
+    log_q = log_frequencies(counts) if logq else None
+    got = sampled_softmax_loss(users, positives, model, log_q)
+    with torch.no_grad():
+        items = model.item_tower(positives)
+    expected = reference_loss(users, items, positives.tolist(), float(model.temperature.detach()), log_q)
+    assert got.detach().item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_extra_uniform_negatives_skip_the_positive():
+    torch.manual_seed(2)
+    model = TwoTower(3, TINY).eval()
+    users = F.normalize(torch.randn(2, 16), dim=-1)
+    positives = torch.tensor([1, 2])
+    plain = sampled_softmax_loss(users, positives, model, None)
+    with_extra = sampled_softmax_loss(users, positives, model, None, extra_negatives=50)
+    assert with_extra.detach().item() > plain.detach().item()  # more negatives, never the positive itself: finite
+    assert math.isfinite(with_extra.detach().item())
+
+
+def test_masking_and_full_ranking_metrics():
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    histories = torch.tensor([[0, 1], [0, 0]])  # user 0 engaged item 1
+    masked = mask_engaged(scores, histories)
+    assert masked[0, 0] == float("-inf") and torch.equal(masked[1], scores[1])
+    ranks = RankAccumulator(4, ks=(1, 2))
+    ranks.add(masked, torch.tensor([3, 1]))  # user 0: item 3 ranks 2nd after masking; user 1: item 1 last
+    result = ranks.result()
+    assert result.hr == {1: 0.0, 2: 0.5}
+    assert result.ndcg[2] == pytest.approx(0.5 / math.log2(3))
+    assert result.coverage[1] == pytest.approx(2 / 4)  # items 2 and 4 are someone's top 1
+
+
+def next_item_sequences(n_items, users, length, seed=0):
+    """Each user walks the catalog: next item = current + 1 (wrapping), from a random start."""
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, n_items, (users,), generator=g)
+    return (starts.unsqueeze(1) + torch.arange(length)) % n_items + 1
+
+
+def test_fit_learns_a_next_item_pattern_and_reloads_identically(tmp_path):
+    n_items, length = 30, 8
+    walks = next_item_sequences(n_items, 300, length)
+    train, validation = Sequences(walks[:, :-1]), Sequences(walks[:, 1:])  # validation predicts the last step
+    settings = TwoTowerSettings(dim=16, max_len=length - 2, layers=1, heads=2, dropout=0.0, id_dropout=0.0)
+    torch.manual_seed(0)
+    model = TwoTower(n_items, settings)
+    before = evaluate(model, validation).hr[10]
+    counts = torch.bincount(walks[:, :-2].reshape(-1), minlength=n_items + 1)
+    train_settings = TwoTowerTrainSettings(epochs=30, batch_size=64, lr=1e-2, eval_every=5, patience=3, progress=False)
+    result = fit(model, train, validation, counts, train_settings)
+    assert result.validation.hr[10] > 0.9 > before + 0.4
+    assert (
+        result.best_epoch % 5 == 0
+        and result.history[result.best_epoch - 1]["validation_hr@10"] == result.validation.hr[10]
+    )
+
+    loaded = TwoTower.load(model.save(tmp_path / "tt"))
+    histories = validation.histories[:20]
+    assert torch.equal(Retriever(loaded).top_k(histories, 5)[0], Retriever(result.model).top_k(histories, 5)[0])
