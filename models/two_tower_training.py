@@ -46,9 +46,7 @@ def sampled_softmax_loss(
     hits.fill_diagonal_(False)
     logits = logits.masked_fill(hits, float("-inf"))
     if extra_negatives:
-        sampled = torch.randint(
-            1, model.n_items + 1, (extra_negatives,), generator=generator, device=positives.device
-        )
+        sampled = torch.randint(1, model.n_items + 1, (extra_negatives,), generator=generator, device=positives.device)
         extra = users @ model.item_tower(sampled).T / model.temperature
         if log_q is not None:
             extra = extra - math.log(extra_negatives / model.n_items)
