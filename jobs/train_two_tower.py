@@ -61,13 +61,15 @@ class TwoTowerRunReport:
     items: int
     best_epoch: int
     test: dict[str, float]
+    ann: dict[str, Any]
 
     def line(self) -> str:
         t = self.test
         return (
             f"train_two_tower: two_tower/{self.version} source={self.source} users={self.users:,} "
             f"items={self.items:,} best_epoch={self.best_epoch} test HR@10={t['hr@10']:.4f} "
-            f"NDCG@10={t['ndcg@10']:.4f} HR@20={t['hr@20']:.4f} NDCG@20={t['ndcg@20']:.4f}"
+            f"NDCG@10={t['ndcg@10']:.4f} HR@20={t['hr@20']:.4f} NDCG@20={t['ndcg@20']:.4f}; through "
+            f"{self.ann['factory']}: HR@10={self.ann['hr@10']:.4f} NDCG@10={self.ann['ndcg@10']:.4f}"
         )
 
 
@@ -101,11 +103,13 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerInputs:
     return TwoTowerInputs(engagements, versions)
 
 
-def transform(inputs: TwoTowerInputs, *, model: TwoTowerSettings, training: TwoTowerTrainSettings) -> TwoTowerOutputs:
+def transform(
+    inputs: TwoTowerInputs, *, model: TwoTowerSettings, training: TwoTowerTrainSettings, index_factory: str
+) -> TwoTowerOutputs:
     import torch
 
     from models.two_tower import TwoTower
-    from models.two_tower_training import evaluate, fit
+    from models.two_tower_training import evaluate, evaluate_ann, fit
 
     spark = inputs.engagements.sparkSession
     index = item_index(inputs.engagements).persist()
@@ -137,6 +141,7 @@ def transform(inputs: TwoTowerInputs, *, model: TwoTowerSettings, training: TwoT
     metrics = {
         "validation": result.validation.as_dict(),
         "test": test.as_dict(),
+        "test_ann": evaluate_ann(result.model, split.test, index_factory),
         "best_epoch": result.best_epoch,
         "history": result.history,
         "train_seconds": round(result.seconds, 1),
@@ -187,7 +192,7 @@ def write(
         (folder / "metrics.json").write_text(json.dumps(outputs.metrics, indent=2))
 
     registry = Registry(lake.artifacts_path(), keep=keep)
-    headline = {part: outputs.metrics[part] for part in ("validation", "test")}
+    headline = {part: outputs.metrics[part] for part in ("validation", "test", "test_ann")}
     version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs)
     if promote:
         registry.promote(family, version)
@@ -198,12 +203,13 @@ def write(
         outputs.inputs["items"],
         outputs.metrics["best_epoch"],
         outputs.metrics["test"],
+        outputs.metrics["test_ann"],
     )
 
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
     t = cfg.two_tower
-    outputs = transform(read(spark, cfg), model=t.model, training=t.training)
+    outputs = transform(read(spark, cfg), model=t.model, training=t.training, index_factory=t.eval_index_factory)
     lake = Lake.at(cfg.lake.root)
     return write(outputs, lake, family=t.family, keep=t.registry_keep, promote=t.promote, config=cfg.to_dict())
 

@@ -44,9 +44,33 @@ class RankAccumulator:
             self.seen[k][top[:, :k].reshape(-1)] = True
 
     def result(self) -> RankingMetrics:
-        ranks = torch.cat(self.ranks).double()
-        hr = {k: float((ranks < k).double().mean()) for k in self.ks}
-        gain = 1.0 / torch.log2(ranks + 2.0)
-        ndcg = {k: float(torch.where(ranks < k, gain, torch.zeros_like(gain)).mean()) for k in self.ks}
+        ranks = torch.cat(self.ranks)
+        hr, ndcg = metrics_from_ranks(ranks, self.ks)
         coverage = {k: float(self.seen[k].double().mean()) for k in self.ks}
         return RankingMetrics(len(ranks), hr, ndcg, coverage)
+
+
+def ranks_from_top_lists(
+    top_ids: torch.Tensor, histories: torch.Tensor, targets: torch.Tensor, depth: int
+) -> torch.Tensor:
+    """Rank of each target within its user's candidate list (``top_ids``, best first, item
+    indices 1..n, -1 for none) once the user's history items are dropped; ``depth`` when the
+    target is not among the first ``depth`` kept candidates (an ANN index answers a top list,
+    not a full ranking: ranks beyond ``depth`` are unknown, and count as misses for k <= depth)."""
+    ranks = torch.full((len(targets),), depth, dtype=torch.long)
+    for u in range(len(targets)):
+        engaged = set(histories[u][histories[u] > 0].tolist())
+        kept = [i for i in top_ids[u].tolist() if i > 0 and i not in engaged][:depth]
+        target = int(targets[u])
+        if target in kept and target not in engaged:
+            ranks[u] = kept.index(target)
+    return ranks
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = KS) -> tuple[dict[int, float], dict[int, float]]:
+    """(HR@k, NDCG@k) from 0-based ranks."""
+    ranks = ranks.double()
+    gain = 1.0 / torch.log2(ranks + 2.0)
+    hr = {k: float((ranks < k).double().mean()) for k in ks}
+    ndcg = {k: float(torch.where(ranks < k, gain, torch.zeros_like(gain)).mean()) for k in ks}
+    return hr, ndcg

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from models.retrieval_metrics import RankAccumulator, RankingMetrics
+from models.retrieval_metrics import KS, RankAccumulator, RankingMetrics, metrics_from_ranks, ranks_from_top_lists
 from models.two_tower import Retriever, TwoTower
 from models.two_tower_settings import TwoTowerTrainSettings
 
@@ -53,6 +53,26 @@ def sampled_softmax_loss(
         extra = extra.masked_fill(sampled.unsqueeze(0) == positives.unsqueeze(1), float("-inf"))
         logits = torch.cat([logits, extra], dim=1)
     return F.cross_entropy(logits, torch.arange(n, device=logits.device))
+
+
+def length_buckets(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, chunk: int = 50) -> list:
+    """Row indices in batches of similar lengths, in random order: rows are shuffled, sorted by
+    length within chunks of ``chunk`` batches, cut into batches, and the batches shuffled. Short
+    histories then train in short (trimmed) batches instead of padded to the longest."""
+    order = torch.randperm(len(lengths), generator=generator)
+    batches = []
+    for start in range(0, len(order), chunk * batch_size):
+        part = order[start : start + chunk * batch_size]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def trim_padding(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` without the leading columns that are padding in every row (positions are counted
+    from the right, so the towers see the same thing)."""
+    width = int((rows > 0).sum(1).max()) if len(rows) else 0
+    return rows[:, rows.shape[1] - max(width, 1) :]
 
 
 def log_frequencies(counts: torch.Tensor) -> torch.Tensor:
@@ -93,11 +113,33 @@ def evaluate(model: TwoTower, sequences: Sequences, batch: int = 1024) -> Rankin
     was_training = model.training
     retriever = Retriever(model)
     ranks = RankAccumulator(model.n_items)
-    for i in range(0, len(sequences.rows), batch):
-        histories, targets = sequences.histories[i : i + batch], sequences.targets[i : i + batch]
-        ranks.add(retriever.scores(histories), targets)
+    order = torch.argsort((sequences.histories > 0).sum(1), stable=True)  # similar lengths together
+    for i in range(0, len(order), batch):
+        rows = sequences.rows[order[i : i + batch]]
+        ranks.add(retriever.scores(trim_padding(rows[:, :-1])), rows[:, -1])
     model.train(was_training)
     return ranks.result()
+
+
+def evaluate_ann(
+    model: TwoTower, sequences: Sequences, factory: str, depth: int = max(KS), batch: int = 4096
+) -> dict[str, float]:
+    """HR/NDCG@k of the held-out items when retrieval goes through a FAISS ``factory`` index of
+    the item vectors: each user's top ``depth + max_len`` items are searched, the history
+    dropped, the target's rank read from what is left."""
+    from models.ann import build_index, search
+
+    was_training = model.training
+    retriever = Retriever(model)
+    index = build_index(retriever.items.numpy(), factory)
+    ranks = []
+    for i in range(0, len(sequences.rows), batch):
+        histories, targets = sequences.histories[i : i + batch], sequences.targets[i : i + batch]
+        _, top = search(index, retriever.user_vectors(trim_padding(histories)).numpy(), depth + histories.shape[1])
+        ranks.append(ranks_from_top_lists(torch.from_numpy(top), histories, targets, depth))
+    model.train(was_training)
+    hr, ndcg = metrics_from_ranks(torch.cat(ranks))
+    return {"factory": factory, **{f"hr@{k}": hr[k] for k in KS}, **{f"ndcg@{k}": ndcg[k] for k in KS}}
 
 
 def fit(
@@ -118,11 +160,11 @@ def fit(
     validation_metrics: RankingMetrics | None = None
     started = time.perf_counter()
     model.train()
+    lengths = (rows > 0).sum(1)
     for epoch in range(1, settings.epochs + 1):
-        order = torch.randperm(len(rows), generator=generator)
         total, steps = 0.0, 0
-        for i in range(0, len(rows), settings.batch_size):
-            batch = rows[order[i : i + settings.batch_size]]
+        for batch_rows in length_buckets(lengths, settings.batch_size, generator):
+            batch = trim_padding(rows[batch_rows])
             inputs, nexts = batch[:, :-1], batch[:, 1:]
             keep = (inputs > 0) & (nexts > 0)
             users = model.user_tower(inputs, every_position=True)[keep]

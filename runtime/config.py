@@ -450,6 +450,10 @@ class TwoTowerConfig:
         "logq_correction, extra_negatives (uniform, beside the in-batch ones)."
     )
     source: str = _help("user_engagements source to train and evaluate on, e.g. s3rec_beauty.")
+    eval_index_factory: str = _help(
+        "FAISS index factory string the test items are also retrieved through (e.g. Flat, IVF256,Flat, HNSW32), "
+        "reported beside the exact full ranking."
+    )
     family: str = _help("Registry family the model is published under.")
     registry_keep: int = _help("Versions kept; the promoted one is never pruned.")
     promote: bool = _help("Promote the new version to CURRENT once it is published.")

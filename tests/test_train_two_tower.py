@@ -1,6 +1,7 @@
 import datetime as dt
 import json
 
+import pytest
 import torch
 
 from jobs import train_two_tower
@@ -74,11 +75,15 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
         "two_tower.training.eval_every=5",
         "two_tower.training.patience=3",
         "two_tower.training.progress=false",
+        "two_tower.eval_index_factory=Flat",
     )
     report = train_two_tower.run(spark, cfg)
     assert (report.version, report.users, report.items) == ("v0001", 200, 25)
     assert report.test["hr@10"] > 0.9  # next item = this item + 1: learnable, and learned
     assert "HR@10=" in report.line()
+    for k in (5, 10, 20):  # an exact (Flat) index retrieves what the full ranking ranks
+        assert report.ann[f"hr@{k}"] == report.test[f"hr@{k}"]
+        assert report.ann[f"ndcg@{k}"] == pytest.approx(report.test[f"ndcg@{k}"], abs=1e-12)
 
     registry = Registry(lake.artifacts_path())
     registry.verify("two_tower", "v0001")

@@ -108,3 +108,12 @@ def test_fit_learns_a_next_item_pattern_and_reloads_identically(tmp_path):
     loaded = TwoTower.load(model.save(tmp_path / "tt"))
     histories = validation.histories[:20]
     assert torch.equal(Retriever(loaded).top_k(histories, 5)[0], Retriever(result.model).top_k(histories, 5)[0])
+
+
+def test_ranks_from_an_ann_top_list_drop_history_and_cap_at_depth():
+    from models.retrieval_metrics import ranks_from_top_lists
+
+    top = torch.tensor([[4, 2, 7, 1, -1], [3, 1, 2, 5, 6], [9, 8, 6, 5, 4]])
+    histories = torch.tensor([[0, 2], [0, 0], [0, 6]])
+    targets = torch.tensor([7, 6, 6])  # user 2's target is in its history: masked, a miss
+    assert ranks_from_top_lists(top, histories, targets, depth=3).tolist() == [1, 3, 3]
