@@ -48,16 +48,19 @@ class ItemTower(nn.Module):
             self.attribute_bag = None
         self.project = nn.Linear(settings.dim, settings.dim)
 
-    def embed(self, items: torch.Tensor) -> torch.Tensor:
-        """Raw (unnormalised) item features, any shape of indices -> (..., dim)."""
-        x = self.id_dropout(self.ids(items))
+    def embed(self, items: torch.Tensor, id_dropout: bool = False) -> torch.Tensor:
+        """Raw (unnormalised) item features, any shape of indices -> (..., dim): the ID embedding
+        (with ``id_dropout`` in training when asked) plus the item's attribute embeddings."""
+        x = self.ids(items)
+        if id_dropout:
+            x = self.id_dropout(x)
         if self.attribute_bag is not None:
             flat = items.reshape(-1)
             x = x + self.attribute_bag(self.attributes[flat]).reshape(*items.shape, -1)
         return x
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.project(self.embed(items)), dim=-1)
+        return F.normalize(self.project(self.embed(items, id_dropout=True)), dim=-1)
 
 
 class UserTower(nn.Module):
@@ -66,6 +69,8 @@ class UserTower(nn.Module):
         self.settings = settings
         self.items = items if settings.share_item_embeddings else ItemTower(items.ids.num_embeddings - 1, settings)
         self.positions = nn.Embedding(settings.max_len, settings.dim)
+        nn.init.normal_(self.positions.weight, std=settings.dim**-0.5)  # the items' scale, not N(0, 1)
+        self.history_dropout = nn.Dropout(settings.history_dropout)
         self.dropout = nn.Dropout(settings.dropout)
         if settings.encoder == "transformer":
             layer = nn.TransformerEncoderLayer(
@@ -87,7 +92,7 @@ class UserTower(nn.Module):
         (batch, max_len, dim) for every position with ``every_position``."""
         length = history.shape[1]
         present = (history > 0).unsqueeze(-1).float()
-        x = self.items.embed(history) * present
+        x = self.history_dropout(self.items.embed(history)) * present
         if self.settings.encoder == "transformer":
             x = self.dropout(x + self.positions.weight[-length:]) * present  # padded slots stay zero
             x = self.encoder(x, mask=self.causal[:length, :length], is_causal=True)

@@ -14,8 +14,9 @@ class TwoTowerSettings:
     encoder: str = "transformer"  # transformer (causal self-attention) | mean (pooling)
     layers: int = 2
     heads: int = 2
-    dropout: float = 0.2  # inside the towers
-    id_dropout: float = 0.5  # on item ID embeddings (the homefeed paper's guard against overfitting)
+    dropout: float = 0.2  # inside the user tower's encoder
+    history_dropout: float = 0.5  # on the embeddings of the items a user tower reads
+    id_dropout: float = 0.0  # on candidate items' ID embeddings; the homefeed recipe (0.5) leans on content features
     temperature: float = 0.05  # initial softmax temperature of the cosine scores
     learn_temperature: bool = True
     share_item_embeddings: bool = True  # the user tower reads history through the item tower's ID table
@@ -25,8 +26,10 @@ class TwoTowerSettings:
             raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {self.encoder!r}")
         if min(self.dim, self.max_len, self.layers, self.heads) < 1 or self.dim % self.heads:
             raise ValueError(f"dim, max_len, layers, heads must be >= 1 and dim divisible by heads: {self}")
-        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.id_dropout < 1.0):
-            raise ValueError(f"dropouts must be in [0, 1), got {self.dropout}, {self.id_dropout}")
+        if not all(0.0 <= p < 1.0 for p in (self.dropout, self.history_dropout, self.id_dropout)):
+            raise ValueError(
+                f"dropouts must be in [0, 1), got {self.dropout}, {self.history_dropout}, {self.id_dropout}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 

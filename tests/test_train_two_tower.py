@@ -69,6 +69,7 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
         "two_tower.model.layers=1",
         "two_tower.model.dropout=0.0",
         "two_tower.model.id_dropout=0.0",
+        "two_tower.model.history_dropout=0.0",
         "two_tower.training.epochs=30",
         "two_tower.training.batch_size=32",
         "two_tower.training.lr=1.0e-2",

@@ -9,7 +9,7 @@ from models.two_tower import Retriever, TwoTower, mask_engaged
 from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 from models.two_tower_training import Sequences, evaluate, fit, log_frequencies, sampled_softmax_loss
 
-TINY = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, dropout=0.0, id_dropout=0.0)
+TINY = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, dropout=0.0, history_dropout=0.0, id_dropout=0.0)
 
 
 @pytest.mark.parametrize("encoder", ["transformer", "mean"])
@@ -92,7 +92,7 @@ def test_fit_learns_a_next_item_pattern_and_reloads_identically(tmp_path):
     n_items, length = 30, 8
     walks = next_item_sequences(n_items, 300, length)
     train, validation = Sequences(walks[:, :-1]), Sequences(walks[:, 1:])  # validation predicts the last step
-    settings = TwoTowerSettings(dim=16, max_len=length - 2, layers=1, heads=2, dropout=0.0, id_dropout=0.0)
+    settings = TwoTowerSettings(dim=16, max_len=length - 2, layers=1, heads=2, dropout=0.0, history_dropout=0.0, id_dropout=0.0)
     torch.manual_seed(0)
     model = TwoTower(n_items, settings)
     before = evaluate(model, validation).hr[10]

@@ -1,0 +1,120 @@
+"""Two-tower retrieval on the S3-Rec files, next to the published full-ranking table.
+
+    .venv/bin/python bench/two_tower.py [--workdir DIR] [--datasets Beauty LastFM] [--logq-off Beauty]
+
+Every number comes from the real jobs on a lake under ``--workdir``: ``ingest`` of the S3-Rec
+files, then ``train_two_tower`` per dataset (leave-one-out; early stopping on the validation
+items; the test items, which chose nothing, ranked against all items with the user's sequence
+masked — the S3-Rec protocol), once with logQ correction and, for ``--logq-off`` datasets, once
+without. The test items are also retrieved through the configured FAISS index
+(``two_tower.eval_index_factory``): its relative HR@10 loss vs exact is reported.
+
+Writes ``reports/two_tower.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.record import Figure, Record, write_record  # noqa: E402
+from jobs import ingest, train_two_tower  # noqa: E402
+from jobs.ingest import s3rec_source  # noqa: E402
+from runtime.config import load_config  # noqa: E402
+from runtime.entry import configure_logging  # noqa: E402
+from runtime.session import spark_session  # noqa: E402
+
+# Published full-ranking HR@10 / NDCG@10 (../shared/data/README.md; BSARec's table for the rest).
+PUBLISHED = {
+    "Beauty": {
+        "PopRec": (0.0152, 0.0068),
+        "GRU4Rec": (0.0283, 0.0137),
+        "SASRec": (0.0605, 0.0318),
+        "S3-Rec": (0.0647, 0.0327),
+        "SASRec (sampled softmax)": (0.0921, 0.0531),
+        "BSARec": (0.1008, 0.0611),
+    },
+    "LastFM": {
+        "PopRec": (0.0440, 0.0203),
+        "GRU4Rec": (0.0367, 0.0187),
+        "SASRec": (0.0688, 0.0390),
+        "S3-Rec": (0.0743, 0.0427),
+    },
+}
+
+
+def overrides(work: Path, data_root: str, dataset: str, logq: bool) -> list[str]:
+    return [
+        f"lake.root={work / 'lake'}",
+        f"ingest.data_root={data_root}",
+        f"two_tower.source={s3rec_source(dataset)}",
+        f"two_tower.training.logq_correction={str(logq).lower()}",
+        "two_tower.promote=false",
+    ]
+
+
+def run_variant(spark, work: Path, data_root: str, dataset: str, logq: bool) -> dict[str, Any]:
+    cfg = load_config("local", overrides=overrides(work, data_root, dataset, logq))
+    report = train_two_tower.run(spark, cfg)
+    print(report.line(), flush=True)
+    return {"version": report.version, "best_epoch": report.best_epoch, "test": report.test, "ann": report.ann}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--datasets", nargs="+", default=["Beauty", "LastFM"])
+    parser.add_argument("--logq-off", nargs="*", default=["Beauty"], help="datasets also trained without logQ")
+    args = parser.parse_args()
+    configure_logging()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-two-tower-"))
+    base = load_config(
+        "local",
+        overrides=[
+            f"lake.root={work / 'lake'}",
+            f"ingest.data_root={args.data_root}",
+            "ingest.sources=[s3rec]",
+            f"ingest.s3rec_datasets=[{', '.join(args.datasets)}]",
+        ],
+    )
+    runs: dict[str, dict[str, Any]] = {}
+    with spark_session("pinpipe-bench-two-tower", base.spark) as spark:
+        ingest.run(spark, base)
+        for dataset in args.datasets:
+            runs[f"{dataset} logQ"] = run_variant(spark, work, args.data_root, dataset, logq=True)
+            if dataset in args.logq_off:
+                runs[f"{dataset} no logQ"] = run_variant(spark, work, args.data_root, dataset, logq=False)
+    figures = []
+    for name, run in runs.items():
+        dataset = name.split()[0]
+        t, ann = run["test"], run["ann"]
+        figures += [
+            Figure(f"{name} HR@10", t["hr@10"], headline=name.endswith(" logQ")),
+            Figure(f"{name} NDCG@10", t["ndcg@10"], headline=name.endswith(" logQ")),
+            Figure(f"{name} coverage@10", t["coverage@10"]),
+            Figure(f"{name} HR@10 / S3-Rec", t["hr@10"] / PUBLISHED[dataset]["S3-Rec"][0], "x", kind="derived"),
+            Figure(
+                f"{name} {ann['factory']} HR@10 loss vs exact",
+                1.0 - ann["hr@10"] / t["hr@10"] if t["hr@10"] else 0.0,
+                kind="derived",
+            ),
+        ]
+    write_record(
+        Record(
+            "two_tower",
+            "Two-tower retrieval on S3-Rec files, full ranking (training items masked), vs the published table",
+            "bench/two_tower.py " + " ".join(sys.argv[1:]),
+            figures,
+            inputs={"runs": runs, "published_hr10_ndcg10": PUBLISHED, "datasets": args.datasets},
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
