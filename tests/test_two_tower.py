@@ -92,7 +92,7 @@ def test_fit_learns_a_next_item_pattern_and_reloads_identically(tmp_path):
     n_items, length = 30, 8
     walks = next_item_sequences(n_items, 300, length)
     train, validation = Sequences(walks[:, :-1]), Sequences(walks[:, 1:])  # validation predicts the last step
-    settings = TwoTowerSettings(dim=16, max_len=length - 2, layers=1, heads=2, dropout=0.0, history_dropout=0.0, id_dropout=0.0)
+    settings = TwoTowerSettings(**{**TINY.__dict__, "max_len": length - 2})
     torch.manual_seed(0)
     model = TwoTower(n_items, settings)
     before = evaluate(model, validation).hr[10]
