@@ -5,6 +5,7 @@ quarantined, or in one clear error — never a crash, a hang or silent loss."""
 import csv
 import io
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,8 +46,9 @@ def test_valid_csv_round_trips(rows):
     assert [p.fields for p in pieces[1:]] == rows
 
 
+@pytest.mark.slow  # a Spark job per example: in `make test-slow`
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(st.binary(max_size=400) | csv_text.map(lambda t: (",".join(ingest.CROWDFLOWER_COLUMNS) + "\n" + t).encode()))
 def test_any_crowdflower_file_reconciles_or_fails_clearly(spark, tmp_path, data):
@@ -61,8 +63,9 @@ def test_any_crowdflower_file_reconciles_or_fails_clearly(spark, tmp_path, data)
     assert read == batch.outputs["human_labels"].count() + batch.quarantine.count()
 
 
+@pytest.mark.slow  # a Spark job per example: in `make test-slow`
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(st.binary(max_size=300) | st.text(st.sampled_from(list("0123 \t\n\r-xé")), max_size=200).map(str.encode))
 def test_any_s3rec_file_reconciles(spark, tmp_path, data):

@@ -5,6 +5,7 @@ from jobs import maintain
 from runtime.config import ConfigError
 
 
+@pytest.mark.slow  # four Delta writes, OPTIMIZE and VACUUM: in `make test-slow`
 def test_maintain_compacts_vacuums_and_keeps_the_data(spark, lake, cfg_for):
     def write(source, n):
         df = spark.createDataFrame([(f"{source}:{i}", source) for i in range(n)], "pin_id string, source string")

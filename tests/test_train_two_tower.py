@@ -57,6 +57,7 @@ def test_sequences_are_ordered_indexed_and_split_leave_one_out(spark):
     assert split.test.rows.tolist() == [[3, 2, 4, 1]]  # target 1, the last
 
 
+@pytest.mark.slow  # trains 30 epochs through the job: in `make test-slow`
 def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
     n_items = 25
     g = torch.Generator().manual_seed(0)
