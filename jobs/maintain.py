@@ -104,7 +104,10 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> MaintainReport:
         return MaintainReport([maintain_table(spark, lake, t, settings) for t in tables])
     finally:
         for key, value in saved.items():
-            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def main(argv: Sequence[str] | None = None) -> MaintainReport:
