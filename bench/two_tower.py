@@ -100,7 +100,7 @@ def main() -> None:
             Figure(f"{name} coverage@10", t["coverage@10"]),
             Figure(f"{name} HR@10 / S3-Rec", t["hr@10"] / PUBLISHED[dataset]["S3-Rec"][0], "x", kind="derived"),
             Figure(
-                f"{name} {ann['factory']} HR@10 loss vs exact",
+                f"{name} {ann['factory']} ({ann['params'] or 'defaults'}) HR@10 loss vs exact",
                 1.0 - ann["hr@10"] / t["hr@10"] if t["hr@10"] else 0.0,
                 kind="derived",
             ),

@@ -69,7 +69,8 @@ class TwoTowerRunReport:
             f"train_two_tower: two_tower/{self.version} source={self.source} users={self.users:,} "
             f"items={self.items:,} best_epoch={self.best_epoch} test HR@10={t['hr@10']:.4f} "
             f"NDCG@10={t['ndcg@10']:.4f} HR@20={t['hr@20']:.4f} NDCG@20={t['ndcg@20']:.4f}; through "
-            f"{self.ann['factory']}: HR@10={self.ann['hr@10']:.4f} NDCG@10={self.ann['ndcg@10']:.4f}"
+            f"{self.ann['factory']} ({self.ann['params'] or 'defaults'}): HR@10={self.ann['hr@10']:.4f} "
+            f"NDCG@10={self.ann['ndcg@10']:.4f}"
         )
 
 
@@ -104,7 +105,12 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerInputs:
 
 
 def transform(
-    inputs: TwoTowerInputs, *, model: TwoTowerSettings, training: TwoTowerTrainSettings, index_factory: str
+    inputs: TwoTowerInputs,
+    *,
+    model: TwoTowerSettings,
+    training: TwoTowerTrainSettings,
+    index_factory: str,
+    index_params: str,
 ) -> TwoTowerOutputs:
     import torch
 
@@ -141,7 +147,7 @@ def transform(
     metrics = {
         "validation": result.validation.as_dict(),
         "test": test.as_dict(),
-        "test_ann": evaluate_ann(result.model, split.test, index_factory),
+        "test_ann": evaluate_ann(result.model, split.test, index_factory, index_params),
         "best_epoch": result.best_epoch,
         "history": result.history,
         "train_seconds": round(result.seconds, 1),
@@ -209,7 +215,13 @@ def write(
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
     t = cfg.two_tower
-    outputs = transform(read(spark, cfg), model=t.model, training=t.training, index_factory=t.eval_index_factory)
+    outputs = transform(
+        read(spark, cfg),
+        model=t.model,
+        training=t.training,
+        index_factory=t.eval_index_factory,
+        index_params=t.eval_index_params,
+    )
     lake = Lake.at(cfg.lake.root)
     return write(outputs, lake, family=t.family, keep=t.registry_keep, promote=t.promote, config=cfg.to_dict())
 

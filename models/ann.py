@@ -11,9 +11,13 @@ import faiss
 import numpy as np
 
 
-def build_index(vectors: np.ndarray, factory: str, train_sample: int = 100_000, seed: int = 0) -> faiss.Index:
+def build_index(
+    vectors: np.ndarray, factory: str, params: str = "", train_sample: int = 100_000, seed: int = 0
+) -> faiss.Index:
     """An inner-product index of ``vectors`` (n, dim) float32; IVF/PQ kinds train their
-    quantizer on a seeded sample of at most ``train_sample`` rows first."""
+    quantizer on a seeded sample of at most ``train_sample`` rows first. ``params`` are search
+    parameters in FAISS's own syntax (``efSearch=256``, ``nprobe=32``), set through its
+    ``ParameterSpace``."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
@@ -21,6 +25,8 @@ def build_index(vectors: np.ndarray, factory: str, train_sample: int = 100_000, 
         sample = vectors[rng.choice(len(vectors), size=min(train_sample, len(vectors)), replace=False)]
         index.train(sample)
     index.add(vectors)
+    if params:
+        faiss.ParameterSpace().set_index_parameters(index, params)
     return index
 
 

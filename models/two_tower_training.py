@@ -122,7 +122,7 @@ def evaluate(model: TwoTower, sequences: Sequences, batch: int = 1024) -> Rankin
 
 
 def evaluate_ann(
-    model: TwoTower, sequences: Sequences, factory: str, depth: int = max(KS), batch: int = 4096
+    model: TwoTower, sequences: Sequences, factory: str, params: str = "", depth: int = max(KS), batch: int = 4096
 ) -> dict[str, float]:
     """HR/NDCG@k of the held-out items when retrieval goes through a FAISS ``factory`` index of
     the item vectors: each user's top ``depth + max_len`` items are searched, the history
@@ -131,7 +131,7 @@ def evaluate_ann(
 
     was_training = model.training
     retriever = Retriever(model)
-    index = build_index(retriever.items.numpy(), factory)
+    index = build_index(retriever.items.numpy(), factory, params)
     ranks = []
     for i in range(0, len(sequences.rows), batch):
         histories, targets = sequences.histories[i : i + batch], sequences.targets[i : i + batch]
@@ -139,7 +139,12 @@ def evaluate_ann(
         ranks.append(ranks_from_top_lists(torch.from_numpy(top), histories, targets, depth))
     model.train(was_training)
     hr, ndcg = metrics_from_ranks(torch.cat(ranks))
-    return {"factory": factory, **{f"hr@{k}": hr[k] for k in KS}, **{f"ndcg@{k}": ndcg[k] for k in KS}}
+    return {
+        "factory": factory,
+        "params": params,
+        **{f"hr@{k}": hr[k] for k in KS},
+        **{f"ndcg@{k}": ndcg[k] for k in KS},
+    }
 
 
 def fit(

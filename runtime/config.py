@@ -454,6 +454,9 @@ class TwoTowerConfig:
         "FAISS index factory string the test items are also retrieved through (e.g. Flat, IVF256,Flat, HNSW32), "
         "reported beside the exact full ranking."
     )
+    eval_index_params: str = _help(
+        "FAISS search parameters of that index, in FAISS's syntax (efSearch=256, nprobe=32); empty = its defaults."
+    )
     family: str = _help("Registry family the model is published under.")
     registry_keep: int = _help("Versions kept; the promoted one is never pruned.")
     promote: bool = _help("Promote the new version to CURRENT once it is published.")

@@ -78,6 +78,7 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
         "two_tower.training.patience=3",
         "two_tower.training.progress=false",
         "two_tower.eval_index_factory=Flat",
+        "two_tower.eval_index_params=''",
     )
     report = train_two_tower.run(spark, cfg)
     assert (report.version, report.users, report.items) == ("v0001", 200, 25)

@@ -117,3 +117,16 @@ def test_ranks_from_an_ann_top_list_drop_history_and_cap_at_depth():
     histories = torch.tensor([[0, 2], [0, 0], [0, 6]])
     targets = torch.tensor([7, 6, 6])  # user 2's target is in its history: masked, a miss
     assert ranks_from_top_lists(top, histories, targets, depth=3).tolist() == [1, 3, 3]
+
+
+def test_ann_index_takes_its_search_parameters_and_returns_item_indices():
+    import numpy as np
+
+    from models.ann import build_index, search
+
+    vectors = F.normalize(torch.randn(300, 8, generator=torch.Generator().manual_seed(0)), dim=-1).numpy()
+    index = build_index(vectors, "HNSW8", "efSearch=200")
+    assert index.hnsw.efSearch == 200
+    _, ids = search(index, vectors[:5], 1)
+    assert ids[:, 0].tolist() == [1, 2, 3, 4, 5]  # row r is item r + 1, its own nearest
+    assert np.all(search(build_index(vectors, "Flat"), vectors[:1], 400)[1][0, 300:] == -1)  # fewer than k: -1
