@@ -113,6 +113,7 @@ def hostile_root(tmp_path):
     return root
 
 
+@pytest.mark.slow  # a full ingest of three hostile sources into Delta: in `make test-slow` (CI runs it)
 def test_row_level_kinds_are_quarantined_with_reasons_and_counts_reconcile(spark, lake, cfg_for, hostile_root):
     cfg = cfg_for(f"ingest.data_root={hostile_root}", "ingest.s3rec_datasets=[Hostile]", "ingest.coco_dir=coco")
     reports = {r.source: r for r in ingest.run(spark, cfg).sources}
@@ -221,6 +222,7 @@ def test_coco_documents_of_the_wrong_kind_fail_with_one_clear_error(spark, tmp_p
         ingest.read_json_document(spark, str(path))
 
 
+@pytest.mark.slow  # five ingests into Delta: in `make test-slow` (CI runs it)
 def test_a_reingest_that_would_empty_or_halve_a_slice_is_refused_before_writing(spark, lake, cfg_for, tmp_path):
     folder = tmp_path / "data" / "crowdflower"
     folder.mkdir(parents=True)
@@ -244,6 +246,7 @@ def test_a_reingest_that_would_empty_or_halve_a_slice_is_refused_before_writing(
     assert lake.read(spark, "human_labels").count() == 0
 
 
+@pytest.mark.slow  # Delta writes: in `make test-slow` (CI runs it)
 def test_a_record_lost_between_reading_and_writing_fails_the_job(spark, lake, tmp_path):
     path = tmp_path / "Lossy.txt"
     path.write_text("1 2 3\n4 5\nx 6\n\n")
