@@ -135,8 +135,9 @@ class SourceReport:
 # --------------------------------------------------------------------------- CrowdFlower
 
 
-def _try_number(col: str) -> F.Column:
-    return F.expr(f"try_cast(trim(`{col}`) as double)")
+def _try_cast(col: str, sql_type: str) -> F.Column:
+    """``col`` trimmed and cast to ``sql_type``; null where it does not parse or fit."""
+    return F.expr(f"try_cast(trim(`{col}`) as {sql_type})")
 
 
 def _pin_id_from_text(prefix: str, *cols: F.Column) -> F.Column:
@@ -158,7 +159,7 @@ def transform_crowdflower(records: DataFrame, scale_max: int, source: str = CROW
         {c: StringType() for c in (*CROWDFLOWER_COLUMNS, RAW, PROBLEM)},
         f"{source} labels",
     )
-    relevance, variance, fold = (_try_number(c) for c in ("median_relevance", "relevance_variance", "fold"))
+    relevance, variance, fold = (_try_cast(c, "double") for c in ("median_relevance", "relevance_variance", "fold"))
     checks = [
         (F.col(PROBLEM).isNotNull(), F.col(PROBLEM)),
         (is_blank(F.col("id")), "missing id"),
@@ -315,10 +316,6 @@ COCO_DDL = (
 )
 
 
-def _try_long(col: str) -> F.Column:
-    return F.expr(f"try_cast(trim(`{col}`) as bigint)")
-
-
 def transform_coco(doc: DataFrame, images_dir: str, source: str = COCO) -> IngestBatch:
     """A COCO captions document (columns ``images``, ``annotations``; ids as text, as
     :func:`read_json_document` reads them) -> pins + captions; ``images_dir`` is the folder its
@@ -331,7 +328,7 @@ def transform_coco(doc: DataFrame, images_dir: str, source: str = COCO) -> Inges
 
     folder = images_dir.rstrip("/")
     path = F.when(is_blank(F.col("file_name")), None).otherwise(F.concat(F.lit(folder + "/"), F.col("file_name")))
-    staged = images.select("id", "file_name", _try_long("id").alias("_id"), path.alias("_path")).withColumn(
+    staged = images.select("id", "file_name", _try_cast("id", "bigint").alias("_id"), path.alias("_path")).withColumn(
         "_sig", image_signature_col(F.col("_path"))
     )
     checks = [
@@ -357,7 +354,7 @@ def transform_coco(doc: DataFrame, images_dir: str, source: str = COCO) -> Inges
     )
 
     known = valid.select(F.col("_id").alias("_known_id"), F.col(f"_sig.{SIGNATURE}").alias("_signature"))
-    captions = annotations.select("image_id", "caption", _try_long("image_id").alias("_image_id"))
+    captions = annotations.select("image_id", "caption", _try_cast("image_id", "bigint").alias("_image_id"))
     captions = captions.join(known, F.col("_image_id") == F.col("_known_id"), "left")
     caption_checks = [
         (is_blank(F.col("image_id")), "missing image_id"),
