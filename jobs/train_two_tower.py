@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 ITEM_INDEX = "item_index"
 ITEMS = "items"
-ITEMS_FILE = "items.json"  # item index i (1-based) -> pin_id at position i - 1
 
 
 @dataclass
@@ -191,9 +190,10 @@ def write(
     outputs: TwoTowerOutputs, lake: Lake, *, family: str, keep: int, promote: bool, config: dict[str, Any]
 ) -> TwoTowerRunReport:
     from models.registry import Registry
+    from models.two_tower import ITEMS_FILE, MODEL_FOLDER
 
     def build(folder: Path) -> None:
-        outputs.model.save(folder / "model")
+        outputs.model.save(folder / MODEL_FOLDER)
         (folder / ITEMS_FILE).write_text(json.dumps(outputs.item_ids))
         (folder / "metrics.json").write_text(json.dumps(outputs.metrics, indent=2))
 

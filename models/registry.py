@@ -72,7 +72,7 @@ class Registry:
     def publish(
         self,
         family: str,
-        build: Callable[[Path], None],
+        build: Callable[[Path], dict[str, Any] | None],
         *,
         metrics: dict | None = None,
         config: dict | None = None,
@@ -83,13 +83,14 @@ class Registry:
 
         ``external`` names folders outside the artifact that it needs to run (the base model of
         a LoRA teacher): their path and every file's checksum go into the manifest, and
-        :meth:`verify` refuses the artifact when any of them changed."""
+        :meth:`verify` refuses the artifact when any of them changed. ``build`` may return more
+        top-level manifest entries (an index's description of the shards it wrote)."""
         family_dir = self.root / family
         family_dir.mkdir(parents=True, exist_ok=True)
         staging = family_dir / f".staging-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            build(staging)
+            extra = build(staging) or {}
             existing = self.versions(family)
             version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
             files = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
@@ -103,6 +104,10 @@ class Registry:
                 "files": files,
                 "external": {name: folder_checksums(Path(folder)) for name, folder in (external or {}).items()},
             }
+            clash = sorted(set(extra) & set(manifest))
+            if clash:
+                raise ValueError(f"build returned manifest entries {clash} that would replace the registry's own")
+            manifest.update(extra)
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
             os.rename(staging, family_dir / version)  # fails if the version appeared meanwhile
         except BaseException:

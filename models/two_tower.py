@@ -27,6 +27,10 @@ from models.two_tower_settings import TwoTowerSettings
 
 WEIGHTS = "two_tower.safetensors"
 SETTINGS = "two_tower.json"
+# A published two-tower artifact (jobs/train_two_tower.py): the model's folder, and the pin id of
+# each item index (a JSON list: item i is at position i - 1).
+MODEL_FOLDER = "model"
+ITEMS_FILE = "items.json"
 
 
 class ItemTower(nn.Module):
@@ -145,6 +149,12 @@ class TwoTower(nn.Module):
         model = cls(meta["n_items"], TwoTowerSettings(**meta["settings"]), attributes)
         load_model(model, str(folder / WEIGHTS))
         return model.to(device or "cpu").eval()
+
+
+def load_artifact(folder: str | Path, device: torch.device | None = None) -> tuple[TwoTower, list[str]]:
+    """The model of a published two-tower artifact and its items' pin ids."""
+    folder = Path(folder)
+    return TwoTower.load(folder / MODEL_FOLDER, device), json.loads((folder / ITEMS_FILE).read_text())
 
 
 class Retriever:

@@ -28,6 +28,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jobs.train_two_tower",
         "train the two-tower retrieval model on one source's engagement sequences and publish it",
     ),
+    "embed_pins": ("jobs.embed_pins", "embed every item of a two-tower model with its item tower (pin_embeddings)"),
+    "build_index": (
+        "jobs.build_index",
+        "build a sharded FAISS index of pin_embeddings in Spark; publish it if its recall@10 passes",
+    ),
+    "index": ("jobs.index_admin", "list | promote VERSION | rollback the index versions (with their model)"),
+    "retrieve": ("jobs.retrieve", "a user's top-k pins from the promoted model and index"),
     "maintain": ("jobs.maintain", "compact (OPTIMIZE) and VACUUM the lake's Delta tables"),
     "package": ("runtime.package", "build dist/pinpipe.zip for spark-submit --py-files"),
 }

@@ -468,6 +468,38 @@ class TwoTowerConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    name: str = _help("Index name: versions live under <lake>/artifacts/indexes/<name>/.")
+    model_family: str = _help("Registry family of the two-tower model whose item tower is embedded and indexed.")
+    model_version: str = _help("Model version to embed and index (e.g. v0003); empty = the promoted one.")
+    embed_batch_size: int = _help("Items per item-tower forward pass in embed_pins.")
+    partitions: int = _help("Spark partitions for embedding and shards (one shard per partition); 0 = default.")
+    flat_below: int = _help("Below this many vectors the shards are exact (Flat) and factory is not used.")
+    factory: str = _help(
+        "FAISS index factory string at or above flat_below, e.g. IVF{nlist},Flat, IVF{nlist},PQ16 or HNSW32; "
+        "{nlist} becomes a power of two near 4*sqrt(vectors)."
+    )
+    search_params: str = _help("Search parameters of that index in FAISS's syntax (nprobe=32, efSearch=128).")
+    train_sample: int = _help("Vectors (seeded sample) the coarse quantizer trains on, on the driver.")
+    recall_queries: int = _help("Seeded sample of indexed vectors used as queries for the recall@10 check.")
+    min_recall_at_10: float = _help(
+        "A version is published only if the sharded index's recall@10 vs exact search reaches this."
+    )
+    seed: int = _help("Seed of the training and query samples.")
+    keep: int = _help("Index versions kept; the promoted one is never pruned.")
+    promote: bool = _help("Promote the new index, and the model it was built from, once published.")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name.strip()), "index.name", "must not be empty", self.name)
+        _require(bool(self.model_family.strip()), "index.model_family", "must not be empty", self.model_family)
+        _require_at_least(self, "index", ("embed_batch_size", "train_sample", "recall_queries", "keep"))
+        _require_at_least(self, "index", ("partitions", "flat_below"), minimum=0)
+        _require(
+            0.0 <= self.min_recall_at_10 <= 1.0, "index.min_recall_at_10", "must be in [0, 1]", self.min_recall_at_10
+        )
+
+
+@dataclass(frozen=True)
 class MaintainConfig:
     tables: list[str] = _help("Tables to maintain; empty = every pinpipe table present in the lake.")
     optimize: bool = _help("Compact each table's small files (Delta OPTIMIZE) before vacuuming.")
@@ -545,6 +577,7 @@ class PinpipeConfig:
     corpus: CorpusConfig = _help("The distillation corpus over a labeled catalog.")
     student: StudentConfig = _help("Student training (MLP / MMoE) by distillation from the teacher.")
     two_tower: TwoTowerConfig = _help("Two-tower retrieval: user and item towers trained on engagement sequences.")
+    index: IndexConfig = _help("Item embeddings (embed_pins) and the sharded FAISS index (build_index, retrieve).")
     maintain: MaintainConfig = _help("Lake upkeep: OPTIMIZE and VACUUM (pinpipe maintain).")
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from schemas import (
     human_labels,
     labeled_impressions,
     pin_captions,
+    pin_embeddings,
     pin_text_features,
     pins,
     quarantine,
@@ -53,6 +54,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("labeled_impressions", labeled_impressions.LABELED_IMPRESSIONS_V1, ("dt",)),
         TableSpec("text_embeddings", text_embeddings.TEXT_EMBEDDINGS_V1, ("encoder_version",)),
         TableSpec("student_features", student_features.STUDENT_FEATURES_V2, ("feature_version",)),
+        TableSpec("pin_embeddings", pin_embeddings.PIN_EMBEDDINGS_V1, ("model_version",)),
     )
 }
 

@@ -1,0 +1,236 @@
+"""Build a versioned, sharded FAISS index of a model's ``pin_embeddings`` in Spark.
+
+1. Read the ``model_version`` slice of ``pin_embeddings`` (``index.model_version``; empty: the
+   promoted ``index.model_family`` version). The index kind follows the corpus size: exact
+   (``Flat``) below ``index.flat_below`` vectors, ``index.factory`` above (``{nlist}`` sized to
+   the corpus).
+2. On the driver: train the empty index once on a seeded sample (IVF kinds), and draw a seeded
+   sample of the vectors as recall queries. Both are broadcast.
+3. One Spark task per range of item ids adds its vectors to a copy of the trained index and
+   writes its shard into the new version's staging folder (``udfs.index_shards``); it also
+   answers the recall queries from its shard and exactly from its vectors.
+4. The driver merges the shards' answers: recall@10 of the sharded index vs exact search (a
+   query's own vector left out of both). Below ``index.min_recall_at_10`` nothing is published
+   and the job says why; otherwise the version is published under
+   ``<lake>/artifacts/indexes/<name>/<version>/`` with a manifest naming the model version,
+   dimension, metric, factory, faiss version and every shard's rows, id range and sha256, and is
+   promoted together with its model (``index.promote``).
+
+Local:    pinpipe build_index [--set index.factory=HNSW32 --set index.search_params=efSearch=128]
+Cluster:  spark-submit ... jobs/build_index.py --env cluster --set lake.root=/shared/lake
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from models.ann import empty_index, merge_top_k, recall_at, resolve_factory, to_bytes
+from models.registry import Registry
+from models.retrieval import IndexVersions
+from models.sharded_index import INDEX, IndexDescription, ShardInfo
+from runtime.config import PinpipeConfig
+from runtime.entry import run_job
+from runtime.lake import Lake
+from runtime.session import job_description
+from schemas import pin_embeddings as PE
+from udfs import index_shards as S
+
+log = logging.getLogger(__name__)
+
+RECALL_K = 10
+
+
+class IndexRecallTooLow(RuntimeError):
+    """The sharded index misses too many of exact search's neighbours to be published."""
+
+
+@dataclass(frozen=True)
+class IndexInputs:
+    embeddings: DataFrame
+    model_family: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    vectors: DataFrame  # (item_index, embedding) in one range of ids per partition
+    template: bytes  # the trained, empty index every shard starts from
+    queries: np.ndarray  # (q, dim) recall queries: a seeded sample of the vectors
+    query_ids: np.ndarray
+    factory: str
+    search_params: str
+    rows: int
+    dim: int
+    model_family: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    name: str
+    version: str
+    description: IndexDescription
+    min_recall: float
+    promoted: bool
+
+    def line(self) -> str:
+        d = self.description
+        return (
+            f"build_index: indexes/{self.name}/{self.version} model={d.model} vectors={d.rows:,} dim={d.dim} "
+            f"shards={len(d.shards)} factory={d.factory} ({d.search_params or 'defaults'}) "
+            f"recall@10={d.recall_at_10:.4f} (min {self.min_recall}){' promoted' if self.promoted else ''}"
+        )
+
+
+def read(spark: SparkSession, cfg: PinpipeConfig) -> IndexInputs:
+    lake, c = Lake.at(cfg.lake.root), cfg.index
+    version = Registry(lake.artifacts_path()).resolve(c.model_family, c.model_version)
+    tag = f"{c.model_family}/{version}"
+    embeddings = lake.read(spark, "pin_embeddings").filter(F.col(PE.MODEL_VERSION) == tag)
+    return IndexInputs(embeddings.select(PE.ITEM_INDEX, PE.EMBEDDING), c.model_family, version)
+
+
+def seeded_sample(vectors: DataFrame, n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of about ``size`` rows drawn with ``seed`` (all rows when there are fewer)."""
+    fraction = min(1.0, 1.5 * size / n)
+    rows = vectors.sample(fraction=fraction, seed=seed).orderBy(PE.ITEM_INDEX).limit(size).collect()
+    ids = np.array([r[PE.ITEM_INDEX] for r in rows], dtype=np.int64)
+    return ids, np.array([r[PE.EMBEDDING] for r in rows], dtype=np.float32)
+
+
+def transform(
+    inputs: IndexInputs,
+    *,
+    factory: str,
+    flat_below: int,
+    search_params: str,
+    train_sample: int,
+    recall_queries: int,
+    seed: int,
+    partitions: int,
+) -> IndexPlan:
+    vectors = inputs.embeddings
+    tag = f"{inputs.model_family}/{inputs.model_version}"
+    with job_description(vectors.sparkSession, f"build_index: plan ({tag})"):
+        rows = vectors.count()
+        if rows == 0:
+            raise ValueError(f"pin_embeddings has no rows for {tag}: run embed_pins for that model first")
+        dim = int(vectors.select(F.size(PE.EMBEDDING)).first()[0])
+        chosen = resolve_factory(factory, rows, flat_below)
+        sample = None
+        if not faiss.index_factory(dim, chosen, faiss.METRIC_INNER_PRODUCT).is_trained:
+            sample = seeded_sample(vectors, rows, train_sample, seed)[1]
+        template = to_bytes(empty_index(dim, chosen, sample))
+        query_ids, queries = seeded_sample(vectors, rows, recall_queries, seed + 1)
+    by_range = vectors.repartitionByRange(
+        partitions or vectors.sparkSession.sparkContext.defaultParallelism, PE.ITEM_INDEX
+    )
+    params = "" if chosen == "Flat" else search_params
+    return IndexPlan(
+        by_range, template, queries, query_ids, chosen, params, rows, dim, inputs.model_family, inputs.model_version
+    )
+
+
+def recall_without_self(shards: list[dict[str, Any]], query_ids: np.ndarray, k: int = RECALL_K) -> float:
+    """recall@k of the merged shards' answers vs the merged exact answers, each query's own id
+    left out of both (the shards answered ``k + 1``)."""
+    q = len(query_ids)
+
+    def merged(ids_key: str, scores_key: str) -> np.ndarray:
+        parts = [
+            (np.array(s[scores_key], np.float32).reshape(q, k + 1), np.array(s[ids_key], np.int64).reshape(q, k + 1))
+            for s in shards
+        ]
+        ids = merge_top_k(parts, k + 1)[1]
+        return np.array([[i for i in row if i != own][:k] for row, own in zip(ids, query_ids, strict=True)])
+
+    return recall_at(merged(S.ANN_IDS, S.ANN_SCORES), merged(S.EXACT_IDS, S.EXACT_SCORES))
+
+
+def build_shards(plan: IndexPlan, folder: Path) -> IndexDescription:
+    """Write the shards into ``folder`` with Spark and check their recall; their description."""
+    spark = plan.vectors.sparkSession
+    template = spark.sparkContext.broadcast(plan.template)
+    queries = spark.sparkContext.broadcast(plan.queries)
+    try:
+        build = S.shard_partitions(template, queries, str(folder), plan.search_params, RECALL_K + 1)
+        with job_description(spark, f"build_index: {plan.factory} shards of {plan.rows:,} vectors"):
+            shards = [r.asDict() for r in plan.vectors.mapInArrow(build, S.SHARD_SCHEMA).collect()]
+    finally:
+        template.destroy()
+        queries.destroy()
+    shards.sort(key=lambda s: s[S.FILE])
+    held = sum(s[S.ROWS] for s in shards)
+    if held != plan.rows:
+        raise RuntimeError(f"the shards hold {held:,} vectors, pin_embeddings has {plan.rows:,}")
+    return IndexDescription(
+        model_family=plan.model_family,
+        model_version=plan.model_version,
+        dim=plan.dim,
+        factory=plan.factory,
+        search_params=plan.search_params,
+        faiss_version=faiss.__version__,
+        recall_at_10=round(recall_without_self(shards, plan.query_ids), 6),
+        rows=plan.rows,
+        shards=tuple(ShardInfo(s[S.FILE], s[S.ROWS], s[S.MIN_ID], s[S.MAX_ID], s[S.SHA256]) for s in shards),
+    )
+
+
+def write(
+    plan: IndexPlan, lake: Lake, *, name: str, keep: int, min_recall: float, promote: bool, config: dict[str, Any]
+) -> IndexReport:
+    versions = IndexVersions(lake.artifacts_path(), name, keep=keep)
+    built: list[IndexDescription] = []
+
+    def build(folder: Path) -> dict[str, Any]:
+        description = build_shards(plan, folder)
+        if description.recall_at_10 < min_recall:
+            raise IndexRecallTooLow(
+                f"build_index: not published: recall@10 of the sharded {description.factory} index "
+                f"({description.search_params or 'default search parameters'}) vs exact search is "
+                f"{description.recall_at_10:.4f}, below index.min_recall_at_10={min_recall}; search wider "
+                "(index.search_params, e.g. a larger nprobe or efSearch) or choose another index.factory"
+            )
+        built.append(description)
+        return {INDEX: description.as_dict()}
+
+    inputs = {"pin_embeddings_model_version": f"{plan.model_family}/{plan.model_version}", "vectors": plan.rows}
+    version = versions.indexes.publish(name, build, config=config, inputs=inputs)
+    if promote:
+        versions.promote(version)
+    return IndexReport(name, version, built[0], min_recall, promote)
+
+
+def run(spark: SparkSession, cfg: PinpipeConfig) -> IndexReport:
+    c = cfg.index
+    plan = transform(
+        read(spark, cfg),
+        factory=c.factory,
+        flat_below=c.flat_below,
+        search_params=c.search_params,
+        train_sample=c.train_sample,
+        recall_queries=c.recall_queries,
+        seed=c.seed,
+        partitions=c.partitions,
+    )
+    lake = Lake.at(cfg.lake.root)
+    return write(
+        plan, lake, name=c.name, keep=c.keep, min_recall=c.min_recall_at_10, promote=c.promote, config=cfg.to_dict()
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> IndexReport:
+    return run_job("pinpipe build_index", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    main()

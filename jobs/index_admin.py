@@ -1,0 +1,62 @@
+"""``pinpipe index list|promote VERSION|rollback``: the versions of the two-tower index.
+
+``list`` shows every kept version of ``index.name`` with the model version it was built from,
+its size, shards, factory and recall@10, and which one is promoted. ``promote VERSION``
+promotes that index version and the model version it names, together. ``rollback`` promotes the
+previous index version and its model. No Spark: these only read manifests and move pointers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from models.retrieval import IndexVersions
+from runtime.config import add_config_arguments, config_from_args
+from runtime.errors import explain
+from runtime.lake import Lake
+
+
+def table(versions: IndexVersions) -> str:
+    rows = versions.list()
+    if not rows:
+        return f"index {versions.name}: no versions under {versions.indexes.root / versions.name}"
+    lines = [
+        f"{'':2}{'version':<9}{'model':<20}{'vectors':>12}{'shards':>8}  {'factory':<18}{'recall@10':>10}  created"
+    ]
+    for r in rows:
+        lines.append(
+            f"{'* ' if r.current else '  '}{r.version:<9}{r.model:<20}{r.rows:>12,}{r.shards:>8}  {r.factory:<18}"
+            f"{r.recall_at_10:>10.4f}  {r.created_at}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = add_config_arguments(argparse.ArgumentParser(prog="pinpipe index", description=__doc__.splitlines()[0]))
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the kept versions; * marks the promoted one")
+    promote = commands.add_parser("promote", help="promote an index version and the model it was built from")
+    promote.add_argument("version")
+    commands.add_parser("rollback", help="promote the previous index version and its model")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        versions = IndexVersions(Lake.at(cfg.lake.root).artifacts_path(), cfg.index.name, keep=cfg.index.keep)
+        if args.command == "list":
+            print(table(versions))
+        elif args.command == "promote":
+            d = versions.promote(args.version)
+            print(f"index: promoted {versions.name}/{args.version} and its model {d.model}")
+        else:
+            version, d = versions.rollback()
+            print(f"index: rolled back to {versions.name}/{version} and its model {d.model}")
+    except Exception as exc:
+        print(f"pinpipe index: error: {explain(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

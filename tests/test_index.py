@@ -1,0 +1,261 @@
+"""Item embeddings, sharded FAISS indexes built by Spark, their versions, and serving from them.
+
+The models are real two-tower models (untrained: seeded initial weights) published through the
+registry as train_two_tower publishes them; embed_pins and build_index run as jobs on a real
+Delta lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from jobs import build_index, embed_pins, index_admin, retrieve
+from models.ann import merge_top_k, recall_at, resolve_factory
+from models.registry import Registry, RegistryError
+from models.retrieval import IndexVersions, Retrieval, VersionMismatch
+from models.sharded_index import IndexIntegrityError
+from models.two_tower import ITEMS_FILE, MODEL_FOLDER, Retriever, TwoTower
+from models.two_tower_settings import TwoTowerSettings
+from runtime.config import load_config
+from runtime.lake import Lake
+from schemas import pin_embeddings as PE
+from schemas import user_engagements as UE
+
+N_ITEMS = 300
+SOURCE = "s3rec_tiny"
+USERS = {f"u{u}": [f"p{(7 * u + 3 * k) % N_ITEMS:04d}" for k in range(5)] for u in range(6)}
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def test_merged_shards_answer_as_one_exact_index():
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((500, 8)).astype(np.float32)
+    queries = rng.standard_normal((20, 8)).astype(np.float32)
+    ids = np.arange(1000, 1500)
+    whole = faiss.IndexIDMap(faiss.IndexFlatIP(8))
+    whole.add_with_ids(vectors, ids)
+    parts = []
+    for chunk in np.array_split(np.arange(500), 3):
+        shard = faiss.IndexIDMap(faiss.IndexFlatIP(8))
+        shard.add_with_ids(vectors[chunk], ids[chunk])
+        parts.append(shard.search(queries, 10))
+    scores, found = merge_top_k(parts, 10)
+    want_scores, want = whole.search(queries, 10)
+    np.testing.assert_array_equal(found, want)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+    assert recall_at(found, want) == 1.0
+    assert recall_at(found[:, ::-1][:, :5], want) == 0.5
+
+
+def test_padding_never_beats_a_real_answer():
+    real = (np.array([[0.1]], np.float32), np.array([[7]]))
+    padded = (np.array([[9.9, 9.9]], np.float32), np.array([[-1, -1]]))  # FAISS's "no result"
+    assert merge_top_k([padded, real], 2)[1].tolist() == [[7, -1]]
+
+
+def test_the_factory_follows_the_corpus_size():
+    assert resolve_factory("IVF{nlist},Flat", 999, flat_below=1000) == "Flat"
+    assert resolve_factory("IVF{nlist},Flat", 1_000_000, flat_below=1000) == "IVF4096,Flat"
+    assert resolve_factory("IVF{nlist},Flat", 300, flat_below=0) == "IVF4,Flat"  # >= 39 training points a list
+    assert resolve_factory("HNSW32", 10**7, flat_below=1000) == "HNSW32"
+
+
+# ------------------------------------------------------------------ the jobs, on one lake
+
+
+def publish_model(lake: Lake, seed: int) -> str:
+    torch.manual_seed(seed)
+    model = TwoTower(N_ITEMS, TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2)).eval()
+
+    def build(folder):
+        model.save(folder / MODEL_FOLDER)
+        (folder / ITEMS_FILE).write_text(json.dumps([f"p{i:04d}" for i in range(N_ITEMS)]))
+
+    return Registry(lake.artifacts_path()).publish("two_tower", build, inputs={"source": SOURCE})
+
+
+def cfg(lake: Lake, *overrides: str):
+    return load_config("local", overrides=[f"lake.root={lake.root}", "index.partitions=3", *overrides])
+
+
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory):
+    """Two model versions, each embedded and indexed (v1 exact, v2 IVF), v2 promoted."""
+    lake = Lake.at(str(tmp_path_factory.mktemp("index") / "lake"))
+    start = dt.datetime(2020, 1, 1)
+    rows = [
+        (user, pin, UE.EVENT_INTERACTION, start + dt.timedelta(hours=k), start.date(), k, None, None, SOURCE)
+        for user, pins in USERS.items()
+        for k, pin in enumerate(pins)
+    ]
+    lake.replace_slice(spark.createDataFrame(rows, UE.USER_ENGAGEMENTS_V1), "user_engagements", f"source = '{SOURCE}'")
+    reports = {}
+    for seed, extra in ((1, ()), (2, ("index.flat_below=0", "index.search_params=nprobe=4"))):
+        version = publish_model(lake, seed)
+        c = cfg(lake, f"index.model_version={version}", *extra)
+        reports[version] = (embed_pins.run(spark, c), build_index.run(spark, c))
+    return lake, reports
+
+
+def test_embeddings_are_the_item_towers_vectors(spark, built):
+    lake, reports = built
+    registry = Registry(lake.artifacts_path())
+    for version, (embedded, _) in reports.items():
+        assert (embedded.rows, embedded.dim) == (N_ITEMS, 16)
+        rows = lake.read(spark, "pin_embeddings").filter(f"model_version = 'two_tower/{version}'").collect()
+        got = {r[PE.ITEM_INDEX]: (r[PE.PIN_ID], r[PE.EMBEDDING]) for r in rows}
+        assert sorted(got) == list(range(1, N_ITEMS + 1))
+        want = TwoTower.load(registry.path("two_tower", version) / MODEL_FOLDER).all_items().detach().numpy()
+        np.testing.assert_allclose(np.array([got[i][1] for i in range(1, N_ITEMS + 1)]), want, atol=1e-6)
+        assert all(got[i][0] == f"p{i - 1:04d}" for i in got)
+
+
+def test_reembedding_rewrites_the_same_rows(spark, built):
+    lake, _ = built
+    before = lake.read(spark, "pin_embeddings").filter("model_version = 'two_tower/v0001'")
+    before = before.collect()
+    embed_pins.run(spark, cfg(lake, "index.model_version=v0001", "index.partitions=2"))
+    after = lake.read(spark, "pin_embeddings").filter("model_version = 'two_tower/v0001'")
+    assert sorted(map(tuple, after.collect())) == sorted(map(tuple, before))
+
+
+def test_the_manifest_describes_every_shard(built):
+    lake, reports = built
+    versions = IndexVersions(lake.artifacts_path(), "two_tower_items")
+    for model_version, (_, report) in reports.items():
+        d = versions.describe(report.version)
+        assert (d.model, d.dim, d.metric, d.faiss_version) == (
+            f"two_tower/{model_version}",
+            16,
+            "inner_product",
+            faiss.__version__,
+        )
+        assert d.rows == sum(s.rows for s in d.shards) == N_ITEMS
+        assert len(d.shards) == 3  # one per partition
+        ranges = sorted((s.min_id, s.max_id) for s in d.shards)
+        assert ranges[0][0] == 1 and ranges[-1][1] == N_ITEMS
+        assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # disjoint id ranges
+        folder = versions.indexes.path("two_tower_items", report.version)
+        for s in d.shards:
+            index = faiss.read_index(str(folder / s.file))
+            assert index.ntotal == s.rows
+        assert d.recall_at_10 >= 0.95 and report.description == d
+    assert versions.describe("v0001").factory == "Flat"
+    assert versions.describe("v0002").factory == "IVF4,Flat" and versions.describe("v0002").search_params == "nprobe=4"
+    assert [(v.version, v.current) for v in versions.list()] == [("v0001", False), ("v0002", True)]
+    assert Registry(lake.artifacts_path()).current("two_tower") == "v0002"  # promoted together
+
+
+def test_retrieval_matches_exact_scoring_of_the_promoted_model(built):
+    lake, _ = built
+    retrieval = Retrieval.open(lake.artifacts_path(), "two_tower_items")
+    exact = Retriever(TwoTower.load(Registry(lake.artifacts_path()).path("two_tower", "v0002") / MODEL_FOLDER))
+    for pins in USERS.values():
+        got = retrieval.top_k(pins, 10)
+        history = retrieval.history_row(pins)
+        top, scores = exact.top_k(history, 10)
+        assert [p for p, _ in got] == [f"p{int(i) - 1:04d}" for i in top[0]]
+        np.testing.assert_allclose([s for _, s in got], scores[0].numpy(), atol=1e-5)
+        assert not {p for p, _ in got} & set(pins)  # engaged pins are never returned
+
+
+def test_rollback_restores_the_previous_versions_results_exactly(built):
+    lake, _ = built
+    versions = IndexVersions(lake.artifacts_path(), "two_tower_items")
+
+    def results():
+        retrieval = Retrieval.open(lake.artifacts_path(), "two_tower_items")
+        return {user: retrieval.top_k(pins, 10) for user, pins in USERS.items()}
+
+    try:
+        versions.promote("v0001")
+        first = results()
+        versions.promote("v0002")
+        second = results()
+        assert first != second
+        version, d = versions.rollback()
+        assert (version, d.model, Registry(lake.artifacts_path()).current("two_tower")) == (
+            "v0001",
+            "two_tower/v0001",
+            "v0001",
+        )
+        assert results() == first  # same pins, same float scores
+    finally:
+        versions.promote("v0002")
+
+
+@pytest.fixture
+def copy_of(built, tmp_path):
+    lake, _ = built
+    shutil.copytree(lake.artifacts_path(), tmp_path / "artifacts")
+    return tmp_path / "artifacts"
+
+
+def shard_path(artifacts, version="v0002", n=0):
+    d = IndexVersions(artifacts, "two_tower_items").describe(version)
+    return artifacts / "indexes" / "two_tower_items" / version / d.shards[n].file
+
+
+def test_a_corrupt_shard_is_refused(copy_of):
+    path = shard_path(copy_of, n=1)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexIntegrityError, match=rf"shard {path.name} is corrupt: its sha256"):
+        Retrieval.open(copy_of, "two_tower_items")
+
+
+def test_a_missing_shard_is_refused(copy_of):
+    path = shard_path(copy_of, n=2)
+    path.unlink()
+    with pytest.raises(IndexIntegrityError, match=rf"shard {path.name} is missing"):
+        Retrieval.open(copy_of, "two_tower_items")
+
+
+def test_a_model_that_is_not_the_indexs_is_refused(copy_of):
+    Registry(copy_of).promote("two_tower", "v0001")  # the model alone, behind the index's back
+    with pytest.raises(
+        VersionMismatch, match=r"holds the item vectors of two_tower/v0002, but the promoted two_tower model is v0001"
+    ):
+        Retrieval.open(copy_of, "two_tower_items")
+
+
+def test_a_changed_model_file_is_refused(copy_of):
+    weights = next((copy_of / "two_tower" / "v0002" / MODEL_FOLDER).glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(RegistryError, match=r"the promoted user model: two_tower/v0002: model/"):
+        Retrieval.open(copy_of, "two_tower_items")
+
+
+def test_an_index_below_the_recall_gate_is_not_published(spark, built):
+    lake, _ = built
+    versions = IndexVersions(lake.artifacts_path(), "two_tower_items")
+    before = versions.indexes.versions("two_tower_items")
+    c = cfg(lake, "index.model_version=v0002", "index.flat_below=0", "index.search_params=nprobe=1")
+    with pytest.raises(build_index.IndexRecallTooLow, match=r"not published: recall@10 of the sharded IVF4,Flat"):
+        build_index.run(spark, c)
+    assert versions.indexes.versions("two_tower_items") == before
+    assert not list((versions.indexes.root / "two_tower_items").glob(".staging-*"))  # nothing half-written
+
+
+def test_the_commands(spark, built, capsys):
+    lake, _ = built
+    index_admin.main(["--set", f"lake.root={lake.root}", "list"])
+    listing = capsys.readouterr().out
+    assert "* v0002    two_tower/v0002" in listing and "  v0001    two_tower/v0001" in listing
+    report = retrieve.run(spark, cfg(lake), user="u3", k=4)
+    assert report.index == "two_tower_items/v0002" and len(report.results) == 4 and report.history == 5
+    assert report.line().splitlines()[-1].startswith("retrieve: user=u3 history=5")
+    with pytest.raises(ValueError, match="user 'nobody' has no engagements in source 's3rec_tiny'"):
+        retrieve.run(spark, cfg(lake), user="nobody", k=4)
+    with pytest.raises(SystemExit):
+        index_admin.main(["--set", f"lake.root={lake.root}", "promote", "v0099"])
+    assert "no version 'v0099'" in capsys.readouterr().err

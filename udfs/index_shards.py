@@ -1,0 +1,92 @@
+"""FAISS shards built by Spark tasks: a ``mapInArrow`` function over ``pin_embeddings`` rows.
+
+Every task gets the same trained empty index (bytes, a broadcast) and the same recall queries
+(a broadcast), adds its partition's vectors under their item ids, writes the shard into the
+version's staging folder, and returns one row: the shard's description, and for every query its
+``k`` best ids and scores from the shard and from exact search over the same vectors. The driver
+merges those rows into the sharded index's recall@k before anything is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import faiss
+import numpy as np
+import pyarrow as pa
+from pyspark import Broadcast, TaskContext
+from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, StructField, StructType
+
+from models.ann import from_bytes, set_search_params
+from models.sharded_index import write_shard
+from schemas import pin_embeddings as PE
+from udfs.task_resources import task_threads
+
+FILE, ROWS, MIN_ID, MAX_ID, SHA256 = "file", "rows", "min_id", "max_id", "sha256"
+ANN_IDS, ANN_SCORES, EXACT_IDS, EXACT_SCORES = "ann_ids", "ann_scores", "exact_ids", "exact_scores"
+
+SHARD_SCHEMA = StructType(
+    [
+        StructField(FILE, StringType(), nullable=False),
+        StructField(ROWS, LongType(), nullable=False),
+        StructField(MIN_ID, LongType(), nullable=False),
+        StructField(MAX_ID, LongType(), nullable=False),
+        StructField(SHA256, StringType(), nullable=False),
+        StructField(ANN_IDS, ArrayType(LongType(), containsNull=False), nullable=False),
+        StructField(ANN_SCORES, ArrayType(FloatType(), containsNull=False), nullable=False),
+        StructField(EXACT_IDS, ArrayType(LongType(), containsNull=False), nullable=False),
+        StructField(EXACT_SCORES, ArrayType(FloatType(), containsNull=False), nullable=False),
+    ]
+)
+
+
+def partition_vectors(batches: Iterator[pa.RecordBatch]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64, vectors (n, dim) float32) of all the rows a task was given."""
+    ids, vectors = [], []
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        ids.append(batch.column(PE.ITEM_INDEX).to_numpy(zero_copy_only=False).astype(np.int64))
+        flat = batch.column(PE.EMBEDDING).flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        vectors.append(flat.reshape(batch.num_rows, -1))
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return np.concatenate(ids), np.ascontiguousarray(np.concatenate(vectors))
+
+
+def shard_partitions(
+    template: Broadcast[bytes], queries: Broadcast[np.ndarray], folder: str, params: str, k: int
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function from ``pin_embeddings`` rows to one :data:`SHARD_SCHEMA` row per
+    non-empty partition; the shard file lands in ``folder`` (a path every task can write)."""
+
+    def build(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        ids, vectors = partition_vectors(batches)
+        if len(ids) == 0:
+            return
+        faiss.omp_set_num_threads(task_threads())
+        index = from_bytes(template.value)
+        if vectors.shape[1] != index.d:
+            raise ValueError(f"vectors of dimension {vectors.shape[1]}, the index takes {index.d}")
+        index.add_with_ids(vectors, ids)
+        info = write_shard(index, folder, TaskContext.get().partitionId(), ids)
+        q = queries.value
+        ann_scores, ann_ids = set_search_params(index, params).search(q, k)
+        exact = faiss.IndexFlatIP(index.d)
+        exact.add(vectors)
+        exact_scores, rows = exact.search(q, k)
+        exact_ids = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+        columns = {
+            FILE: pa.array([info.file], pa.string()),
+            ROWS: pa.array([info.rows], pa.int64()),
+            MIN_ID: pa.array([info.min_id], pa.int64()),
+            MAX_ID: pa.array([info.max_id], pa.int64()),
+            SHA256: pa.array([info.sha256], pa.string()),
+            ANN_IDS: pa.array([ann_ids.reshape(-1)], pa.list_(pa.int64())),
+            ANN_SCORES: pa.array([ann_scores.reshape(-1)], pa.list_(pa.float32())),
+            EXACT_IDS: pa.array([exact_ids.reshape(-1)], pa.list_(pa.int64())),
+            EXACT_SCORES: pa.array([exact_scores.reshape(-1)], pa.list_(pa.float32())),
+        }
+        yield pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
+
+    return build
