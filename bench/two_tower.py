@@ -1,13 +1,17 @@
 """Two-tower retrieval on the S3-Rec files, next to the published full-ranking table.
 
     .venv/bin/python bench/two_tower.py [--workdir DIR] [--datasets Beauty LastFM] [--logq-off Beauty]
+                                        [--attributes LastFM]
 
 Every number comes from the real jobs on a lake under ``--workdir``: ``ingest`` of the S3-Rec
 files, then ``train_two_tower`` per dataset (leave-one-out; early stopping on the validation
 items; the test items, which chose nothing, ranked against all items with the user's sequence
 masked — the S3-Rec protocol), once with logQ correction and, for ``--logq-off`` datasets, once
-without. The test items are also retrieved through the configured FAISS index
-(``two_tower.eval_index_factory``): its relative HR@10 loss vs exact is reported.
+without, and, for ``--attributes`` datasets, once with the item attributes as item-tower
+content features (``two_tower.item_attributes``); which of with/without attributes a dataset
+should use is chosen by validation NDCG@10, never by the test figures. The test items are also
+retrieved through the configured FAISS index (``two_tower.eval_index_factory``): its relative
+HR@10 loss vs exact is reported.
 
 Writes ``reports/two_tower.json``.
 """
@@ -15,6 +19,7 @@ Writes ``reports/two_tower.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.record import Figure, Record, write_record  # noqa: E402
 from jobs import ingest, train_two_tower  # noqa: E402
 from jobs.ingest import s3rec_source  # noqa: E402
+from models.registry import Registry  # noqa: E402
 from runtime.config import load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
+from runtime.lake import Lake  # noqa: E402
 from runtime.session import spark_session  # noqa: E402
 
 # Published full-ranking HR@10 / NDCG@10 (../shared/data/README.md; BSARec's table for the rest).
@@ -48,8 +55,9 @@ PUBLISHED = {
 }
 
 
-def overrides(work: Path, data_root: str, dataset: str, logq: bool) -> list[str]:
+def overrides(work: Path, data_root: str, dataset: str, logq: bool, attributes: bool = False) -> list[str]:
     return [
+        f"two_tower.item_attributes={str(attributes).lower()}",
         f"lake.root={work / 'lake'}",
         f"ingest.data_root={data_root}",
         f"two_tower.source={s3rec_source(dataset)}",
@@ -58,11 +66,22 @@ def overrides(work: Path, data_root: str, dataset: str, logq: bool) -> list[str]
     ]
 
 
-def run_variant(spark, work: Path, data_root: str, dataset: str, logq: bool) -> dict[str, Any]:
-    cfg = load_config("local", overrides=overrides(work, data_root, dataset, logq))
+def run_variant(
+    spark, work: Path, data_root: str, dataset: str, logq: bool, attributes: bool = False
+) -> dict[str, Any]:
+    cfg = load_config("local", overrides=overrides(work, data_root, dataset, logq, attributes))
     report = train_two_tower.run(spark, cfg)
     print(report.line(), flush=True)
-    return {"version": report.version, "best_epoch": report.best_epoch, "test": report.test, "ann": report.ann}
+    folder = Registry(Lake.at(cfg.lake.root).artifacts_path()).path(cfg.two_tower.family, report.version)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {
+        "version": report.version,
+        "best_epoch": report.best_epoch,
+        "validation": metrics["validation"],
+        "test": report.test,
+        "ann": report.ann,
+        "train_seconds": metrics["train_seconds"],
+    }
 
 
 def main() -> None:
@@ -71,6 +90,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--datasets", nargs="+", default=["Beauty", "LastFM"])
     parser.add_argument("--logq-off", nargs="*", default=["Beauty"], help="datasets also trained without logQ")
+    parser.add_argument("--attributes", nargs="*", default=["LastFM"], help="datasets also trained with attributes")
     args = parser.parse_args()
     configure_logging()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-two-tower-"))
@@ -90,6 +110,10 @@ def main() -> None:
             runs[f"{dataset} logQ"] = run_variant(spark, work, args.data_root, dataset, logq=True)
             if dataset in args.logq_off:
                 runs[f"{dataset} no logQ"] = run_variant(spark, work, args.data_root, dataset, logq=False)
+            if dataset in args.attributes:
+                runs[f"{dataset} logQ+attributes"] = run_variant(
+                    spark, work, args.data_root, dataset, logq=True, attributes=True
+                )
     figures = []
     for name, run in runs.items():
         dataset = name.split()[0]
@@ -104,7 +128,15 @@ def main() -> None:
                 1.0 - ann["hr@10"] / t["hr@10"] if t["hr@10"] else 0.0,
                 kind="derived",
             ),
+            Figure(f"{name} validation NDCG@10 (chose the epoch)", run["validation"]["ndcg@10"]),
+            Figure(f"{name} training time", run["train_seconds"] / 60, "min"),
         ]
+    for dataset in args.attributes:
+        plain, with_attributes = runs.get(f"{dataset} logQ"), runs.get(f"{dataset} logQ+attributes")
+        if plain and with_attributes:
+            better = with_attributes["validation"]["ndcg@10"] > plain["validation"]["ndcg@10"]
+            chosen = "with" if better else "without"
+            figures.append(Figure(f"{dataset}: attributes chosen by validation NDCG@10", f"{chosen} attributes"))
     write_record(
         Record(
             "two_tower",

@@ -3,7 +3,9 @@
 * CrowdFlower labels CSV -> ``human_labels`` + ``pins`` (one pin per distinct product text);
 * S3-Rec ``<Name>.txt`` sequences -> ``user_engagements``. The files have no timestamps: a
   user's i-th event gets ``ingest.s3rec_start_time + i * ingest.s3rec_step_seconds`` and
-  ``seq_index = i``; only the order within a user is real;
+  ``seq_index = i``; only the order within a user is real; ``<Name>_item2attributes.json``,
+  when present (``ingest.s3rec_attributes``), -> ``item_attributes`` (one row per item and
+  attribute; parsed entry by entry, a repeated item id quarantines all its entries);
 * COCO ``captions.json`` + ``images/`` -> ``pins`` (image path + perceptual signature) and
   ``reference_captions`` (the human captions, kept out of pin text).
 
@@ -50,10 +52,14 @@ from runtime.validation import (
     to_quarantine,
 )
 from schemas import human_labels as HL
+from schemas import item_attributes as IA
 from schemas import pins as P
 from schemas import quarantine as Q
 from schemas import reference_captions as RC
 from schemas import user_engagements as UE
+from udfs.attribute_records import ENTRIES_DDL, parse_attribute_files
+from udfs.attribute_records import ENTRY as ATTR_ENTRY
+from udfs.attribute_records import FILE_PROBLEM as ATTR_FILE_PROBLEM
 from udfs.csv_records import BAD_LINE, FILE_PROBLEM, HEADER, PARSED_DDL, RECORD, parse_files
 from udfs.file_encoding import PROBLEMS_DDL, decode_problems
 from udfs.image_signature import ERROR, SIGNATURE, image_signature_col
@@ -262,8 +268,16 @@ def s3rec_source(dataset: str) -> str:
     return f"s3rec_{dataset.lower()}"
 
 
-def transform_s3rec(lines: DataFrame, dataset: str, start_time: dt.datetime, step_seconds: int) -> IngestBatch:
-    """Lines ``user item item ...`` (column ``value``) -> one engagement per item, in order."""
+def transform_s3rec(
+    lines: DataFrame,
+    dataset: str,
+    start_time: dt.datetime,
+    step_seconds: int,
+    attributes: DataFrame | None = None,
+) -> IngestBatch:
+    """Lines ``user item item ...`` (column ``value``) -> one engagement per item, in order;
+    with ``attributes`` (:func:`read_attributes` entries), one ``item_attributes`` row per
+    (item, attribute) too."""
     require_columns(lines, {"value": StringType()}, f"S3-Rec {dataset} lines")
     source = s3rec_source(dataset)
     prefix = source.replace("_", "-")
@@ -295,17 +309,57 @@ def transform_s3rec(lines: DataFrame, dataset: str, start_time: dt.datetime, ste
         F.lit(None).cast("string").alias(UE.BOARD_ID),
         F.lit(source).alias(UE.SOURCE),
     )
-    return IngestBatch(
+    batch = IngestBatch(
         source=source,
         outputs={"user_engagements": engagements},
         quarantine=to_quarantine(rejected, source, "user_engagements", raw=F.col("value")),
         ledgers=[Ledger("lines", classified, "user_engagements", key=UE.USER_ID)],
         staged=[classified],
     )
+    return batch if attributes is None else with_attributes(batch, attributes, prefix)
+
+
+def with_attributes(batch: IngestBatch, entries: DataFrame, prefix: str) -> IngestBatch:
+    """``batch`` plus its source's item attributes: one row per (item, distinct attribute) of
+    every valid entry; the entries with a problem quarantined against ``item_attributes``."""
+    classified = entries.select("item", "attributes", "raw", F.col("problem").alias(REASON))
+    valid, rejected = split_rejected(classified)
+    rows = valid.select(
+        F.concat(F.lit(f"{prefix}:i"), "item").alias(IA.PIN_ID),
+        F.explode(F.array_distinct("attributes")).alias("_attribute"),
+    ).select(
+        IA.PIN_ID,
+        F.concat(F.lit(f"{prefix}:a"), "_attribute").alias(IA.ATTRIBUTE),
+        F.lit(batch.source).alias(IA.SOURCE),
+    )
+    return IngestBatch(
+        source=batch.source,
+        outputs={**batch.outputs, "item_attributes": rows},
+        quarantine=batch.quarantine.unionByName(
+            to_quarantine(rejected, batch.source, "item_attributes", raw=F.col("raw"))
+        ),
+        ledgers=[*batch.ledgers, Ledger("attribute entries", classified, "item_attributes", key=IA.PIN_ID)],
+        staged=[*batch.staged, classified],
+    )
 
 
 def read_lines(spark: SparkSession, path: str) -> DataFrame:
     return spark.read.text(path)
+
+
+def read_attributes(spark: SparkSession, path: str, encoding: str = "utf-8") -> DataFrame:
+    """The entries of an item -> attributes JSON document, one row each (item, attributes, raw,
+    problem), parsed in a Spark task (:mod:`udfs.attribute_records`). A file that is not valid
+    ``encoding``, not JSON or not an object fails here, naming the file."""
+    parsed = (
+        spark.read.format("binaryFile")
+        .load(path)
+        .mapInArrow(functools.partial(parse_attribute_files, encoding=encoding), ENTRIES_DDL)
+    )
+    problems = [r.problem for r in parsed.filter(F.col("kind") == ATTR_FILE_PROBLEM).select("problem").collect()]
+    if problems:
+        raise IngestFileError(problems[0])
+    return parsed.filter(F.col("kind") == ATTR_ENTRY).select("item", "attributes", "raw", "problem")
 
 
 # --------------------------------------------------------------------------- COCO
@@ -428,6 +482,7 @@ class RawSource:
     name: str  # crowdflower source name, S3-Rec dataset name, or coco source name
     frame: DataFrame
     images_dir: str | None = None
+    attributes: DataFrame | None = None  # S3-Rec: the dataset's item -> attributes entries, if read
 
 
 @dataclass(frozen=True)
@@ -447,7 +502,14 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> list[RawSource]:
         found.append(RawSource(CROWDFLOWER, ing.crowdflower_source, raw))
     if "s3rec" in ing.sources:
         for dataset in ing.s3rec_datasets:
-            found.append(RawSource("s3rec", dataset, read_lines(spark, ing.path(f"{ing.s3rec_dir}/{dataset}.txt"))))
+            lines = read_lines(spark, ing.path(f"{ing.s3rec_dir}/{dataset}.txt"))
+            attributes_file = ing.path(f"{ing.s3rec_dir}/{dataset}_item2attributes.json")
+            attributes = (
+                read_attributes(spark, attributes_file, ing.encoding("s3rec"))
+                if ing.s3rec_attributes and Path(attributes_file).is_file()
+                else None
+            )
+            found.append(RawSource("s3rec", dataset, lines, attributes=attributes))
     if COCO in ing.sources:
         coco = Path(ing.path(ing.coco_dir))
         doc = read_json_document(spark, str(coco / "captions.json"), ing.encoding(COCO))
@@ -464,7 +526,7 @@ def transform(
         if raw.kind == CROWDFLOWER:
             batches.append(transform_crowdflower(raw.frame, crowdflower_scale_max, raw.name))
         elif raw.kind == "s3rec":
-            batches.append(transform_s3rec(raw.frame, raw.name, s3rec_start_time, s3rec_step_seconds))
+            batches.append(transform_s3rec(raw.frame, raw.name, s3rec_start_time, s3rec_step_seconds, raw.attributes))
         elif raw.kind == COCO:
             batches.append(transform_coco(raw.frame, raw.images_dir or "", raw.name))
         else:

@@ -30,17 +30,20 @@ from runtime.config import PinpipeConfig
 from runtime.entry import run_job
 from runtime.lake import Lake
 from runtime.session import job_description
+from schemas import item_attributes as IA
 from schemas import user_engagements as UE
 
 log = logging.getLogger(__name__)
 
 ITEM_INDEX = "item_index"
 ITEMS = "items"
+ATTRIBUTE_INDEX = "attribute_index"
 
 
 @dataclass
 class TwoTowerInputs:
     engagements: DataFrame
+    attributes: DataFrame | None  # item_attributes of the source, when the item tower uses them
     versions: dict[str, Any]
 
 
@@ -96,11 +99,30 @@ def train_counts(sequences: DataFrame) -> DataFrame:
     return sequences.select(F.explode(train).alias(ITEM_INDEX)).groupBy(ITEM_INDEX).count()
 
 
+def item_attributes(attributes: DataFrame, index: DataFrame, max_per_item: int) -> DataFrame:
+    """(item_index, attribute_index, rank): each known item's attributes as dense indices
+    1..A (the catalog's most frequent attribute is 1), its ``max_per_item`` most frequent kept."""
+    known = attributes.join(index, IA.PIN_ID).select(ITEM_INDEX, IA.ATTRIBUTE).distinct()
+    frequency = known.groupBy(IA.ATTRIBUTE).count()
+    by_frequency = Window.orderBy(F.desc("count"), IA.ATTRIBUTE)
+    dense = frequency.select(IA.ATTRIBUTE, F.row_number().over(by_frequency).alias(ATTRIBUTE_INDEX))
+    ranked = known.join(dense, IA.ATTRIBUTE).withColumn(
+        "rank", F.row_number().over(Window.partitionBy(ITEM_INDEX).orderBy(ATTRIBUTE_INDEX))
+    )
+    return ranked.filter(F.col("rank") <= max_per_item).select(ITEM_INDEX, ATTRIBUTE_INDEX, "rank")
+
+
 def read(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerInputs:
     lake, source = Lake.at(cfg.lake.root), cfg.two_tower.source
     engagements = lake.read(spark, "user_engagements").filter(F.col(UE.SOURCE) == source)
     versions = {"source": source, "user_engagements_version": lake.version(spark, "user_engagements")}
-    return TwoTowerInputs(engagements, versions)
+    attributes = None
+    if cfg.two_tower.item_attributes:
+        attributes = lake.read_or_empty(spark, "item_attributes").filter(F.col(IA.SOURCE) == source)
+        versions["item_attributes_version"] = (
+            lake.version(spark, "item_attributes") if lake.exists(spark, "item_attributes") else None
+        )
+    return TwoTowerInputs(engagements, attributes, versions)
 
 
 def transform(
@@ -110,6 +132,7 @@ def transform(
     training: TwoTowerTrainSettings,
     index_factory: str,
     index_params: str,
+    max_attributes_per_item: int = 16,
 ) -> TwoTowerOutputs:
     import torch
 
@@ -124,6 +147,11 @@ def transform(
             item_ids = [r[UE.PIN_ID] for r in index.orderBy(ITEM_INDEX).collect()]
             rows = sequences.orderBy(UE.USER_ID).toPandas()
             counts_rows = train_counts(sequences).collect()
+            attribute_rows = (
+                item_attributes(inputs.attributes, index, max_attributes_per_item).collect()
+                if inputs.attributes is not None
+                else []
+            )
     finally:
         index.unpersist()
     if rows.empty:
@@ -140,8 +168,19 @@ def transform(
         f"{n_items:,}",
         f"{int(counts.sum()):,}",
     )
+    attributes = None
+    if attribute_rows:
+        attributes = torch.zeros(n_items + 1, max(r["rank"] for r in attribute_rows), dtype=torch.long)
+        for r in attribute_rows:
+            attributes[r[ITEM_INDEX], r["rank"] - 1] = r[ATTRIBUTE_INDEX]
+        log.info(
+            "train_two_tower: %s attributes on %s of %s items",
+            f"{int(attributes.max()):,}",
+            f"{int((attributes[1:] > 0).any(1).sum()):,}",
+            f"{n_items:,}",
+        )
     torch.manual_seed(training.seed)
-    result = fit(TwoTower(n_items, model), split.train, split.validation, counts, training)
+    result = fit(TwoTower(n_items, model, attributes), split.train, split.validation, counts, training)
     test = evaluate(result.model, split.test)
     metrics = {
         "validation": result.validation.as_dict(),
@@ -151,7 +190,12 @@ def transform(
         "history": result.history,
         "train_seconds": round(result.seconds, 1),
     }
-    sizes = {"users": len(rows), "evaluated_users": len(split.test.rows), "items": n_items}
+    sizes = {
+        "users": len(rows),
+        "evaluated_users": len(split.test.rows),
+        "items": n_items,
+        "attributes": int(attributes.max()) if attributes is not None else 0,
+    }
     return TwoTowerOutputs(result.model, item_ids, metrics, {**inputs.versions, **sizes})
 
 
@@ -221,6 +265,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
         training=t.training,
         index_factory=t.eval_index_factory,
         index_params=t.eval_index_params,
+        max_attributes_per_item=t.max_attributes_per_item,
     )
     lake = Lake.at(cfg.lake.root)
     return write(outputs, lake, family=t.family, keep=t.registry_keep, promote=t.promote, config=cfg.to_dict())

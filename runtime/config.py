@@ -138,6 +138,9 @@ class IngestConfig:
         "follow at s3rec_step_seconds (the files carry order only)."
     )
     s3rec_step_seconds: int = _help("Seconds between consecutive S3-Rec events of a user.")
+    s3rec_attributes: bool = _help(
+        "Also ingest '<Name>_item2attributes.json' (item -> attribute ids) into item_attributes when it exists."
+    )
     coco_dir: str = _help("COCO folder with captions.json and images/, relative to data_root.")
     sources: list[str] = _help("Which sources to ingest: crowdflower, s3rec, coco.")
     min_slice_ratio: float = _help(
@@ -450,6 +453,11 @@ class TwoTowerConfig:
         "logq_correction, extra_negatives (uniform, beside the in-batch ones)."
     )
     source: str = _help("user_engagements source to train and evaluate on, e.g. s3rec_beauty.")
+    item_attributes: bool = _help(
+        "Give the item tower the source's item_attributes (S3-Rec categories, brands, tags) as content "
+        "features, when the table has rows for the source."
+    )
+    max_attributes_per_item: int = _help("At most this many attributes per item (the catalog's most frequent first).")
     eval_index_factory: str = _help(
         "FAISS index factory string the test items are also retrieved through (e.g. Flat, IVF256,Flat, HNSW32), "
         "reported beside the exact full ranking."
@@ -464,7 +472,7 @@ class TwoTowerConfig:
     def __post_init__(self) -> None:
         _require(bool(self.source.strip()), "two_tower.source", "must not be empty", self.source)
         _require(bool(self.family.strip()), "two_tower.family", "must not be empty", self.family)
-        _require_at_least(self, "two_tower", ("registry_keep",))
+        _require_at_least(self, "two_tower", ("registry_keep", "max_attributes_per_item"))
 
 
 @dataclass(frozen=True)

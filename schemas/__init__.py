@@ -14,6 +14,7 @@ from pyspark.sql.types import StructType
 from schemas import (
     boards,
     human_labels,
+    item_attributes,
     labeled_impressions,
     pin_captions,
     pin_embeddings,
@@ -46,6 +47,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("search_impressions", search_impressions.SEARCH_IMPRESSIONS_V1, ("dt",)),
         TableSpec("human_labels", human_labels.HUMAN_LABELS_V1),
         TableSpec("user_engagements", user_engagements.USER_ENGAGEMENTS_V1),
+        TableSpec("item_attributes", item_attributes.ITEM_ATTRIBUTES_V1),
         TableSpec("reference_captions", reference_captions.REFERENCE_CAPTIONS_V1),
         TableSpec("quarantine", quarantine.QUARANTINE_V1),
         TableSpec("pin_captions", pin_captions.PIN_CAPTIONS_V1),

@@ -248,21 +248,62 @@ def test_real_data_counts_history_and_idempotent_rerun(spark, lake, cfg_for, sha
     first = {r.source: r for r in ingest.run(spark, cfg).sources}
     assert first["crowdflower"].written["human_labels"] == 7109
     assert first["s3rec_beauty"].written["user_engagements"] == 198502
-    (lines,) = first["s3rec_beauty"].reconciled
+    lines, attributes = first["s3rec_beauty"].reconciled
     assert lines.line() == "lines read 22,363 = written 22,363 + quarantined 0"
+    assert attributes.line() == "attribute entries read 12,101 = written 12,101 + quarantined 0"
     assert first["coco"].written["pins"] == 28
     assert first["coco"].written["reference_captions"] == 140
     assert all(not r.quarantined for r in first.values())
     history = DeltaTable.forPath(spark, lake.table_path("pins")).history().collect()
     assert len(history) >= 2 and history[0].operation == "WRITE"
 
-    tables = ("pins", "human_labels", "user_engagements", "reference_captions")
+    tables = ("pins", "human_labels", "user_engagements", "reference_captions", "item_attributes")
     before = {t: lake.read(spark, t).count() for t in tables}
     second = {r.source: r for r in ingest.run(spark, cfg).sources}
     assert {s: r.written for s, r in second.items()} == {s: r.written for s, r in first.items()}
     assert {t: lake.read(spark, t).count() for t in tables} == before
     pins = lake.read(spark, "pins")
     assert pins.count() == pins.select("pin_id").distinct().count()
+
+
+def test_s3rec_attributes_become_rows_and_bad_entries_are_quarantined(spark, lake, tmp_path):
+    path = tmp_path / "Tiny_item2attributes.json"
+    path.write_text('{"10": [1, 2, 2], "11": [3], "12": [], "x": [1], "13": [1.5], "14": [4], "14": [5], "15": "a"}')
+    lines = spark.createDataFrame([("1 10 11",)], "value string")
+    entries = ingest.read_attributes(spark, str(path))
+    batch = ingest.transform_s3rec(lines, "Tiny", dt.datetime(2020, 1, 1), 60, entries)
+    report = ingest.write_batch(lake, batch)
+    rows = {(r.pin_id, r.attribute) for r in lake.read(spark, "item_attributes").collect()}
+    assert rows == {
+        ("s3rec-tiny:i10", "s3rec-tiny:a1"),
+        ("s3rec-tiny:i10", "s3rec-tiny:a2"),
+        ("s3rec-tiny:i11", "s3rec-tiny:a3"),
+    }
+    assert report.quarantined == {
+        "attributes not a list": 1,
+        "duplicate id": 2,  # both entries of item 14: neither is preferred
+        "empty attribute list": 1,
+        "unparseable attribute id": 1,
+        "unparseable id": 1,
+    }
+    assert report.reconciled[1].line() == "attribute entries read 8 = written 2 + quarantined 6"
+    raws = {r.raw for r in lake.read(spark, "quarantine").filter("target_table = 'item_attributes'").collect()}
+    assert '{"14": [4]}' in raws and '{"15": "a"}' in raws
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"1": [1]', r"Tiny_item2attributes.json is not JSON: Expecting"),
+        (b"[1, 2]", r"is not a JSON object of item id -> attribute ids"),
+        (b'{"1": [1], "caf\xe9": [2]}', r"is not valid utf-8: byte\(s\) e9 at offset"),
+    ],
+)
+def test_an_attributes_file_that_is_not_one_is_refused_naming_it(spark, tmp_path, content, message):
+    path = tmp_path / "Tiny_item2attributes.json"
+    path.write_bytes(content)
+    with pytest.raises(ingest.IngestFileError, match=message):
+        ingest.read_attributes(spark, str(path))
 
 
 def test_transform_gives_one_batch_per_source_with_plain_values(spark, tmp_path):

@@ -63,8 +63,15 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
     g = torch.Generator().manual_seed(0)
     walks = [[(s + k) % n_items + 1 for k in range(8)] for s in torch.randint(0, n_items, (200,), generator=g).tolist()]
     lake.replace_slice(engagements(spark, walks), "user_engagements", "source = 's3rec_tiny'")
+    attributes = [(f"i{i:03d}", f"a{i % 5}", "s3rec_tiny") for i in range(1, n_items + 1)]
+    lake.replace_slice(
+        spark.createDataFrame(attributes, "pin_id string, attribute string, source string"),
+        "item_attributes",
+        "source = 's3rec_tiny'",
+    )
     cfg = cfg_for(
         "two_tower.source=s3rec_tiny",
+        "two_tower.item_attributes=true",
         "two_tower.model.dim=16",
         "two_tower.model.max_len=6",
         "two_tower.model.layers=1",
@@ -92,9 +99,23 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
     registry.verify("two_tower", "v0001")
     manifest = registry.manifest("two_tower", "v0001")
     assert manifest["inputs"]["source"] == "s3rec_tiny" and manifest["metrics"]["test"]["hr@10"] == report.test["hr@10"]
+    assert manifest["inputs"]["attributes"] == 5
     folder = registry.path("two_tower", "v0001")
     items = json.loads((folder / "items.json").read_text())
     model = TwoTower.load(folder / "model")
+    assert model.item_tower.attributes[1:].max() == 5 and (model.item_tower.attributes[1:] > 0).all()
     history = torch.tensor([[0, 0, 0, 0, items.index("i004") + 1, items.index("i005") + 1]])
     top, _ = Retriever(model).top_k(history, 1)
     assert items[int(top[0, 0]) - 1] == "i006"
+
+
+def test_item_attributes_become_dense_indices_most_frequent_first(spark):
+    index = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "pin_id string, item_index int")
+    rows = [("a", "x"), ("a", "y"), ("a", "z"), ("b", "y"), ("c", "y"), ("c", "z"), ("unknown", "w"), ("a", "x")]
+    attributes = spark.createDataFrame([(p, a, "s") for p, a in rows], "pin_id string, attribute string, source string")
+    got = train_two_tower.item_attributes(attributes, index, max_per_item=2).collect()
+    by_item = {}
+    for r in got:
+        by_item.setdefault(r.item_index, []).append((r["rank"], r.attribute_index))
+    # y is on 3 items -> 1, z on 2 -> 2, x on 1 -> 3; w belongs to no known item; a keeps its 2 most frequent
+    assert {i: sorted(v) for i, v in by_item.items()} == {1: [(1, 1), (2, 2)], 2: [(1, 1)], 3: [(1, 1), (2, 2)]}

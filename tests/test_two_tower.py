@@ -130,3 +130,16 @@ def test_ann_index_takes_its_search_parameters_and_returns_item_indices():
     _, ids = search(index, vectors[:5], 1)
     assert ids[:, 0].tolist() == [1, 2, 3, 4, 5]  # row r is item r + 1, its own nearest
     assert np.all(search(build_index(vectors, "Flat"), vectors[:1], 400)[1][0, 300:] == -1)  # fewer than k: -1
+
+
+def test_item_attributes_shape_item_vectors_and_survive_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    attributes = torch.tensor([[0, 0], [1, 2], [1, 0], [3, 0]])  # item 1: attributes 1, 2; 2: 1; 3: 3
+    model = TwoTower(3, TINY, attributes).eval()
+    with torch.no_grad():
+        model.item_tower.ids.weight[1:] = model.item_tower.ids.weight[1]  # the same ID vector for all
+        before = model.all_items()
+    assert not torch.allclose(before[0], before[1]) and not torch.allclose(before[1], before[2])
+    loaded = TwoTower.load(model.save(tmp_path / "m"))
+    assert torch.equal(loaded.item_tower.attributes, attributes)
+    assert torch.allclose(loaded.all_items(), before)
