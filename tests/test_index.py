@@ -27,6 +27,10 @@ from runtime.lake import Lake
 from schemas import pin_embeddings as PE
 from schemas import user_engagements as UE
 
+# The tests below share one lake where two model versions were embedded and indexed by the real
+# jobs (about a minute of Spark): in `make test-slow`, which CI runs too.
+SPARK_BUILT = pytest.mark.slow
+
 N_ITEMS = 300
 SOURCE = "s3rec_tiny"
 USERS = {f"u{u}": [f"p{(7 * u + 3 * k) % N_ITEMS:04d}" for k in range(5)] for u in range(6)}
@@ -105,6 +109,7 @@ def built(spark, tmp_path_factory):
     return lake, reports
 
 
+@SPARK_BUILT
 def test_embeddings_are_the_item_towers_vectors(spark, built):
     lake, reports = built
     registry = Registry(lake.artifacts_path())
@@ -118,6 +123,7 @@ def test_embeddings_are_the_item_towers_vectors(spark, built):
         assert all(got[i][0] == f"p{i - 1:04d}" for i in got)
 
 
+@SPARK_BUILT
 def test_reembedding_rewrites_the_same_rows(spark, built):
     lake, _ = built
     before = lake.read(spark, "pin_embeddings").filter("model_version = 'two_tower/v0001'")
@@ -127,6 +133,7 @@ def test_reembedding_rewrites_the_same_rows(spark, built):
     assert sorted(map(tuple, after.collect())) == sorted(map(tuple, before))
 
 
+@SPARK_BUILT
 def test_the_manifest_describes_every_shard(built):
     lake, reports = built
     versions = IndexVersions(lake.artifacts_path(), "two_tower_items")
@@ -154,6 +161,7 @@ def test_the_manifest_describes_every_shard(built):
     assert Registry(lake.artifacts_path()).current("two_tower") == "v0002"  # promoted together
 
 
+@SPARK_BUILT
 def test_retrieval_matches_exact_scoring_of_the_promoted_model(built):
     lake, _ = built
     retrieval = Retrieval.open(lake.artifacts_path(), "two_tower_items")
@@ -167,6 +175,7 @@ def test_retrieval_matches_exact_scoring_of_the_promoted_model(built):
         assert not {p for p, _ in got} & set(pins)  # engaged pins are never returned
 
 
+@SPARK_BUILT
 def test_rollback_restores_the_previous_versions_results_exactly(built):
     lake, _ = built
     versions = IndexVersions(lake.artifacts_path(), "two_tower_items")
@@ -204,6 +213,7 @@ def shard_path(artifacts, version="v0002", n=0):
     return artifacts / "indexes" / "two_tower_items" / version / d.shards[n].file
 
 
+@SPARK_BUILT
 def test_a_corrupt_shard_is_refused(copy_of):
     path = shard_path(copy_of, n=1)
     data = bytearray(path.read_bytes())
@@ -213,6 +223,7 @@ def test_a_corrupt_shard_is_refused(copy_of):
         Retrieval.open(copy_of, "two_tower_items")
 
 
+@SPARK_BUILT
 def test_a_missing_shard_is_refused(copy_of):
     path = shard_path(copy_of, n=2)
     path.unlink()
@@ -220,6 +231,7 @@ def test_a_missing_shard_is_refused(copy_of):
         Retrieval.open(copy_of, "two_tower_items")
 
 
+@SPARK_BUILT
 def test_a_model_that_is_not_the_indexs_is_refused(copy_of):
     Registry(copy_of).promote("two_tower", "v0001")  # the model alone, behind the index's back
     with pytest.raises(
@@ -228,6 +240,7 @@ def test_a_model_that_is_not_the_indexs_is_refused(copy_of):
         Retrieval.open(copy_of, "two_tower_items")
 
 
+@SPARK_BUILT
 def test_a_changed_model_file_is_refused(copy_of):
     weights = next((copy_of / "two_tower" / "v0002" / MODEL_FOLDER).glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
@@ -235,6 +248,7 @@ def test_a_changed_model_file_is_refused(copy_of):
         Retrieval.open(copy_of, "two_tower_items")
 
 
+@SPARK_BUILT
 def test_an_index_below_the_recall_gate_is_not_published(spark, built):
     lake, _ = built
     versions = IndexVersions(lake.artifacts_path(), "two_tower_items")
@@ -246,6 +260,7 @@ def test_an_index_below_the_recall_gate_is_not_published(spark, built):
     assert not list((versions.indexes.root / "two_tower_items").glob(".staging-*"))  # nothing half-written
 
 
+@SPARK_BUILT
 def test_the_commands(spark, built, capsys):
     lake, _ = built
     index_admin.main(["--set", f"lake.root={lake.root}", "list"])
