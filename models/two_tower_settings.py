@@ -44,6 +44,9 @@ class TwoTowerTrainSettings:
     eval_every: int = 2  # epochs between validation evaluations
     logq_correction: bool = True
     extra_negatives: int = 0  # uniformly sampled negatives per step, beside the in-batch ones
+    # Candidates the example's own user engaged with (anywhere in the sequence) are not negatives:
+    # a long history otherwise makes its other items the negatives of each of its positions.
+    exclude_user_items: bool = False
     seed: int = 0
     progress: bool = True
 

@@ -32,27 +32,43 @@ def sampled_softmax_loss(
     log_q: torch.Tensor | None,
     extra_negatives: int = 0,
     generator: torch.Generator | None = None,
+    user_items: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of each example's positive against the batch's candidates.
 
     ``users`` (N, dim) unit vectors; ``positives`` (N,) item indices; ``log_q`` (n_items + 1,)
-    log probability that an item is one example's positive (None: no correction)."""
+    log probability that an item is one example's positive (None: no correction).
+    ``user_items`` = (sequences (B, L) of the batch's users, 0-padded; ``row`` (N,) the sequence
+    of each example): candidates in the example's own sequence are removed, not negatives."""
     n = len(positives)
     candidates = model.item_tower(positives)
     logits = users @ candidates.T / model.temperature
     if log_q is not None:
         logits = logits - (log_q[positives] + math.log(n)).unsqueeze(0)  # P(item in this batch) ~ n * q
-    hits = positives.unsqueeze(0) == positives.unsqueeze(1)
-    hits.fill_diagonal_(False)
-    logits = logits.masked_fill(hits, float("-inf"))
+    removed = _removed(positives, positives, user_items)
+    removed.fill_diagonal_(False)
+    logits = logits.masked_fill(removed, float("-inf"))
     if extra_negatives:
         sampled = torch.randint(1, model.n_items + 1, (extra_negatives,), generator=generator, device=positives.device)
         extra = users @ model.item_tower(sampled).T / model.temperature
         if log_q is not None:
             extra = extra - math.log(extra_negatives / model.n_items)
-        extra = extra.masked_fill(sampled.unsqueeze(0) == positives.unsqueeze(1), float("-inf"))
+        extra = extra.masked_fill(_removed(positives, sampled, user_items), float("-inf"))
         logits = torch.cat([logits, extra], dim=1)
     return F.cross_entropy(logits, torch.arange(n, device=logits.device))
+
+
+def _removed(
+    positives: torch.Tensor, candidates: torch.Tensor, user_items: tuple[torch.Tensor, torch.Tensor] | None
+) -> torch.Tensor:
+    """(N, C): candidate c is example i's own positive (an accidental hit) or, with
+    ``user_items``, an item of example i's sequence."""
+    removed = candidates.unsqueeze(0) == positives.unsqueeze(1)
+    if user_items is not None:
+        sequences, row = user_items
+        in_sequence = (sequences.unsqueeze(2) == candidates.view(1, 1, -1)).any(1)  # (B, C)
+        removed |= in_sequence[row]
+    return removed
 
 
 def length_buckets(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, chunk: int = 50) -> list:
@@ -173,7 +189,9 @@ def fit(
             inputs, nexts = batch[:, :-1], batch[:, 1:]
             keep = (inputs > 0) & (nexts > 0)
             users = model.user_tower(inputs, every_position=True)[keep]
-            loss = sampled_softmax_loss(users, nexts[keep], model, log_q, settings.extra_negatives, generator)
+            row = torch.arange(len(batch)).unsqueeze(1).expand_as(keep)[keep]
+            own = (batch, row) if settings.exclude_user_items else None
+            loss = sampled_softmax_loss(users, nexts[keep], model, log_q, settings.extra_negatives, generator, own)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

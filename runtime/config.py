@@ -450,7 +450,7 @@ class TwoTowerConfig:
     )
     training: TwoTowerTrainSettings = _help(
         "Loop and loss: batch of users, epochs, lr, patience and eval_every (validation NDCG@10), "
-        "logq_correction, extra_negatives (uniform, beside the in-batch ones)."
+        "logq_correction, extra_negatives (uniform, beside the in-batch ones), exclude_user_items."
     )
     source: str = _help("user_engagements source to train and evaluate on, e.g. s3rec_beauty.")
     item_attributes: bool = _help(

@@ -25,14 +25,17 @@ def test_user_tower_is_causal_and_unit_norm(encoder):
     assert not torch.allclose(model.user_tower(changed)[0], every[0, -1])
 
 
-def reference_loss(users, items, positives, temperature, log_q):
-    """The loss written out row by row: softmax over the distinct-from-positive candidates."""
+def reference_loss(users, items, positives, temperature, log_q, own_items=None):
+    """The loss written out row by row: softmax over the distinct-from-positive candidates
+    (and, with ``own_items[i]``, over those not in example i's own sequence)."""
     n, losses = len(positives), []
     for i in range(n):
         logits = []
         for j in range(n):
             if j != i and positives[j] == positives[i]:
                 continue  # accidental hit: not a negative
+            if j != i and own_items is not None and positives[j] in own_items[i]:
+                continue  # the user engaged with it: not a negative
             logit = float(users[i] @ items[j]) / temperature
             if log_q is not None:
                 logit -= float(log_q[positives[j]]) + math.log(n)
@@ -55,6 +58,26 @@ def test_in_batch_softmax_removes_accidental_hits_and_corrects_by_log_q(logq):
         items = model.item_tower(positives)
     expected = reference_loss(users, items, positives.tolist(), float(model.temperature.detach()), log_q)
     assert got.detach().item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_items_of_the_examples_own_sequence_are_not_its_negatives():
+    torch.manual_seed(3)
+    model = TwoTower(10, TINY).eval()
+    sequences = torch.tensor([[0, 3, 5, 7], [2, 4, 9, 1]])  # two users
+    row = torch.tensor([0, 0, 1, 1, 1])  # the sequence each example belongs to
+    positives = torch.tensor([5, 7, 4, 9, 1])
+    users = F.normalize(torch.randn(5, 16), dim=-1)
+    got = sampled_softmax_loss(users, positives, model, None, user_items=(sequences, row))
+    with torch.no_grad():
+        items = model.item_tower(positives)
+    own = [set(sequences[r].tolist()) for r in row.tolist()]
+    expected = reference_loss(users, items, positives.tolist(), float(model.temperature.detach()), None, own)
+    assert got.detach().item() == pytest.approx(expected, rel=1e-5)
+    assert got.detach().item() != pytest.approx(
+        sampled_softmax_loss(users, positives, model, None).detach().item(), rel=1e-3
+    )
+    with_extra = sampled_softmax_loss(users, positives, model, None, extra_negatives=200, user_items=(sequences, row))
+    assert math.isfinite(with_extra.detach().item())
 
 
 def test_extra_uniform_negatives_skip_the_positive():
