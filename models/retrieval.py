@@ -134,7 +134,7 @@ class Retrieval:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         row = self.history_row(history)
-        query = self.model.user_tower(row).numpy().astype(np.float32)
+        query = self.model.user_tower.encode(row).numpy().astype(np.float32)
         engaged = set(row[row > 0].tolist())
         scores, ids = self.index.search(query, k + len(engaged))
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in engaged]

@@ -106,6 +106,24 @@ class UserTower(nn.Module):
         x = F.normalize(x, dim=-1)
         return x if every_position else x[:, -1]
 
+    @torch.no_grad()
+    def encode(self, histories: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+        """Unit vectors (n, dim) of left-padded histories, each encoded at its own length.
+
+        Padding slots are not masked out of attention (they are zero vectors that still pass
+        through the layers' norms and biases), so the vector of a padded history depends on how
+        much padding it carries; training batches histories of similar length with little of it.
+        Encoding every history without padding makes a user's vector the same whatever it is
+        batched with — in evaluation, through FAISS, and at serving time."""
+        lengths = (histories > 0).sum(1).clamp(1, histories.shape[1])
+        out = torch.empty(len(histories), self.settings.dim, device=histories.device)
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().squeeze(1)
+            for i in range(0, len(rows), batch):
+                part = rows[i : i + batch]
+                out[part] = self(histories[part, -length:])
+        return out
+
 
 class TwoTower(nn.Module):
     def __init__(self, n_items: int, settings: TwoTowerSettings, attributes: torch.Tensor | None = None) -> None:
@@ -166,9 +184,8 @@ class Retriever:
         with torch.no_grad():
             self.items = model.all_items()
 
-    @torch.no_grad()
     def user_vectors(self, histories: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-        return torch.cat([self.model.user_tower(histories[i : i + batch]) for i in range(0, len(histories), batch)])
+        return self.model.user_tower.encode(histories, batch)
 
     @torch.no_grad()
     def scores(self, histories: torch.Tensor) -> torch.Tensor:

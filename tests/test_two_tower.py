@@ -166,3 +166,17 @@ def test_item_attributes_shape_item_vectors_and_survive_save_and_load(tmp_path):
     loaded = TwoTower.load(model.save(tmp_path / "m"))
     assert torch.equal(loaded.item_tower.attributes, attributes)
     assert torch.allclose(loaded.all_items(), before)
+
+
+def test_a_users_vector_does_not_depend_on_padding_or_batch():
+    torch.manual_seed(4)
+    model = TwoTower(20, TINY).eval()
+    short = torch.tensor([[0, 0, 0, 0, 3, 7]])
+    alone = model.user_tower(short[:, -2:])
+    assert not torch.allclose(model.user_tower(short), alone, atol=1e-4)  # why encode() exists
+    batch = torch.tensor([[0, 0, 0, 0, 3, 7], [1, 2, 4, 5, 6, 8], [0, 0, 0, 9, 3, 7]])
+    encoded = model.user_tower.encode(batch, batch=2)
+    assert torch.allclose(encoded[0], alone[0], atol=1e-6)
+    assert torch.allclose(encoded[1], model.user_tower(batch[1:2])[0], atol=1e-6)
+    assert torch.allclose(encoded[2], model.user_tower(batch[2:3, -3:])[0], atol=1e-6)
+    assert torch.allclose(Retriever(model).user_vectors(batch), encoded)
