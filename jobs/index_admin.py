@@ -1,4 +1,6 @@
-"""``pinpipe index list|promote VERSION|rollback``: the versions of the two-tower index.
+"""List, promote or roll back the versions of the two-tower index (and the model each names).
+
+``pinpipe index list|promote VERSION|rollback``.
 
 ``list`` shows every kept version of ``index.name`` with the model version it was built from,
 its size, shards, factory and recall@10, and which one is promoted. ``promote VERSION``
