@@ -45,7 +45,7 @@ from runtime.config import load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.session import spark_session  # noqa: E402
 from schemas import pin_embeddings as PE  # noqa: E402
-from udfs.item_embedder import vectors_array  # noqa: E402
+from udfs.arrow_lists import float32_lists  # noqa: E402
 
 CHUNK = 500_000
 
@@ -60,7 +60,7 @@ def simulate(folder: Path, n: int, dim: int, clusters: int, seed: int) -> None:
         x = centres[rng.integers(0, clusters, size)] + 0.6 * rng.standard_normal((size, dim)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         ids = np.arange(start + 1, start + size + 1, dtype=np.int64)
-        table = pa.table({PE.ITEM_INDEX: ids, PE.EMBEDDING: vectors_array(x)})
+        table = pa.table({PE.ITEM_INDEX: ids, PE.EMBEDDING: float32_lists(x)})
         pq.write_table(table, folder / f"part-{part:05d}.parquet")
 
 

@@ -16,6 +16,7 @@ from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, Struct
 
 from models.two_tower import TwoTower, load_artifact
 from schemas import pin_embeddings as PE
+from udfs.arrow_lists import float32_lists
 from udfs.task_resources import worker_model
 
 EMBEDDED_SCHEMA = StructType(
@@ -25,13 +26,6 @@ EMBEDDED_SCHEMA = StructType(
         StructField(PE.EMBEDDING, ArrayType(FloatType(), containsNull=False), nullable=False),
     ]
 )
-
-
-def vectors_array(vectors: np.ndarray) -> pa.ListArray:
-    """(n, dim) float32 -> an Arrow list<float> column of n rows."""
-    n, dim = vectors.shape
-    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1)))
 
 
 def embed_partitions(
@@ -50,7 +44,7 @@ def embed_partitions(
                 [
                     pa.array([pins[i - 1] for i in items], pa.string()),
                     pa.array(items, pa.int64()),
-                    vectors_array(item_vectors(model, items, batch_size)),
+                    float32_lists(item_vectors(model, items, batch_size)),
                 ],
                 names=[PE.PIN_ID, PE.ITEM_INDEX, PE.EMBEDDING],
             )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
 from pyspark import Broadcast
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
@@ -18,6 +17,7 @@ from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, Stru
 from models.embedding_lookup import EmbeddingLookup
 from models.student_scoring import StudentScorer
 from schemas import student_features as SF
+from udfs.arrow_lists import float32_lists
 from udfs.task_resources import worker_model
 
 PROBABILITIES = "probabilities"
@@ -48,13 +48,11 @@ def score_partitions(
         texts = lookup.value  # loaded once per Python worker
         for batch in batches:
             probs, expected = scorer.score(batch, texts, batch_size)
-            levels = probs.shape[1]
-            offsets = pa.array(np.arange(0, (len(probs) + 1) * levels, levels, dtype=np.int32))
             yield pa.RecordBatch.from_arrays(
                 [
                     batch.column(SF.QUERY),
                     batch.column(SF.PIN_ID),
-                    pa.ListArray.from_arrays(offsets, pa.array(probs.reshape(-1), pa.float32())),
+                    float32_lists(probs),
                     pa.array(expected, pa.float64()),
                 ],
                 names=[SF.QUERY, SF.PIN_ID, PROBABILITIES, EXPECTED_RELEVANCE],
