@@ -169,6 +169,12 @@ def transform(
         f"{int(counts.sum()):,}",
     )
     attributes = None
+    if inputs.attributes is not None and not attribute_rows:
+        log.warning(
+            "train_two_tower: two_tower.item_attributes is on but source %r has no item_attributes "
+            "for its items (ingest its <Name>_item2attributes.json); the item tower uses IDs only",
+            inputs.versions["source"],
+        )
     if attribute_rows:
         attributes = torch.zeros(n_items + 1, max(r["rank"] for r in attribute_rows), dtype=torch.long)
         for r in attribute_rows:

@@ -39,9 +39,11 @@ class RankAccumulator:
         """``scores`` (users, n_items), masked already; ``targets`` item indices 1..n_items."""
         target_scores = scores.gather(1, (targets - 1).unsqueeze(1))
         self.ranks.append((scores > target_scores).sum(1).cpu())  # ties count in the user's favour
-        top = scores.topk(max(self.ks), dim=1).indices.cpu()
+        values, top = scores.topk(min(max(self.ks), scores.shape[1]), dim=1)  # a catalogue may be smaller than k
+        recommended = values.isfinite().cpu()  # a user's masked items are not recommendations
+        top = top.cpu()
         for k in self.ks:
-            self.seen[k][top[:, :k].reshape(-1)] = True
+            self.seen[k][top[:, :k][recommended[:, :k]]] = True
 
     def result(self) -> RankingMetrics:
         ranks = torch.cat(self.ranks)

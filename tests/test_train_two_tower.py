@@ -119,3 +119,31 @@ def test_item_attributes_become_dense_indices_most_frequent_first(spark):
         by_item.setdefault(r.item_index, []).append((r["rank"], r.attribute_index))
     # y is on 3 items -> 1, z on 2 -> 2, x on 1 -> 3; w belongs to no known item; a keeps its 2 most frequent
     assert {i: sorted(v) for i, v in by_item.items()} == {1: [(1, 1), (2, 2)], 2: [(1, 1)], 3: [(1, 1), (2, 2)]}
+
+
+def test_asking_for_attributes_a_source_lacks_trains_on_ids_and_says_so(spark, lake, cfg_for, caplog):
+    walks = [[(s + k) % 12 + 1 for k in range(6)] for s in range(40)]
+    lake.replace_slice(engagements(spark, walks, source="s3rec_bare"), "user_engagements", "source = 's3rec_bare'")
+    cfg = cfg_for(
+        "two_tower.source=s3rec_bare",
+        "two_tower.item_attributes=true",
+        "two_tower.model.dim=8",
+        "two_tower.model.max_len=4",
+        "two_tower.model.layers=1",
+        "two_tower.training.epochs=2",
+        "two_tower.training.eval_every=1",
+        "two_tower.training.progress=false",
+        "two_tower.eval_index_factory=Flat",
+        "two_tower.eval_index_params=''",
+    )
+    t = cfg.two_tower
+    with caplog.at_level("WARNING", logger="jobs.train_two_tower"):
+        out = train_two_tower.transform(
+            train_two_tower.read(spark, cfg),
+            model=t.model,
+            training=t.training,
+            index_factory=t.eval_index_factory,
+            index_params=t.eval_index_params,
+        )
+    assert out.inputs["attributes"] == 0 and out.model.item_tower.attribute_bag is None
+    assert "'s3rec_bare' has no item_attributes" in caplog.text

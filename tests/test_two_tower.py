@@ -104,6 +104,16 @@ def test_masking_and_full_ranking_metrics():
     assert result.coverage[1] == pytest.approx(2 / 4)  # items 2 and 4 are someone's top 1
 
 
+def test_metrics_on_a_catalogue_smaller_than_k_count_only_unmasked_items_as_recommended():
+    scores = torch.tensor([[0.9, 0.8, 0.7]])
+    masked = mask_engaged(scores, torch.tensor([[1, 2]]))  # only item 3 is left to recommend
+    ranks = RankAccumulator(3, ks=(1, 5))
+    ranks.add(masked, torch.tensor([3]))
+    result = ranks.result()
+    assert result.hr == {1: 1.0, 5: 1.0}
+    assert result.coverage == {1: pytest.approx(1 / 3), 5: pytest.approx(1 / 3)}
+
+
 def next_item_sequences(n_items, users, length, seed=0):
     """Each user walks the catalog: next item = current + 1 (wrapping), from a random start."""
     g = torch.Generator().manual_seed(seed)
