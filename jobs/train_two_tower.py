@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
@@ -82,12 +82,16 @@ def item_index(engagements: DataFrame) -> DataFrame:
     return items.withColumn(ITEM_INDEX, F.row_number().over(Window.orderBy(UE.PIN_ID)))
 
 
+def event_order(*carried: str) -> Column:
+    """A struct column whose sort order is a user's engagement order: event time, then
+    ``seq_index`` (0 when absent), then pin id; ``carried`` columns ride along. Training
+    sequences and serving histories (``pinpipe retrieve``) order events by this one key."""
+    return F.struct(UE.EVENT_TIME, F.coalesce(UE.SEQ_INDEX, F.lit(0)).alias("i"), UE.PIN_ID, *carried).alias("e")
+
+
 def user_sequences(engagements: DataFrame, index: DataFrame) -> DataFrame:
     """(user_id, items): each user's item indices in event order (ties: seq_index, then pin)."""
-    events = engagements.join(index, UE.PIN_ID).select(
-        UE.USER_ID,
-        F.struct(UE.EVENT_TIME, F.coalesce(UE.SEQ_INDEX, F.lit(0)).alias("i"), UE.PIN_ID, ITEM_INDEX).alias("e"),
-    )
+    events = engagements.join(index, UE.PIN_ID).select(UE.USER_ID, event_order(ITEM_INDEX))
     ordered = events.groupBy(UE.USER_ID).agg(F.sort_array(F.collect_list("e")).alias("e"))
     return ordered.select(UE.USER_ID, F.col(f"e.{ITEM_INDEX}").alias(ITEMS))
 
