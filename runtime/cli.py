@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jobs.train_two_tower",
         "train the two-tower retrieval model on one source's engagement sequences and publish it",
     ),
+    "serving_corpus": (
+        "jobs.serving_corpus",
+        "pins ranked by time-decayed engagement, one per image signature (serving_corpus of a date)",
+    ),
     "embed_pins": ("jobs.embed_pins", "embed every item of a two-tower model with its item tower (pin_embeddings)"),
     "build_index": (
         "jobs.build_index",

@@ -508,6 +508,33 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class ServingCorpusConfig:
+    date: dt.date = _help("The corpus date (YYYY-MM-DD): events on days <= date count; empty = today (UTC).")
+    sources: list[str] = _help("user_engagements sources whose events count; empty = every source.")
+    half_life_days: dict[str, float] = _help(
+        "Half-life in days of each event type's engagement (types not named here do not count)."
+    )
+    weights: dict[str, float] = _help("Weight of each event type's decayed engagement in a pin's score.")
+    min_score: float = _help("Pins whose score is below this are not in the corpus.")
+    full_recompute: bool = _help(
+        "Sum every event again instead of carrying the latest earlier engagement_decay state forward."
+    )
+
+    def __post_init__(self) -> None:
+        for kind, days in self.half_life_days.items():
+            _require(days > 0, f"serving_corpus.half_life_days.{kind}", "must be > 0", days)
+        for kind, weight in self.weights.items():
+            _require(weight >= 0, f"serving_corpus.weights.{kind}", "must be >= 0", weight)
+        _require(
+            set(self.weights) <= set(self.half_life_days),
+            "serving_corpus.weights",
+            f"names event types without a half-life (half_life_days has {sorted(self.half_life_days)})",
+            sorted(self.weights),
+        )
+        _require(self.min_score >= 0, "serving_corpus.min_score", "must be >= 0", self.min_score)
+
+
+@dataclass(frozen=True)
 class MaintainConfig:
     tables: list[str] = _help("Tables to maintain; empty = every pinpipe table present in the lake.")
     optimize: bool = _help("Compact each table's small files (Delta OPTIMIZE) before vacuuming.")
@@ -586,6 +613,7 @@ class PinpipeConfig:
     student: StudentConfig = _help("Student training (MLP / MMoE) by distillation from the teacher.")
     two_tower: TwoTowerConfig = _help("Two-tower retrieval: user and item towers trained on engagement sequences.")
     index: IndexConfig = _help("Item embeddings (embed_pins) and the sharded FAISS index (build_index, retrieve).")
+    serving_corpus: ServingCorpusConfig = _help("What gets served: pins ranked by time-decayed engagement.")
     maintain: MaintainConfig = _help("Lake upkeep: OPTIMIZE and VACUUM (pinpipe maintain).")
 
     def to_dict(self) -> dict[str, Any]:
@@ -751,7 +779,8 @@ def _resolve(data: dict[str, Any], today: dt.date, cwd: Path) -> dict[str, Any]:
 
     features, scorer, teacher = section("features"), section("scorer"), section("teacher")
     student_features, corpus, student = section("student_features"), section("corpus"), section("student")
-    for node, key in ((features, "as_of"), (scorer, "start_date"), (student_features, "as_of"), (corpus, "date")):
+    dated = ((features, "as_of"), (scorer, "start_date"), (student_features, "as_of"), (corpus, "date"))
+    for node, key in (*dated, (section("serving_corpus"), "date")):
         if node and _empty(node.get(key)):
             node[key] = today.isoformat()
     if scorer and _empty(scorer.get("end_date")):

@@ -13,6 +13,7 @@ from pyspark.sql.types import StructType
 
 from schemas import (
     boards,
+    engagement_decay,
     human_labels,
     item_attributes,
     labeled_impressions,
@@ -23,6 +24,7 @@ from schemas import (
     quarantine,
     reference_captions,
     search_impressions,
+    serving_corpus,
     student_features,
     teacher_scores,
     text_embeddings,
@@ -57,6 +59,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("text_embeddings", text_embeddings.TEXT_EMBEDDINGS_V1, ("encoder_version",)),
         TableSpec("student_features", student_features.STUDENT_FEATURES_V2, ("feature_version",)),
         TableSpec("pin_embeddings", pin_embeddings.PIN_EMBEDDINGS_V1, ("model_version",)),
+        TableSpec("engagement_decay", engagement_decay.ENGAGEMENT_DECAY_V1, ("as_of",)),
+        TableSpec("serving_corpus", serving_corpus.SERVING_CORPUS_V1, ("dt",)),
     )
 }
 

@@ -24,6 +24,7 @@ STAGE_JOBS = [
     "student_features",
     "train_student",
     "train_two_tower",
+    "serving_corpus",
     "embed_pins",
     "build_index",
 ]
