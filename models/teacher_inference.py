@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from models.teacher import CrossEncoderTeacher
+from models.torch_modes import evaluating
 
 
 class TokenBudget(Protocol):
@@ -108,12 +109,10 @@ def predict_proba(
     model: CrossEncoderTeacher, encoded: EncodedPairs, batch_size: int, pad_id: int, max_batch_tokens: int = 0
 ) -> np.ndarray:
     """Per-level probabilities, in input order (batches are formed in length order)."""
-    was_training = model.training
-    model.eval()
     out = np.zeros((len(encoded), model.settings.num_levels), dtype=np.float64)
     device = model_device(model)
-    for idx in inference_batches(encoded.lengths, batch_size, max_batch_tokens):
-        ids, mask = collate(encoded, idx, pad_id, device)
-        out[idx] = torch.softmax(model(ids, mask).float(), dim=-1).cpu().numpy()
-    model.train(was_training)
+    with evaluating(model):
+        for idx in inference_batches(encoded.lengths, batch_size, max_batch_tokens):
+            ids, mask = collate(encoded, idx, pad_id, device)
+            out[idx] = torch.softmax(model(ids, mask).float(), dim=-1).cpu().numpy()
     return out

@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from models.retrieval_metrics import KS, RankAccumulator, RankingMetrics, metrics_from_ranks, ranks_from_top_lists
+from models.torch_modes import evaluating
 from models.two_tower import Retriever, TwoTower
 from models.two_tower_settings import TwoTowerTrainSettings
 
@@ -126,14 +127,13 @@ class TwoTowerFit:
 
 def evaluate(model: TwoTower, sequences: Sequences, batch: int = 1024) -> RankingMetrics:
     """Full ranking of each row's held-out item, its history masked."""
-    was_training = model.training
-    retriever = Retriever(model)
     ranks = RankAccumulator(model.n_items)
     order = torch.argsort((sequences.histories > 0).sum(1), stable=True)  # similar lengths together
-    for i in range(0, len(order), batch):
-        rows = sequences.rows[order[i : i + batch]]
-        ranks.add(retriever.scores(trim_padding(rows[:, :-1])), rows[:, -1])
-    model.train(was_training)
+    with evaluating(model):
+        retriever = Retriever(model)
+        for i in range(0, len(order), batch):
+            rows = sequences.rows[order[i : i + batch]]
+            ranks.add(retriever.scores(trim_padding(rows[:, :-1])), rows[:, -1])
     return ranks.result()
 
 
@@ -145,15 +145,14 @@ def evaluate_ann(
     dropped, the target's rank read from what is left."""
     from models.ann import build_index, search
 
-    was_training = model.training
-    retriever = Retriever(model)
-    index = build_index(retriever.items.numpy(), factory, params)
     ranks = []
-    for i in range(0, len(sequences.rows), batch):
-        histories, targets = sequences.histories[i : i + batch], sequences.targets[i : i + batch]
-        _, top = search(index, retriever.user_vectors(trim_padding(histories)).numpy(), depth + histories.shape[1])
-        ranks.append(ranks_from_top_lists(torch.from_numpy(top), histories, targets, depth))
-    model.train(was_training)
+    with evaluating(model):
+        retriever = Retriever(model)
+        index = build_index(retriever.items.numpy(), factory, params)
+        for i in range(0, len(sequences.rows), batch):
+            histories, targets = sequences.histories[i : i + batch], sequences.targets[i : i + batch]
+            _, top = search(index, retriever.user_vectors(trim_padding(histories)).numpy(), depth + histories.shape[1])
+            ranks.append(ranks_from_top_lists(torch.from_numpy(top), histories, targets, depth))
     hr, ndcg = metrics_from_ranks(torch.cat(ranks))
     return {
         "factory": factory,

@@ -190,3 +190,14 @@ def test_a_users_vector_does_not_depend_on_padding_or_batch():
     assert torch.allclose(encoded[1], model.user_tower(batch[1:2])[0], atol=1e-6)
     assert torch.allclose(encoded[2], model.user_tower(batch[2:3, -3:])[0], atol=1e-6)
     assert torch.allclose(Retriever(model).user_vectors(batch), encoded)
+
+
+def test_evaluation_in_the_middle_of_training_leaves_the_model_in_its_mode():
+    model = TwoTower(10, TINY)
+    rows = torch.tensor([[0, 0, 0, 1, 2, 3, 4], [0, 0, 0, 0, 5, 6, 7]])
+    model.train()
+    evaluate(model, Sequences(rows))
+    assert model.training and model.user_tower.training
+    model.eval()
+    evaluate(model, Sequences(rows))
+    assert not model.training
