@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "index": ("jobs.index_admin", "list | promote VERSION | rollback the index versions (with their model)"),
     "retrieve": ("jobs.retrieve", "a user's top-k pins from the promoted model and index"),
+    "nightly": (
+        "jobs.nightly",
+        "every stage for one date (--date D): resumable (pipeline_runs), one nightly per date at a time",
+    ),
     "maintain": ("jobs.maintain", "compact (OPTIMIZE) and VACUUM the lake's Delta tables"),
     "package": ("runtime.package", "build dist/pinpipe.zip for spark-submit --py-files"),
 }

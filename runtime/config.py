@@ -534,6 +534,54 @@ class ServingCorpusConfig:
         _require(self.min_score >= 0, "serving_corpus.min_score", "must be >= 0", self.min_score)
 
 
+# The nightly's stages, in the order they run (jobs/nightly.py maps each to its job).
+NIGHTLY_STAGES = (
+    "ingest",
+    "pin_features",
+    "score_impressions",
+    "student_features",
+    "train_student",
+    "train_two_tower",
+    "serving_corpus",
+    "embed_pins",
+    "build_index",
+)
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    date: dt.date = _help(
+        "The date the nightly runs for (YYYY-MM-DD); empty = today (UTC). Every dated setting of its "
+        "stages (features.as_of, scorer dates, student_features.as_of, serving_corpus.date) is set to it."
+    )
+    stages: list[str] = _help(f"Stages to run, a subset of {list(NIGHTLY_STAGES)}; they run in that order.")
+    train_every_days: dict[str, int] = _help(
+        "Training stages' schedule: the stage runs on days whose number since 1970-01-01 is a multiple "
+        "of this, and on any day its model family has no promoted version; other days it is skipped."
+    )
+    lock_dir: str = _help(
+        "Folder of the nightly's lock files: a POSIX path every machine that may start the nightly "
+        "shares; empty = <lake.root>/_locks (a local lake.root only)."
+    )
+    lock_ttl_seconds: float = _help(
+        "Lease of the nightly's lock: a nightly for the same date refuses to start while the lock is "
+        "renewed; a killed run's lock is stale at once on its host, after this many seconds elsewhere."
+    )
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.stages) - set(NIGHTLY_STAGES))
+        _require(not unknown, "nightly.stages", f"unknown stages {unknown}; known: {list(NIGHTLY_STAGES)}", self.stages)
+        for stage, days in self.train_every_days.items():
+            _require(
+                stage in ("train_student", "train_two_tower"),
+                f"nightly.train_every_days.{stage}",
+                "only training stages have a schedule",
+                stage,
+            )
+            _require(days >= 1, f"nightly.train_every_days.{stage}", "must be >= 1", days)
+        _require(self.lock_ttl_seconds > 0, "nightly.lock_ttl_seconds", "must be > 0", self.lock_ttl_seconds)
+
+
 @dataclass(frozen=True)
 class MaintainConfig:
     tables: list[str] = _help("Tables to maintain; empty = every pinpipe table present in the lake.")
@@ -614,6 +662,7 @@ class PinpipeConfig:
     two_tower: TwoTowerConfig = _help("Two-tower retrieval: user and item towers trained on engagement sequences.")
     index: IndexConfig = _help("Item embeddings (embed_pins) and the sharded FAISS index (build_index, retrieve).")
     serving_corpus: ServingCorpusConfig = _help("What gets served: pins ranked by time-decayed engagement.")
+    nightly: NightlyConfig = _help("pinpipe nightly: the stages for one date, resumable, under a lock.")
     maintain: MaintainConfig = _help("Lake upkeep: OPTIMIZE and VACUUM (pinpipe maintain).")
 
     def to_dict(self) -> dict[str, Any]:
@@ -780,7 +829,7 @@ def _resolve(data: dict[str, Any], today: dt.date, cwd: Path) -> dict[str, Any]:
     features, scorer, teacher = section("features"), section("scorer"), section("teacher")
     student_features, corpus, student = section("student_features"), section("corpus"), section("student")
     dated = ((features, "as_of"), (scorer, "start_date"), (student_features, "as_of"), (corpus, "date"))
-    for node, key in (*dated, (section("serving_corpus"), "date")):
+    for node, key in (*dated, (section("serving_corpus"), "date"), (section("nightly"), "date")):
         if node and _empty(node.get(key)):
             node[key] = today.isoformat()
     if scorer and _empty(scorer.get("end_date")):

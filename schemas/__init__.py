@@ -21,6 +21,7 @@ from schemas import (
     pin_embeddings,
     pin_text_features,
     pins,
+    pipeline_runs,
     quarantine,
     reference_captions,
     search_impressions,
@@ -61,6 +62,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("pin_embeddings", pin_embeddings.PIN_EMBEDDINGS_V1, ("model_version",)),
         TableSpec("engagement_decay", engagement_decay.ENGAGEMENT_DECAY_V1, ("as_of",)),
         TableSpec("serving_corpus", serving_corpus.SERVING_CORPUS_V1, ("dt",)),
+        TableSpec("pipeline_runs", pipeline_runs.PIPELINE_RUNS_V1),
     )
 }
 

@@ -42,8 +42,8 @@ def test_every_job_module_is_listed():
     import jobs
 
     found = {m.name for m in pkgutil.iter_modules(jobs.__path__)}
-    # a pipeline of jobs; lake upkeep; serving and index versions: not data stages
-    assert found == set(STAGE_JOBS) | {"demo", "maintain", "retrieve", "index_admin"}
+    # pipelines of jobs; lake upkeep; serving and index versions: not data stages
+    assert found == set(STAGE_JOBS) | {"demo", "nightly", "maintain", "retrieve", "index_admin"}
 
 
 def _types(annotation) -> set:

@@ -1,0 +1,197 @@
+"""The nightly: every stage for one date, in order, resumable, one at a time per date.
+
+    pinpipe nightly --date 2024-01-31 [--set nightly.stages='[ingest, serving_corpus]']
+
+A pipeline of jobs (each job's own ``run`` in one Spark session), like ``demo``. The date sets
+every dated setting of the stages (``features.as_of``, ``scorer.start_date``/``end_date``,
+``student_features.as_of``, ``serving_corpus.date``). Stages run in the order of
+``runtime.config.NIGHTLY_STAGES``; training stages run on their schedule
+(``nightly.train_every_days``) or when their model family has no promoted version, and are
+recorded ``skipped`` otherwise. Each finished stage appends a row to ``pipeline_runs`` (start,
+end, status, its report line); a stage with a ``succeeded`` (or ``skipped``) row for the date is
+not run again, so a nightly that failed or was killed resumes at the first stage without one.
+A failed stage stops the nightly (exit status 1) and is recorded ``failed`` with its error.
+
+A second nightly for the same date refuses to start while the first runs: the lock
+(``runtime.run_lock``) is a file in ``nightly.lock_dir`` whose lease the running nightly renews;
+a killed nightly's lock is stale at once on its host, and ``nightly.lock_ttl_seconds`` after its
+last renewal elsewhere.
+
+Cluster:  spark-submit ... jobs/nightly.py --env cluster --set lake.root=/shared/lake --date 2024-01-31
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import importlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from models.registry import Registry
+from runtime.config import NIGHTLY_STAGES, PinpipeConfig, is_uri
+from runtime.entry import Report, run_job
+from runtime.errors import explain
+from runtime.lake import Lake
+from runtime.run_lock import RunLock
+from runtime.session import job_description
+from schemas import TABLES
+from schemas import pipeline_runs as PR
+
+log = logging.getLogger(__name__)
+
+TABLE = "pipeline_runs"
+EPOCH = dt.date(1970, 1, 1)
+DONE = (PR.SUCCEEDED, PR.SKIPPED)
+
+
+class StageFailed(RuntimeError):
+    """A stage of the nightly failed; the nightly stopped there."""
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    status: str  # succeeded | failed | skipped | done earlier
+    seconds: float = 0.0
+    summary: str = ""
+
+    def line(self) -> str:
+        took = f" in {self.seconds:.1f} s" if self.seconds else ""
+        return f"  {self.stage:<18} {self.status}{took}{': ' + self.summary if self.summary else ''}"
+
+
+@dataclass(frozen=True)
+class NightlyReport:
+    date: dt.date
+    run_id: str
+    stages: list[StageOutcome]
+
+    def line(self) -> str:
+        return "\n".join([f"nightly {self.date} (run {self.run_id}):", *(s.line() for s in self.stages)])
+
+
+def dated(cfg: PinpipeConfig, day: dt.date) -> PinpipeConfig:
+    """``cfg`` with every stage's dated setting on ``day``."""
+    replace = dataclasses.replace
+    return replace(
+        cfg,
+        features=replace(cfg.features, as_of=day),
+        scorer=replace(cfg.scorer, start_date=day, end_date=day),
+        student_features=replace(cfg.student_features, as_of=day),
+        serving_corpus=replace(cfg.serving_corpus, date=day),
+        nightly=replace(cfg.nightly, date=day),
+    )
+
+
+def on_schedule(stage: str, day: dt.date, every: Mapping[str, int], has_promoted: bool) -> bool:
+    """Whether ``stage`` runs on ``day``: unscheduled stages always; a training stage every
+    ``every[stage]`` days (counted from 1970-01-01), and on any day its family has no model."""
+    if stage not in every:
+        return True
+    return not has_promoted or (day - EPOCH).days % every[stage] == 0
+
+
+def trained_family(cfg: PinpipeConfig, stage: str) -> str | None:
+    return {"train_student": cfg.student.family, "train_two_tower": cfg.two_tower.family}.get(stage)
+
+
+def lock_path(cfg: PinpipeConfig, day: dt.date) -> Path:
+    folder = cfg.nightly.lock_dir
+    if not folder:
+        if is_uri(cfg.lake.root):
+            raise ValueError(
+                f"nightly.lock_dir: lake.root {cfg.lake.root!r} is a URI, where a lock file cannot be created "
+                "atomically; set nightly.lock_dir to a POSIX folder every machine that may start the nightly shares"
+            )
+        folder = str(Path(cfg.lake.root) / "_locks")
+    return Path(folder) / f"nightly-{day.isoformat()}.lock"
+
+
+def finished_stages(spark: SparkSession, lake: Lake, day: dt.date) -> set[str]:
+    """Stages with a succeeded or skipped row for ``day``."""
+    if not lake.exists(spark, TABLE):
+        return set()
+    rows = lake.read(spark, TABLE).filter((F.col(PR.RUN_DATE) == F.lit(day)) & F.col(PR.STATUS).isin(*DONE))
+    return {r[PR.STAGE] for r in rows.select(PR.STAGE).distinct().collect()}
+
+
+def record(
+    spark: SparkSession, lake: Lake, run_id: str, day: dt.date, outcome: StageOutcome, started: float, error: str = ""
+) -> None:
+    row = (
+        run_id,
+        day,
+        outcome.stage,
+        outcome.status,
+        dt.datetime.fromtimestamp(started),
+        dt.datetime.fromtimestamp(started + outcome.seconds),
+        outcome.seconds,
+        outcome.summary or None,
+        error or None,
+    )
+    lake.insert_new(spark.createDataFrame([row], TABLES[TABLE].schema), TABLE, (PR.RUN_ID, PR.STAGE))
+
+
+def stage_runner(stage: str) -> Callable[[SparkSession, PinpipeConfig], Report]:
+    return importlib.import_module(f"jobs.{stage}").run
+
+
+def run(spark: SparkSession, cfg: PinpipeConfig) -> NightlyReport:
+    day, lake = cfg.nightly.date, Lake.at(cfg.lake.root)
+    stage_cfg, run_id = dated(cfg, day), uuid.uuid4().hex[:12]
+    registry = Registry(lake.artifacts_path())
+    outcomes: list[StageOutcome] = []
+    with RunLock(lock_path(cfg, day), cfg.nightly.lock_ttl_seconds, what=f"nightly {day}"):
+        finished = finished_stages(spark, lake, day)
+        for stage in [s for s in NIGHTLY_STAGES if s in cfg.nightly.stages]:
+            if stage in finished:
+                outcomes.append(StageOutcome(stage, "done earlier"))
+                continue
+            started = time.time()
+            family = trained_family(cfg, stage)
+            has_promoted = family is None or registry.current(family) is not None
+            if not on_schedule(stage, day, cfg.nightly.train_every_days, has_promoted):
+                outcome = StageOutcome(stage, PR.SKIPPED, summary="not on its schedule today")
+                record(spark, lake, run_id, day, outcome, started)
+                outcomes.append(outcome)
+                continue
+            log.info("nightly %s: %s", day, stage)
+            try:
+                with job_description(spark, f"nightly {day}: {stage}"):
+                    report = stage_runner(stage)(spark, stage_cfg)
+            except Exception as exc:
+                error = explain(exc)
+                outcome = StageOutcome(stage, PR.FAILED, time.time() - started)
+                record(spark, lake, run_id, day, outcome, started, error)
+                raise StageFailed(
+                    f"nightly {day}: stage {stage} failed: {error} (re-run the nightly to resume at {stage})"
+                ) from exc
+            outcome = StageOutcome(stage, PR.SUCCEEDED, time.time() - started, report.line())
+            record(spark, lake, run_id, day, outcome, started)
+            log.info("nightly %s: %s", day, outcome.line().strip())
+            outcomes.append(outcome)
+    return NightlyReport(day, run_id, outcomes)
+
+
+def main(argv: Sequence[str] | None = None) -> NightlyReport:
+    parser = argparse.ArgumentParser(prog="pinpipe nightly", add_help=False)
+    parser.add_argument("--date", help="YYYY-MM-DD (default: nightly.date, empty = today UTC)")
+    own, rest = parser.parse_known_args(argv)
+    if any(a in ("-h", "--help") for a in rest):
+        print(parser.format_help())
+    if own.date:
+        rest = [*rest, "--set", f"nightly.date={own.date}"]
+    return run_job("pinpipe nightly", __doc__, run, rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs import ingest, nightly, serving_corpus
+from runtime.config import ConfigError, load_config
+from runtime.run_lock import LockHeld
+from schemas import pipeline_runs as PR
+
+DAY = dt.date(2020, 1, 5)
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    root = tmp_path / "data"
+    (root / "s3rec").mkdir(parents=True)
+    (root / "s3rec" / "Tiny.txt").write_text("1 1 2 3 4\n2 2 3 5\n3 1 5 6 2\n")
+    return root
+
+
+def nightly_cfg(cfg_for, data: Path, *extra: str):
+    return cfg_for(
+        f"ingest.data_root={data}",
+        "ingest.sources=[s3rec]",
+        "ingest.s3rec_datasets=[Tiny]",
+        "nightly.stages=[ingest, serving_corpus]",
+        f"nightly.date={DAY}",
+        *extra,
+    )
+
+
+def statuses(spark, lake):
+    rows = lake.read(spark, "pipeline_runs").orderBy(PR.STARTED_AT).collect()
+    return [(r[PR.STAGE], r[PR.STATUS]) for r in rows]
+
+
+def test_a_failed_nightly_resumes_at_the_failed_stage(spark, lake, cfg_for, tiny_data, monkeypatch):
+    cfg = nightly_cfg(cfg_for, tiny_data)
+    real_corpus = serving_corpus.run
+
+    def broken(spark, cfg):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(serving_corpus, "run", broken)
+    with pytest.raises(nightly.StageFailed, match="stage serving_corpus failed: .*disk full.*resume at serving_corpus"):
+        nightly.run(spark, cfg)
+    assert statuses(spark, lake) == [("ingest", PR.SUCCEEDED), ("serving_corpus", PR.FAILED)]
+    failed = lake.read(spark, "pipeline_runs").filter(f"{PR.STATUS} = 'failed'").first()
+    assert "disk full" in failed[PR.ERROR] and failed[PR.RUN_DATE] == DAY
+
+    def must_not_run(spark, cfg):
+        raise AssertionError("ingest succeeded for this date already")
+
+    monkeypatch.setattr(ingest, "run", must_not_run)
+    monkeypatch.setattr(serving_corpus, "run", real_corpus)
+    report = nightly.run(spark, cfg)
+    assert [(s.stage, s.status) for s in report.stages] == [("ingest", "done earlier"), ("serving_corpus", "succeeded")]
+    assert "serving_corpus: dt=2020-01-05" in report.line()
+    assert lake.read(spark, "serving_corpus").filter(f"dt = DATE '{DAY}'").count() == 6  # items 1..6 engaged
+    again = nightly.run(spark, cfg)
+    assert [s.status for s in again.stages] == ["done earlier", "done earlier"]
+    assert len(statuses(spark, lake)) == 3
+
+
+HOLD = """
+import sys, time
+from runtime.run_lock import RunLock
+RunLock(sys.argv[1], ttl_seconds=60).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_nightly_for_the_date_refuses_while_one_runs(spark, lake, cfg_for, tiny_data):
+    cfg = nightly_cfg(cfg_for, tiny_data)
+    path = nightly.lock_path(cfg, DAY)
+    path.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld, match=f"nightly {DAY} is already running \\(pid {holder.pid}"):
+            nightly.run(spark, cfg)
+        assert not lake.exists(spark, "pipeline_runs")  # refused before any stage
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [s.status for s in nightly.run(spark, cfg).stages] == ["succeeded", "succeeded"]  # killed: stale
+
+
+def test_dates_and_schedules():
+    cfg = nightly.dated(load_config("local"), DAY)
+    assert (cfg.features.as_of, cfg.scorer.start_date, cfg.scorer.end_date) == (DAY, DAY, DAY)
+    assert (cfg.student_features.as_of, cfg.serving_corpus.date, cfg.nightly.date) == (DAY, DAY, DAY)
+    every = {"train_student": 7}
+    monday = dt.date(1970, 1, 1) + dt.timedelta(days=7 * 2600)
+    assert nightly.on_schedule("train_student", monday, every, has_promoted=True)
+    assert not nightly.on_schedule("train_student", monday + dt.timedelta(days=1), every, has_promoted=True)
+    assert nightly.on_schedule("train_student", monday + dt.timedelta(days=1), every, has_promoted=False)
+    assert nightly.on_schedule("serving_corpus", monday + dt.timedelta(days=1), every, has_promoted=True)
+    with pytest.raises(ConfigError, match="nightly.stages: unknown stages \\['train_everything'\\]"):
+        load_config("local", overrides=["nightly.stages=[ingest, train_everything]"])
+    uri = load_config("local", overrides=["lake.root=s3a://bucket/lake"])
+    with pytest.raises(ValueError, match="nightly.lock_dir: lake.root 's3a://bucket/lake' is a URI"):
+        nightly.lock_path(uri, DAY)
