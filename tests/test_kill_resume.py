@@ -1,4 +1,4 @@
-"""SIGKILL a running job's whole process group (driver, JVM, Python workers) mid-write, re-run
+"""SIGKILL a running job's (or the nightly's) whole process group (driver, JVM, Python workers) mid-write, re-run
 it, and find every table it writes equal to an uninterrupted run's (``exceptAll`` both ways).
 
 The job runs as ``python -m jobs.<name>`` in its own session; it is killed at the first sign of
@@ -120,3 +120,34 @@ def test_pin_features_killed_mid_run_resumes_to_the_uninterrupted_result(spark, 
         killed,
         {"pin_captions": ["captioned_at"], "pin_text_features": [], "quarantine": ["quarantined_at"]},
     )
+
+
+@pytest.mark.parametrize("kill_at", ["lock taken", "ingest recorded", "serving_corpus writing"])
+def test_nightly_killed_at_any_point_resumes_to_the_uninterrupted_result(spark, lake, cfg_for, tmp_path, kill_at):
+    from jobs import nightly
+    from tests.test_nightly import DAY, nightly_sets
+
+    data = tmp_path / "data" / "s3rec"
+    data.mkdir(parents=True)
+    (data / "Tiny.txt").write_text(
+        "\n".join(f"{u} " + " ".join(str((u * 7 + k) % 40 + 1) for k in range(12)) for u in range(60))
+    )
+    sets = nightly_sets(tmp_path / "data")
+    nightly.run(spark, cfg_for(*sets))  # the uninterrupted nightly, in this lake
+
+    killed = Lake.at(str(tmp_path / "killed"))
+    lock = nightly.lock_path(cfg_for(*sets, f"lake.root={killed.root}"), DAY)
+    runs = Path(killed.table_path("pipeline_runs"))
+    when = {
+        "lock taken": lock.exists,
+        "ingest recorded": lambda: commits(runs) >= 1,
+        "serving_corpus writing": lambda: data_files(Path(killed.table_path("engagement_decay"))) > 0,
+    }[kill_at]
+    run_and_kill("jobs.nightly", [*sets, f"lake.root={killed.root}"], when)
+    assert lock.exists()  # SIGKILL: no cleanup ran; the re-run finds the lock stale (its pid is gone)
+
+    report = nightly.run(spark, cfg_for(*sets, f"lake.root={killed.root}"))
+    assert {s.stage for s in report.stages} == {"ingest", "serving_corpus"}
+    assert_tables_equal(spark, lake, killed, {"user_engagements": [], "engagement_decay": [], "serving_corpus": []})
+    done = killed.read(spark, "pipeline_runs").filter("status = 'succeeded'").select("stage").collect()
+    assert sorted(r.stage for r in done) == ["ingest", "serving_corpus"]  # each succeeded once

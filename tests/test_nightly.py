@@ -21,15 +21,19 @@ def tiny_data(tmp_path) -> Path:
     return root
 
 
-def nightly_cfg(cfg_for, data: Path, *extra: str):
-    return cfg_for(
+def nightly_sets(data: Path) -> list[str]:
+    """A nightly of ingest (a tiny S3-Rec file under ``data``) and serving_corpus."""
+    return [
         f"ingest.data_root={data}",
         "ingest.sources=[s3rec]",
         "ingest.s3rec_datasets=[Tiny]",
         "nightly.stages=[ingest, serving_corpus]",
         f"nightly.date={DAY}",
-        *extra,
-    )
+    ]
+
+
+def nightly_cfg(cfg_for, data: Path, *extra: str):
+    return cfg_for(*nightly_sets(data), *extra)
 
 
 def statuses(spark, lake):
