@@ -74,15 +74,15 @@ class CorpusReport:
         )
 
 
-def half_life(half_lives: Mapping[str, float], kind: Column) -> Column:
-    """The half-life in days of each row's event type (null for a type not configured)."""
-    pairs = [x for k, days in sorted(half_lives.items()) for x in (F.lit(k), F.lit(float(days)))]
-    return F.create_map(*pairs)[kind]
+def per_event_type(values: Mapping[str, float]) -> Column:
+    """The configured value of each row's event type (null for a type not configured)."""
+    pairs = [x for kind, value in sorted(values.items()) for x in (F.lit(kind), F.lit(float(value)))]
+    return F.create_map(*pairs)[F.col(ED.EVENT_TYPE)]
 
 
 def decay(days: Column, half_lives: Mapping[str, float]) -> Column:
     """``2 ** (-days / half_life)`` of each row's event type."""
-    return F.pow(F.lit(2.0), -days.cast("double") / half_life(half_lives, F.col(ED.EVENT_TYPE)))
+    return F.pow(F.lit(2.0), -days.cast("double") / per_event_type(half_lives))
 
 
 def day_counts(events: DataFrame, kinds: Sequence[str]) -> DataFrame:
@@ -119,8 +119,7 @@ def ranked_corpus(
 ) -> DataFrame:
     """serving_corpus rows: weighted score per pin (``min_score`` and up), the best pin of each
     image signature served, the others pointing at it."""
-    weight = F.create_map(*[x for k, w in sorted(weights.items()) for x in (F.lit(k), F.lit(float(w)))])
-    weighted = F.coalesce(weight[F.col(ED.EVENT_TYPE)], F.lit(0.0)) * F.col(ED.SCORE)
+    weighted = F.coalesce(per_event_type(weights), F.lit(0.0)) * F.col(ED.SCORE)
     scored = state.groupBy(ED.PIN_ID).agg(F.sum(weighted).alias(SC.SCORE)).filter(F.col(SC.SCORE) >= min_score)
     with_signature = scored.join(signatures, SC.PIN_ID, "left")
     group = F.coalesce(F.col(SC.IMAGE_SIGNATURE), F.concat(F.lit("pin:"), F.col(SC.PIN_ID)))

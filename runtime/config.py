@@ -546,6 +546,8 @@ NIGHTLY_STAGES = (
     "embed_pins",
     "build_index",
 )
+# The stages that train a model: the ones nightly.train_every_days may schedule.
+NIGHTLY_TRAINING_STAGES = ("train_student", "train_two_tower")
 
 
 @dataclass(frozen=True)
@@ -573,7 +575,7 @@ class NightlyConfig:
         _require(not unknown, "nightly.stages", f"unknown stages {unknown}; known: {list(NIGHTLY_STAGES)}", self.stages)
         for stage, days in self.train_every_days.items():
             _require(
-                stage in ("train_student", "train_two_tower"),
+                stage in NIGHTLY_TRAINING_STAGES,
                 f"nightly.train_every_days.{stage}",
                 "only training stages have a schedule",
                 stage,

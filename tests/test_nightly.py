@@ -1,6 +1,4 @@
 import datetime as dt
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +7,7 @@ from jobs import ingest, nightly, serving_corpus
 from runtime.config import ConfigError, load_config
 from runtime.run_lock import LockHeld
 from schemas import pipeline_runs as PR
+from tests.test_run_lock import holder_process
 
 DAY = dt.date(2020, 1, 5)
 
@@ -69,27 +68,10 @@ def test_a_failed_nightly_resumes_at_the_failed_stage(spark, lake, cfg_for, tiny
     assert len(statuses(spark, lake)) == 3
 
 
-HOLD = """
-import sys, time
-from runtime.run_lock import RunLock
-RunLock(sys.argv[1], ttl_seconds=60).acquire()
-print("held", flush=True)
-time.sleep(600)
-"""
-
-
 def test_a_second_nightly_for_the_date_refuses_while_one_runs(spark, lake, cfg_for, tiny_data):
     cfg = nightly_cfg(cfg_for, tiny_data)
-    path = nightly.lock_path(cfg, DAY)
-    path.parent.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(path)],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = holder_process(nightly.lock_path(cfg, DAY))  # a live process holds the date's lock
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(LockHeld, match=f"nightly {DAY} is already running \\(pid {holder.pid}"):
             nightly.run(spark, cfg)
         assert not lake.exists(spark, "pipeline_runs")  # refused before any stage
