@@ -1,9 +1,9 @@
 """Build a versioned, sharded FAISS index of a model's ``pin_embeddings`` in Spark.
 
 1. Read the ``model_version`` slice of ``pin_embeddings`` (``index.model_version``; empty: the
-   promoted ``index.model_family`` version). The index kind follows the corpus size: exact
-   (``Flat``) below ``index.flat_below`` vectors, ``index.factory`` above (``{nlist}`` sized to
-   the corpus).
+   ``index.model_family`` candidate that passed its gate, else the promoted version). The index
+   kind follows the corpus size: exact (``Flat``) below ``index.flat_below`` vectors,
+   ``index.factory`` above (``{nlist}`` sized to the corpus).
 2. On the driver: train the empty index once on a seeded sample (IVF kinds), and draw a seeded
    sample of the vectors as recall queries. Both are broadcast.
 3. One Spark task per range of item ids adds its vectors to a copy of the trained index and
@@ -93,7 +93,7 @@ class IndexReport:
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> IndexInputs:
     lake, c = Lake.at(cfg.lake.root), cfg.index
-    version = Registry(lake.artifacts_path()).resolve(c.model_family, c.model_version)
+    version = Registry(lake.artifacts_path()).resolve_next(c.model_family, c.model_version)
     tag = f"{c.model_family}/{version}"
     embeddings = lake.read(spark, "pin_embeddings").filter(F.col(PE.MODEL_VERSION) == tag)
     return IndexInputs(embeddings.select(PE.ITEM_INDEX, PE.EMBEDDING), c.model_family, version)

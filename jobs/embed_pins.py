@@ -1,6 +1,7 @@
 """Embed every item of a two-tower model with its item tower: ``pin_embeddings``.
 
-The model is ``index.model_version`` of ``index.model_family`` (empty: the promoted version),
+The model is ``index.model_version`` of ``index.model_family`` (empty: the candidate that passed
+its gate, else the promoted version),
 checked against its manifest first. Its items (``items.json``: item index -> pin id) are spread
 over ``index.partitions`` Spark partitions as index ranges; each Python worker loads the model
 once (``udfs.item_embedder``, on the task's GPU when it has one) and embeds its range. The
@@ -60,7 +61,7 @@ def model_slice(model_version: str) -> str:
 def read(spark: SparkSession, cfg: PinpipeConfig) -> EmbedInputs:
     lake, c = Lake.at(cfg.lake.root), cfg.index
     registry = Registry(lake.artifacts_path())
-    version = registry.resolve(c.model_family, c.model_version)
+    version = registry.resolve_next(c.model_family, c.model_version)
     registry.verify(c.model_family, version)
     folder = registry.path(c.model_family, version)
     n_items = len(json.loads((folder / ITEMS_FILE).read_text()))

@@ -16,7 +16,11 @@
    * the test rows are scored once: the student, and on the same rows the teacher (its labels
      in ``labeled_impressions``) and BM25 (cuts fit on validation), with the teacher's metrics.
 3. ``write``: the artifact (model, cuts, metrics, report) as a new version of ``student.family``;
-   its manifest records the teacher version that labeled the data and the feature version.
+   its manifest records the teacher version that labeled the data and the feature version. The
+   gate (``student.gate``, ``models.gate``) then scores the published version and production's
+   on the same test labels, from their folders, with the same code: the new version is promoted
+   only if its metric is not worse than production's by more than the tolerance. Publishing is
+   idempotent: the same config and inputs give back the version they made before.
 
 Local:    pinpipe train_student --set evaluation.holdout_folds=[6,7] [--set student.model.kind=mmoe]
 Cluster:  spark-submit --py-files dist/pinpipe.zip --jars ... jobs/train_student.py --env cluster
@@ -39,11 +43,12 @@ from pyspark.sql import functions as F
 
 from jobs.student_features import embedding_lookup
 from models.embedding_lookup import EmbeddingLookup
+from models.gate import GateDecision, GateSettings, decide
 from models.levels import LevelThresholds, to_model_levels
 from models.metrics import RelevanceReport, evaluate_predictions, evaluate_with_cuts, quadratic_weighted_kappa
 from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
 from models.student_settings import StudentSettings, StudentTrainSettings
-from runtime.config import PinpipeConfig
+from runtime.config import PinpipeConfig, StudentConfig
 from runtime.entry import run_job
 from runtime.lake import Lake
 from runtime.session import job_description
@@ -257,6 +262,8 @@ class StudentInputs:
 class StudentOutputs:
     trained: TrainedStudent
     inputs: dict[str, Any]
+    test_rows: pd.DataFrame  # the test labels with their features: the gate's evaluation set
+    lookup: EmbeddingLookup  # the embeddings of their texts
 
 
 @dataclass
@@ -269,13 +276,16 @@ class StudentRunReport:
     auroc_3: float
     teacher_kappa: float | None
     bm25_kappa: float
+    gate: str = ""
+    promoted: bool = False
 
     def line(self) -> str:
         teacher = f"{self.teacher_kappa:.4f}" if self.teacher_kappa is not None else "n/a"
         return (
-            f"train_student: version={self.version} kind={self.kind} train_rows={self.train_rows:,} "
-            f"test_rows={self.test_rows:,} test_kappa={self.kappa:.4f} test_auroc>=3={self.auroc_3:.4f} "
-            f"(teacher kappa {teacher}, bm25 kappa {self.bm25_kappa:.4f}, same rows)"
+            f"train_student: version={self.version}{' (promoted)' if self.promoted else ''} kind={self.kind} "
+            f"train_rows={self.train_rows:,} test_rows={self.test_rows:,} test_kappa={self.kappa:.4f} "
+            f"test_auroc>=3={self.auroc_3:.4f} (teacher kappa {teacher}, bm25 kappa {self.bm25_kappa:.4f}, same rows)"
+            + (f"; {self.gate}" if self.gate else "")
         )
 
 
@@ -363,13 +373,49 @@ def transform(
         "max_teacher_pairs": max_teacher_pairs,
     }
     protocol = {"holdout_folds": sorted(holdout_folds)} if holdout_folds else {"test_fraction": split.test_fraction}
-    return StudentOutputs(trained, {**inputs.versions, **sizes, **protocol})
+    return StudentOutputs(trained, {**inputs.versions, **sizes, **protocol}, parts[TEST], lookup)
 
 
-def write(
-    outputs: StudentOutputs, lake: Lake, *, family: str, keep: int, promote: bool, config: dict[str, Any]
-) -> StudentRunReport:
-    from models.registry import Registry
+def evaluate_published(folder: Path, rows: pd.DataFrame, lookup: EmbeddingLookup) -> RelevanceReport:
+    """A published student (its weights and level cuts, read from ``folder``) on ``rows``: the
+    same evaluation for the new version and for production."""
+    from models.student_scoring import StudentScorer
+
+    scorer = StudentScorer(folder)
+    cuts = LevelThresholds(**json.loads((folder / DECODING_FILE).read_text()))
+    probs, _ = scorer.score(rows, lookup)
+    return _report(rows, probs.astype(np.float64), [int(v) for v in scorer.levels], cuts)
+
+
+def gate(registry, family: str, version: str, outputs: StudentOutputs, settings: GateSettings) -> GateDecision | None:
+    """The new ``version`` against production on the test rows; None when there is no gate."""
+    if not settings.enabled:
+        return None
+    rows, lookup = outputs.test_rows, outputs.lookup
+
+    def measured(v: str) -> float:
+        registry.verify(family, v)
+        return float(evaluate_published(registry.path(family, v), rows, lookup).to_dict()[settings.metric])
+
+    production = registry.current(family)
+    production = production if production != version else None
+    return decide(
+        settings,
+        family=family,
+        candidate_version=version,
+        candidate=measured(version),
+        production_version=production,
+        production=measured(production) if production else None,
+        rows=len(rows),
+    )
+
+
+def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config: dict[str, Any]) -> StudentRunReport:
+    """Publish ``outputs`` as a version of ``section.family``; gate and promote it when
+    ``section.promote``."""
+    from models.registry import Registry, content_key
+
+    family, promote = section.family, section.promote
 
     trained = outputs.trained
 
@@ -379,13 +425,19 @@ def write(
         (folder / METRICS_FILE).write_text(json.dumps(trained.metrics, indent=2))
         (folder / REPORT_FILE).write_text(trained.report + "\n")
 
-    registry = Registry(lake.artifacts_path(), keep=keep)
+    registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
     m = trained.metrics
     headline = {key: m[key] for key in ("test", "validation", "teacher_on_test", "bm25_on_test")}
-    version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs)
-    if promote:
+    key = content_key(config, outputs.inputs)
+    version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs, key=key)
+    decision = gate(registry, family, version, outputs, section.gate) if promote else None
+    if decision is not None:
+        registry.record_gate(family, decision.as_dict())
+    if promote and (decision is None or decision.passed):
         registry.promote(family, version)
     print(trained.report)
+    if decision is not None:
+        print(decision.line())
     teacher = m["teacher_on_test"]
     return StudentRunReport(
         version=f"{family}/{version}",
@@ -396,6 +448,8 @@ def write(
         auroc_3=m["test"]["auroc_at"]["3"],
         teacher_kappa=teacher["kappa"] if teacher else None,
         bm25_kappa=m["bm25_on_test"]["kappa"],
+        gate=decision.line() if decision else "",
+        promoted=registry.current(family) == version,
     )
 
 
@@ -410,8 +464,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> StudentRunReport:
         human_only=s.human_only,
         max_teacher_pairs=s.max_teacher_pairs,
     )
-    lake = Lake.at(cfg.lake.root)
-    return write(outputs, lake, family=s.family, keep=s.registry_keep, promote=s.promote, config=cfg.to_dict())
+    return write(outputs, Lake.at(cfg.lake.root), s, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> StudentRunReport:

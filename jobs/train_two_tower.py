@@ -8,6 +8,13 @@ Spark over the train parts. The model trains on the driver (every position of ev
 sequence is an example), stops early on validation NDCG@10, and is evaluated once on the test
 items by the S3-Rec full-ranking protocol (all items ranked, the user's input sequence masked).
 
+The new version is published (idempotently: the same config and inputs give back the version
+they made) and, with ``two_tower.promote``, gated (``two_tower.gate``): the published version
+and production, both loaded from their folders, rank the new split's test items (production
+through its own item list; an item it does not know is a miss). One that passes becomes the
+family's candidate; ``build_index`` promotes it together with its index, so a user tower is never
+production without its items' index (``pinpipe rollback two_tower`` rolls both back).
+
 Local:    pinpipe train_two_tower [--set two_tower.source=s3rec_lastfm]
 Cluster:  spark-submit ... jobs/train_two_tower.py --env cluster --set lake.root=/shared/lake
 """
@@ -25,8 +32,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from models.gate import GateDecision, GateSettings, decide
 from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
-from runtime.config import PinpipeConfig
+from runtime.config import PinpipeConfig, TwoTowerConfig
 from runtime.entry import run_job
 from runtime.lake import Lake
 from runtime.session import job_description
@@ -53,6 +61,7 @@ class TwoTowerOutputs:
     item_ids: list[str]
     metrics: dict[str, Any]
     inputs: dict[str, Any]
+    test: Any = None  # models.two_tower_training.Sequences: the gate's evaluation users
 
 
 @dataclass(frozen=True)
@@ -64,15 +73,18 @@ class TwoTowerRunReport:
     best_epoch: int
     test: dict[str, float]
     ann: dict[str, Any]
+    gate: str = ""
+    candidate: bool = False
 
     def line(self) -> str:
         t = self.test
+        gate = f"; {self.gate}{' (the candidate: build_index promotes it)' if self.candidate else ''}"
         return (
             f"train_two_tower: two_tower/{self.version} source={self.source} users={self.users:,} "
             f"items={self.items:,} best_epoch={self.best_epoch} test HR@10={t['hr@10']:.4f} "
             f"NDCG@10={t['ndcg@10']:.4f} HR@20={t['hr@20']:.4f} NDCG@20={t['ndcg@20']:.4f}; through "
             f"{self.ann['factory']} ({self.ann['params'] or 'defaults'}): HR@10={self.ann['hr@10']:.4f} "
-            f"NDCG@10={self.ann['ndcg@10']:.4f}"
+            f"NDCG@10={self.ann['ndcg@10']:.4f}" + (gate if self.gate else "")
         )
 
 
@@ -206,7 +218,7 @@ def transform(
         "items": n_items,
         "attributes": int(attributes.max()) if attributes is not None else 0,
     }
-    return TwoTowerOutputs(result.model, item_ids, metrics, {**inputs.versions, **sizes})
+    return TwoTowerOutputs(result.model, item_ids, metrics, {**inputs.versions, **sizes}, split.test)
 
 
 @dataclass(frozen=True)
@@ -240,22 +252,57 @@ def leave_one_out(sequences: list[list[int]], max_len: int) -> LeaveOneOut:
     )
 
 
+def gate(registry, family: str, version: str, outputs: TwoTowerOutputs, settings: GateSettings) -> GateDecision | None:
+    """The published ``version`` against production on the new split's test users."""
+    from models.two_tower import load_artifact
+    from models.two_tower_training import evaluate_with_items
+
+    if not settings.enabled:
+        return None
+
+    def measured(v: str) -> float:
+        registry.verify(family, v)
+        model, items = load_artifact(registry.path(family, v))
+        return evaluate_with_items(model, items, outputs.test, outputs.item_ids)[settings.metric]
+
+    production = registry.current(family)
+    production = production if production != version else None
+    return decide(
+        settings,
+        family=family,
+        candidate_version=version,
+        candidate=measured(version),
+        production_version=production,
+        production=measured(production) if production else None,
+        rows=len(outputs.test.rows),
+    )
+
+
 def write(
-    outputs: TwoTowerOutputs, lake: Lake, *, family: str, keep: int, promote: bool, config: dict[str, Any]
+    outputs: TwoTowerOutputs, lake: Lake, section: TwoTowerConfig, *, config: dict[str, Any]
 ) -> TwoTowerRunReport:
-    from models.registry import Registry
+    """Publish ``outputs`` as a version of ``section.family``; with ``section.promote``, gate it
+    and make it the candidate when it passes."""
+    from models.registry import Registry, content_key
     from models.two_tower import ITEMS_FILE, MODEL_FOLDER
+
+    family = section.family
 
     def build(folder: Path) -> None:
         outputs.model.save(folder / MODEL_FOLDER)
         (folder / ITEMS_FILE).write_text(json.dumps(outputs.item_ids))
         (folder / "metrics.json").write_text(json.dumps(outputs.metrics, indent=2))
 
-    registry = Registry(lake.artifacts_path(), keep=keep)
+    registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
     headline = {part: outputs.metrics[part] for part in ("validation", "test", "test_ann")}
-    version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs)
-    if promote:
-        registry.promote(family, version)
+    key = content_key(config, outputs.inputs)
+    version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs, key=key)
+    decision = gate(registry, family, version, outputs, section.gate) if section.promote else None
+    if decision is not None:
+        registry.record_gate(family, decision.as_dict())
+    approved = section.promote and (decision is None or decision.passed)
+    if approved:
+        registry.approve(family, version)
     return TwoTowerRunReport(
         version,
         outputs.inputs["source"],
@@ -264,6 +311,8 @@ def write(
         outputs.metrics["best_epoch"],
         outputs.metrics["test"],
         outputs.metrics["test_ann"],
+        gate=decision.line() if decision else "",
+        candidate=approved,
     )
 
 
@@ -277,8 +326,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
         index_params=t.eval_index_params,
         max_attributes_per_item=t.max_attributes_per_item,
     )
-    lake = Lake.at(cfg.lake.root)
-    return write(outputs, lake, family=t.family, keep=t.registry_keep, promote=t.promote, config=cfg.to_dict())
+    return write(outputs, Lake.at(cfg.lake.root), t, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> TwoTowerRunReport:

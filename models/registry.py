@@ -5,15 +5,23 @@ Layout under the registry root (``<lake>/artifacts`` by default)::
     <family>/v0001/...files...            an artifact, immutable once published
     <family>/v0001/manifest.json           version, time, metrics, resolved config, inputs, sha256 of files
     <family>/CURRENT                       the promoted version
+    <family>/PROMOTIONS                    the promotion stack (JSON list, newest last)
+    <family>/CANDIDATE                     a version that passed its gate and waits (two-tower: for its index)
+    <family>/GATES.jsonl                   every gate decision on the family's candidates, one JSON per line
 
 A version is built in a staging folder and renamed into place only when complete, so a crash
 never leaves a half-written version. Publishing prunes the oldest versions beyond ``keep``,
-never the promoted one. ``rollback`` promotes the newest version older than the current.
+never the promoted one. ``rollback`` pops the promotion stack: it promotes the version that was
+production before the current one (never a version that was published but not promoted, such as
+a candidate its gate rejected). A ``key`` (a digest of the config and inputs that made the
+artifact) makes publishing idempotent: publishing again with the key of a kept version returns
+that version, so a job killed between publishing and recording it publishes nothing new on re-run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +34,9 @@ from models.fingerprint import file_sha256
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+PROMOTIONS = "PROMOTIONS"
+CANDIDATE = "CANDIDATE"
+GATES = "GATES.jsonl"
 
 
 class RegistryError(RuntimeError):
@@ -78,13 +89,17 @@ class Registry:
         config: dict | None = None,
         inputs: dict | None = None,
         external: dict[str, str | Path] | None = None,
+        key: str = "",
     ) -> str:
         """Run ``build(folder)`` to write the artifact's files, then publish it as a new version.
 
         ``external`` names folders outside the artifact that it needs to run (the base model of
         a LoRA teacher): their path and every file's checksum go into the manifest, and
         :meth:`verify` refuses the artifact when any of them changed. ``build`` may return more
-        top-level manifest entries (an index's description of the shards it wrote)."""
+        top-level manifest entries (an index's description of the shards it wrote). With a ``key``
+        (see :func:`content_key`), a kept version published with the same key is returned as is."""
+        if key and (same := self.find(family, key)):
+            return same
         family_dir = self.root / family
         family_dir.mkdir(parents=True, exist_ok=True)
         staging = family_dir / f".staging-{uuid.uuid4().hex}"
@@ -103,6 +118,7 @@ class Registry:
                 "inputs": inputs or {},
                 "files": files,
                 "external": {name: folder_checksums(Path(folder)) for name, folder in (external or {}).items()},
+                "key": key or None,
             }
             clash = sorted(set(extra) & set(manifest))
             if clash:
@@ -116,13 +132,54 @@ class Registry:
         self.prune(family)
         return version
 
+    def find(self, family: str, key: str) -> str | None:
+        """The newest kept version published with ``key``, if any."""
+        for version in reversed(self.versions(family)):
+            if self.manifest(family, version).get("key") == key:
+                return version
+        return None
+
     def promote(self, family: str, version: str) -> None:
+        """Make ``version`` production, pushing it on the promotion stack."""
         self.path(family, version)  # must exist
+        stack = self.promotions(family)
+        if not stack or stack[-1] != version:
+            _write_atomic(self.root / family / PROMOTIONS, json.dumps([*stack, version]))
         _write_atomic(self.root / family / CURRENT, version + "\n")
 
     def current(self, family: str) -> str | None:
         pointer = self.root / family / CURRENT
         return pointer.read_text().strip() if pointer.is_file() else None
+
+    def promotions(self, family: str) -> list[str]:
+        """Versions promoted so far, oldest first (the current one last, unless rolled back past)."""
+        path = self.root / family / PROMOTIONS
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def approve(self, family: str, version: str) -> None:
+        """Mark ``version`` as the candidate that passed its gate and waits to be promoted."""
+        self.path(family, version)
+        _write_atomic(self.root / family / CANDIDATE, version + "\n")
+
+    def candidate(self, family: str) -> str | None:
+        """The approved version newer than production, if any (promoting it makes it stale)."""
+        pointer = self.root / family / CANDIDATE
+        version = pointer.read_text().strip() if pointer.is_file() else ""
+        if not version or version not in self.versions(family) or version <= (self.current(family) or ""):
+            return None
+        return version
+
+    def record_gate(self, family: str, decision: dict[str, Any]) -> None:
+        """Append one gate decision to the family's log."""
+        folder = self.root / family
+        folder.mkdir(parents=True, exist_ok=True)
+        entry = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **decision}
+        with (folder / GATES).open("a") as f:
+            f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+
+    def gates(self, family: str) -> list[dict[str, Any]]:
+        path = self.root / family / GATES
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
     def resolve(self, family: str, version: str = "") -> str:
         """``version``, or the promoted one when it is empty; a clear error when there is none."""
@@ -132,22 +189,33 @@ class Registry:
         self.path(family, version)  # must exist
         return version
 
+    def resolve_next(self, family: str, version: str = "") -> str:
+        """``version``, else the candidate waiting to be promoted, else the promoted one (what an
+        index is built from: a candidate is promoted together with its index)."""
+        return self.resolve(family, version or self.candidate(family) or "")
+
     def rollback(self, family: str) -> str:
-        """Promote the newest version older than the current one; returns it."""
+        """Promote the version that was production before the current one; returns it."""
         current = self.current(family)
         if current is None:
             raise RegistryError(f"{family!r} has no promoted version to roll back from")
-        older = [v for v in self.versions(family) if v < current]
-        if not older:
-            raise RegistryError(f"{family!r}: nothing older than {current} to roll back to")
-        self.promote(family, older[-1])
-        return older[-1]
+        kept = set(self.versions(family))
+        stack = self.promotions(family)
+        while stack and stack[-1] == current:
+            stack.pop()
+        while stack and stack[-1] not in kept:  # pruned since (only possible for versions no longer promoted)
+            stack.pop()
+        if not stack:
+            raise RegistryError(f"{family!r}: no version promoted before {current} is kept to roll back to")
+        _write_atomic(self.root / family / PROMOTIONS, json.dumps(stack))
+        _write_atomic(self.root / family / CURRENT, stack[-1] + "\n")
+        return stack[-1]
 
     def prune(self, family: str) -> list[str]:
-        """Delete the oldest versions beyond ``keep``, never the promoted one."""
+        """Delete the oldest versions beyond ``keep``, never the promoted one or the candidate."""
         versions = self.versions(family)
-        current = self.current(family)
-        removable = [v for v in versions[: max(0, len(versions) - self.keep)] if v != current]
+        spared = {self.current(family), self.candidate(family)}
+        removable = [v for v in versions[: max(0, len(versions) - self.keep)] if v not in spared]
         for v in removable:
             shutil.rmtree(self.root / family / v)
         return removable
@@ -172,6 +240,13 @@ class Registry:
                     f"(missing, added or changed: {files[:5]}{' ...' if len(files) > 5 else ''}); restore that "
                     f"model or retrain"
                 )
+
+
+def content_key(*parts: Any) -> str:
+    """SHA-256 of ``parts`` as canonical JSON: the key of an artifact made from exactly these
+    settings and inputs (a deterministic job makes the same artifact from them)."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def folder_checksums(folder: Path) -> dict[str, Any]:

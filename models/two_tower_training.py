@@ -137,6 +137,29 @@ def evaluate(model: TwoTower, sequences: Sequences, batch: int = 1024) -> Rankin
     return ranks.result()
 
 
+def evaluate_with_items(
+    model: TwoTower, model_items: list[str], sequences: Sequences, sequence_items: list[str]
+) -> dict[str, float]:
+    """Full-ranking metrics of ``sequences`` (1-based indices into ``sequence_items``) for a model
+    whose own items are ``model_items``, e.g. production evaluated on a new model's test users:
+    items it does not know leave the histories (which are re-packed to the right and cut to its
+    ``max_len``), and a held-out item it does not know is a miss. HR and NDCG are over all rows."""
+    position = {pin: i + 1 for i, pin in enumerate(model_items)}
+    lut = torch.tensor([0] + [position.get(pin, 0) for pin in sequence_items], dtype=torch.long)
+    rows = lut[sequences.rows]
+    histories = rows[:, :-1]
+    packed = histories.gather(1, torch.argsort((histories > 0).long(), dim=1, stable=True))
+    rows = torch.cat([packed, rows[:, -1:]], 1)[:, -(model.settings.max_len + 1) :]
+    known = rows[:, -1] > 0
+    result = evaluate(model, Sequences(rows[known])).as_dict() if known.any() else {}
+    share = float(known.double().mean()) if len(rows) else 0.0
+    scaled = {k: v * share for k, v in result.items() if k.startswith(("hr@", "ndcg@"))}
+    for k in KS:
+        scaled.setdefault(f"hr@{k}", 0.0)
+        scaled.setdefault(f"ndcg@{k}", 0.0)
+    return {"users": len(rows), "known_targets": int(known.sum()), **scaled}
+
+
 def evaluate_ann(
     model: TwoTower, sequences: Sequences, factory: str, params: str = "", depth: int = max(KS), batch: int = 4096
 ) -> dict[str, float]:

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build a sharded FAISS index of pin_embeddings in Spark; publish it if its recall@10 passes",
     ),
     "index": ("jobs.index_admin", "list | promote VERSION | rollback the index versions (with their model)"),
+    "rollback": ("jobs.rollback", "restore a model family's previous production version (two_tower: with its index)"),
     "retrieve": ("jobs.retrieve", "a user's top-k pins from the promoted model and index"),
     "nightly": (
         "jobs.nightly",

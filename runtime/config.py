@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from models.gate import GateSettings
 from models.packaged import minilm_dir
 from models.student_settings import EncoderSettings, StudentSettings, StudentTrainSettings
 from models.teacher_settings import TeacherSettings, TrainSettings
@@ -467,9 +468,22 @@ class TwoTowerConfig:
     )
     family: str = _help("Registry family the model is published under.")
     registry_keep: int = _help("Versions kept; the promoted one is never pruned.")
-    promote: bool = _help("Promote the new version to CURRENT once it is published.")
+    promote: bool = _help(
+        "Make a new version that passes its gate the family's candidate; build_index then promotes it "
+        "together with its index (a user model is never production without its items' index)."
+    )
+    gate: GateSettings = _help(
+        "Promotion gate: metric (ndcg@10 | hr@10 | ndcg@20 | ...) of the candidate and of production, both "
+        "measured on the candidate's test users; promoted only if not worse by more than tolerance."
+    )
 
     def __post_init__(self) -> None:
+        _require(
+            self.gate.metric in TWO_TOWER_GATE_METRICS,
+            "two_tower.gate.metric",
+            f"one of {TWO_TOWER_GATE_METRICS}",
+            self.gate.metric,
+        )
         _require(bool(self.source.strip()), "two_tower.source", "must not be empty", self.source)
         _require(bool(self.family.strip()), "two_tower.family", "must not be empty", self.family)
         _require_at_least(self, "two_tower", ("registry_keep", "max_attributes_per_item"))
@@ -479,7 +493,10 @@ class TwoTowerConfig:
 class IndexConfig:
     name: str = _help("Index name: versions live under <lake>/artifacts/indexes/<name>/.")
     model_family: str = _help("Registry family of the two-tower model whose item tower is embedded and indexed.")
-    model_version: str = _help("Model version to embed and index (e.g. v0003); empty = the promoted one.")
+    model_version: str = _help(
+        "Model version to embed and index (e.g. v0003); empty = the candidate that passed its gate "
+        "(promoted together with its index), else the promoted one."
+    )
     embed_batch_size: int = _help("Items per item-tower forward pass in embed_pins.")
     partitions: int = _help("Spark partitions for embedding and shards (one shard per partition); 0 = default.")
     flat_below: int = _help("Below this many vectors the shards are exact (Flat) and factory is not used.")
@@ -546,6 +563,9 @@ NIGHTLY_STAGES = (
     "embed_pins",
     "build_index",
 )
+# The metrics a family's promotion gate may compare (keys of its evaluation report).
+STUDENT_GATE_METRICS = ("kappa", "ndcg_at_20", "accuracy")
+TWO_TOWER_GATE_METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr") for k in (5, 10, 20))
 # The stages that train a model: the ones nightly.train_every_days may schedule.
 NIGHTLY_TRAINING_STAGES = ("train_student", "train_two_tower")
 
@@ -632,9 +652,19 @@ class StudentConfig:
     split_seed: int = _help("Seed of the validation split and of the teacher-pair sample.")
     family: str = _help("Registry family the student is published under.")
     registry_keep: int = _help("Versions kept; the promoted one is never pruned.")
-    promote: bool = _help("Promote the new version to CURRENT once it is published.")
+    promote: bool = _help("Promote the new version to CURRENT once it is published and passes its gate.")
+    gate: GateSettings = _help(
+        "Promotion gate: metric (kappa | ndcg_at_20 | accuracy) of the new student and of production, both "
+        "measured on the new one's test labels; promoted only if not worse by more than tolerance."
+    )
 
     def __post_init__(self) -> None:
+        _require(
+            self.gate.metric in STUDENT_GATE_METRICS,
+            "student.gate.metric",
+            f"one of {STUDENT_GATE_METRICS}",
+            self.gate.metric,
+        )
         _require(
             0.0 < self.validation_fraction < 1.0,
             "student.validation_fraction",

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from models.registry import Registry, RegistryError
+from models.registry import Registry, RegistryError, content_key
 
 
 def writer(text):
@@ -41,11 +41,48 @@ def test_promote_rollback_and_pruning_spares_current(tmp_path):
     reg.publish("two_tower", writer("b"))
     reg.publish("two_tower", writer("c"))
     assert reg.versions("two_tower") == ["v0001", "v0002", "v0003"]  # v0001 kept: it is promoted
+    reg.promote("two_tower", "v0002")
     reg.promote("two_tower", "v0003")
     assert reg.rollback("two_tower") == "v0002" and reg.current("two_tower") == "v0002"
     assert reg.rollback("two_tower") == "v0001"
-    with pytest.raises(RegistryError, match="nothing older"):
+    with pytest.raises(RegistryError, match="no version promoted before v0001"):
         reg.rollback("two_tower")
+
+
+def test_rollback_returns_to_the_previous_production_never_to_an_unpromoted_version(tmp_path):
+    reg = Registry(tmp_path)
+    for text in "abc":
+        reg.publish("student", writer(text))
+    reg.promote("student", "v0001")
+    reg.promote("student", "v0003")  # v0002 was published but never production (its gate rejected it)
+    assert reg.rollback("student") == "v0001" and reg.promotions("student") == ["v0001"]
+    reg.promote("student", "v0003")
+    reg.promote("student", "v0001")  # promoted back by hand: the stack remembers the order
+    assert reg.rollback("student") == "v0003"
+
+
+def test_the_candidate_is_spared_by_pruning_and_forgotten_once_promoted(tmp_path):
+    reg = Registry(tmp_path, keep=1)
+    reg.publish("two_tower", writer("a"))
+    reg.promote("two_tower", "v0001")
+    reg.publish("two_tower", writer("b"))
+    reg.approve("two_tower", "v0002")
+    reg.publish("two_tower", writer("c"))
+    assert reg.versions("two_tower") == ["v0001", "v0002", "v0003"]  # production and candidate spared
+    assert reg.candidate("two_tower") == "v0002"
+    reg.promote("two_tower", "v0002")
+    assert reg.candidate("two_tower") is None
+
+
+def test_publishing_with_a_kept_key_returns_that_version_and_builds_nothing(tmp_path):
+    reg = Registry(tmp_path)
+    key = content_key({"lr": 1e-4}, {"human_labels": 3})
+    assert reg.publish("teacher", writer("a"), key=key) == "v0001"
+    built = []
+    assert reg.publish("teacher", lambda folder: built.append(folder), key=key) == "v0001"
+    assert built == [] and reg.versions("teacher") == ["v0001"]
+    assert reg.publish("teacher", writer("b"), key=content_key({"lr": 1e-4}, {"human_labels": 4})) == "v0002"
+    assert reg.publish("teacher", writer("c")) == "v0003"  # no key: always a new version
     with pytest.raises(RegistryError, match="no version 'v0009'"):
         reg.promote("two_tower", "v0009")
 

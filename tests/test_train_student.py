@@ -40,15 +40,14 @@ def test_training_rows_keep_validation_and_test_pairs_out_even_as_teacher_labels
     assert sampled[PROBS].notna().sum() == 1 and len(sampled) == 3  # one teacher pair + the two human pairs
 
 
-@pytest.fixture
-def student_lake(spark, lake, tmp_path, cfg_for):
+def build_student_lake(spark, lake, tmp_path, cfg_for, relevance):
     """The scoring test's lake, a random teacher's labels of its impressions, human labels of
-    three folds, and student features from a random bi-encoder."""
+    three folds (``relevance(rng, j)`` for pin p<j>), and student features from a random bi-encoder."""
     write_inputs(spark, lake)
     publish_teacher(lake.artifacts_path(), tmp_path)
     rng = np.random.default_rng(0)
     labels = [
-        (f"l{k}", f"{item} Ideas", f"p{j}", int(rng.integers(1, 5)), 4, None, k % 3 + 1, "test")
+        (f"l{k}", f"{item} Ideas", f"p{j}", relevance(rng, j), 4, None, k % 3 + 1, "test")
         for k, (item, j) in enumerate((item, j) for item in ITEMS for j in range(8))
     ]
     lake.replace_slice(spark.createDataFrame(labels, HL.HUMAN_LABELS_V1), "human_labels", "source = 'test'")
@@ -59,6 +58,18 @@ def student_lake(spark, lake, tmp_path, cfg_for):
         cfg_for(f"student_features.encoder_path={encoder}", f"student_features.as_of={DAY3.isoformat()}"),
     )
     return labels
+
+
+@pytest.fixture
+def student_lake(spark, lake, tmp_path, cfg_for):
+    """Random human labels."""
+    return build_student_lake(spark, lake, tmp_path, cfg_for, lambda rng, j: int(rng.integers(1, 5)))
+
+
+@pytest.fixture
+def learnable_student_lake(spark, lake, tmp_path, cfg_for):
+    """Human labels a student can learn: pin p<j> is relevant at level 1 + j // 2 to every query."""
+    return build_student_lake(spark, lake, tmp_path, cfg_for, lambda rng, j: 1 + j // 2)
 
 
 def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its_inputs(
@@ -80,6 +91,7 @@ def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its
             "student.training.epochs=3",
             "student.training.batch_size=32",
             "student.training.distillation=both",
+            "student.gate.enabled=false",  # both promoted: the gate has its own test
         )
         report = train_student.run(spark, cfg)
         version = f"v{number:04d}"
@@ -111,3 +123,81 @@ def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its
     assert len(scored) == len(direct)
     for q, pin, value in zip(scored[SF.QUERY], scored[SF.PIN_ID], scored[EXPECTED_RELEVANCE], strict=True):
         assert value == pytest.approx(expected[(q, pin)], abs=1e-5)
+
+
+def shuffled_weights(safetensors_bytes: bytes, seed: int = 0) -> bytes:
+    """The same tensors with each one's values randomly permuted: a broken model of the same shape."""
+    import torch
+    from safetensors.torch import load, save
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = load(safetensors_bytes)
+    return save(
+        {k: v.flatten()[torch.randperm(v.numel(), generator=generator)].reshape(v.shape) for k, v in tensors.items()}
+    )
+
+
+TINY_STUDENT = (
+    "evaluation.holdout_folds=[3]",
+    "student.model.hidden=[16]",
+    "student.training.epochs=4",
+    "student.training.batch_size=32",
+)
+LEARNING_STUDENT = (*TINY_STUDENT, "student.human_only=true", "student.training.epochs=30", "student.training.lr=0.01")
+
+
+def test_the_gate_rejects_a_shuffled_student_and_rollback_restores_production_scores_exactly(
+    spark, lake, cfg_for, learnable_student_lake
+):
+    from jobs import rollback
+    from models.student import WEIGHTS_FILE
+
+    registry = Registry(lake.artifacts_path())
+    sofa = lake.read(spark, "student_features").filter(F.col(SF.QUERY) == "sofa ideas")
+    rows, lookup = sofa.toPandas(), embedding_lookup(lake.read(spark, "text_embeddings"), sofa)
+
+    def production_scores():
+        return StudentScorer(registry.path("student", registry.current("student"))).score(rows, lookup)[1]
+
+    first = train_student.run(spark, cfg_for(*LEARNING_STUDENT))
+    assert first.kappa > 0.5, "the fixture's labels are learnable: a trained student must agree with them"
+    assert first.promoted and "no production model" in first.gate and registry.current("student") == "v0001"
+    scores_v1 = production_scores()
+
+    cfg = cfg_for(*LEARNING_STUDENT, "student.training.seed=1", "student.gate.tolerance=0.0")
+    s = cfg.student
+    outputs = train_student.transform(
+        train_student.read(spark, cfg),
+        model=s.model,
+        training=s.training,
+        split=train_student.QuerySplit(s.validation_fraction, cfg.teacher.test_fraction, s.split_seed),
+        holdout_folds=cfg.evaluation.holdout_folds,
+        human_only=s.human_only,
+        max_teacher_pairs=s.max_teacher_pairs,
+    )
+    files = outputs.trained.folder_files
+    files[WEIGHTS_FILE] = shuffled_weights(files[WEIGHTS_FILE])
+    broken = train_student.write(outputs, lake, s, config=cfg.to_dict())
+    assert broken.version == "student/v0002" and not broken.promoted
+    assert "gate REJECTED" in broken.gate and "production stays student/v0001" in broken.gate
+    assert registry.current("student") == "v0001"
+    [log_v1, log_v2] = registry.gates("student")
+    assert log_v1["passed"] and not log_v2["passed"] and log_v2["candidate"] < log_v2["production"]
+
+    lenient = train_student.run(
+        spark, cfg_for(*LEARNING_STUDENT, "student.training.seed=2", "student.gate.tolerance=0.9")
+    )
+    assert lenient.promoted and registry.current("student") == "v0003"
+    assert not np.array_equal(production_scores(), scores_v1)
+    rollback.main(["student", "--set", f"lake.root={lake.root}"])
+    assert registry.current("student") == "v0001"  # never v0002, the rejected one
+    assert np.array_equal(production_scores(), scores_v1)
+
+
+def test_publishing_the_same_inputs_and_config_again_returns_the_version_they_made(spark, lake, cfg_for, student_lake):
+    registry = Registry(lake.artifacts_path())
+    first = train_student.run(spark, cfg_for(*TINY_STUDENT))
+    again = train_student.run(spark, cfg_for(*TINY_STUDENT))
+    assert first.version == again.version == "student/v0001" and registry.versions("student") == ["v0001"]
+    other = train_student.run(spark, cfg_for(*TINY_STUDENT, "student.training.seed=3"))
+    assert other.version == "student/v0002"

@@ -57,9 +57,8 @@ def test_sequences_are_ordered_indexed_and_split_leave_one_out(spark):
     assert split.test.rows.tolist() == [[3, 2, 4, 1]]  # target 1, the last
 
 
-@pytest.mark.slow  # trains 30 epochs through the job: in `make test-slow`
-def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
-    n_items = 25
+def learnable_lake(spark, lake, cfg_for, n_items=25):
+    """Walks whose next item is this item + 1 (learnable), attributes a<i % 5>; and the tiny config."""
     g = torch.Generator().manual_seed(0)
     walks = [[(s + k) % n_items + 1 for k in range(8)] for s in torch.randint(0, n_items, (200,), generator=g).tolist()]
     lake.replace_slice(engagements(spark, walks), "user_engagements", "source = 's3rec_tiny'")
@@ -69,24 +68,32 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
         "item_attributes",
         "source = 's3rec_tiny'",
     )
-    cfg = cfg_for(
-        "two_tower.source=s3rec_tiny",
-        "two_tower.item_attributes=true",
-        "two_tower.model.dim=16",
-        "two_tower.model.max_len=6",
-        "two_tower.model.layers=1",
-        "two_tower.model.dropout=0.0",
-        "two_tower.model.id_dropout=0.0",
-        "two_tower.model.history_dropout=0.0",
-        "two_tower.training.epochs=30",
-        "two_tower.training.batch_size=32",
-        "two_tower.training.lr=1.0e-2",
-        "two_tower.training.eval_every=5",
-        "two_tower.training.patience=3",
-        "two_tower.training.progress=false",
-        "two_tower.eval_index_factory=Flat",
-        "two_tower.eval_index_params=''",
-    )
+    return lambda *more: cfg_for(*TINY_JOB, *more)
+
+
+TINY_JOB = (
+    "two_tower.source=s3rec_tiny",
+    "two_tower.item_attributes=true",
+    "two_tower.model.dim=16",
+    "two_tower.model.max_len=6",
+    "two_tower.model.layers=1",
+    "two_tower.model.dropout=0.0",
+    "two_tower.model.id_dropout=0.0",
+    "two_tower.model.history_dropout=0.0",
+    "two_tower.training.epochs=30",
+    "two_tower.training.batch_size=32",
+    "two_tower.training.lr=1.0e-2",
+    "two_tower.training.eval_every=5",
+    "two_tower.training.patience=3",
+    "two_tower.training.progress=false",
+    "two_tower.eval_index_factory=Flat",
+    "two_tower.eval_index_params=''",
+)
+
+
+@pytest.mark.slow  # trains 30 epochs through the job: in `make test-slow`
+def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
+    cfg = learnable_lake(spark, lake, cfg_for)()
     report = train_two_tower.run(spark, cfg)
     assert (report.version, report.users, report.items) == ("v0001", 200, 25)
     assert report.test["hr@10"] > 0.9  # next item = this item + 1: learnable, and learned
@@ -107,6 +114,36 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
     history = torch.tensor([[0, 0, 0, 0, items.index("i004") + 1, items.index("i005") + 1]])
     top, _ = Retriever(model).top_k(history, 1)
     assert items[int(top[0, 0]) - 1] == "i006"
+    assert "gate passed" in report.gate and report.candidate  # no production yet: the candidate
+    assert registry.candidate("two_tower") == "v0001" and registry.current("two_tower") is None
+
+
+@pytest.mark.slow  # trains twice
+def test_the_gate_rejects_a_two_tower_with_shuffled_weights(spark, lake, cfg_for):
+    config = learnable_lake(spark, lake, cfg_for)
+    registry = Registry(lake.artifacts_path())
+    train_two_tower.run(spark, config())
+    registry.promote("two_tower", "v0001")  # as build_index does with its index
+    cfg = config("two_tower.training.seed=1", "two_tower.gate.tolerance=0.0")
+    t = cfg.two_tower
+    outputs = train_two_tower.transform(
+        train_two_tower.read(spark, cfg),
+        model=t.model,
+        training=t.training,
+        index_factory=t.eval_index_factory,
+        index_params=t.eval_index_params,
+        max_attributes_per_item=t.max_attributes_per_item,
+    )
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in outputs.model.parameters():
+            p.copy_(p.flatten()[torch.randperm(p.numel(), generator=g)].reshape(p.shape))
+    report = train_two_tower.write(outputs, lake, t, config=cfg.to_dict())
+    assert report.version == "v0002" and not report.candidate
+    assert "gate REJECTED" in report.gate and "production stays two_tower/v0001" in report.gate
+    assert registry.current("two_tower") == "v0001" and registry.candidate("two_tower") is None
+    decision = registry.gates("two_tower")[-1]
+    assert decision["production"] > 0.9 and decision["candidate"] < 0.5
 
 
 def test_item_attributes_become_dense_indices_most_frequent_first(spark):

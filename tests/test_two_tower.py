@@ -201,3 +201,28 @@ def test_evaluation_in_the_middle_of_training_leaves_the_model_in_its_mode():
     model.eval()
     evaluate(model, Sequences(rows))
     assert not model.training
+
+
+def test_production_is_evaluated_through_its_own_items_and_a_target_it_does_not_know_is_a_miss():
+    from models.two_tower_training import evaluate_with_items
+
+    torch.manual_seed(5)
+    model = TwoTower(6, TINY).eval()
+    items = [f"p{i}" for i in range(1, 7)]
+    rows = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 4, 5, 1, 6], [0, 0, 0, 0, 2, 5], [0, 0, 0, 3, 4, 2]])
+    same = evaluate_with_items(model, items, Sequences(rows), items)
+    direct = evaluate(model, Sequences(rows)).as_dict()
+    assert same["known_targets"] == 4 and all(same[k] == direct[k] for k in ("hr@5", "ndcg@5", "hr@10"))
+
+    # The new model's item list is the production list reversed, plus an item production never saw.
+    new_items = [*reversed(items), "p_new"]
+    new_index = {pin: i + 1 for i, pin in enumerate(new_items)}
+    remapped = rows.clone().apply_(lambda i: new_index[items[i - 1]] if i else 0)
+    remapped[1, -1] = new_index["p_new"]  # user 1's held-out item is one production cannot rank
+    remapped[3, 3] = new_index["p_new"]  # and user 3 read it: it leaves the history
+    through = evaluate_with_items(model, items, Sequences(remapped), new_items)
+    kept = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 0, 2, 5], [0, 0, 0, 0, 4, 2]])
+    expected = evaluate(model, Sequences(kept)).as_dict()
+    assert through["users"] == 4 and through["known_targets"] == 3
+    for k in ("hr@5", "ndcg@5", "hr@20", "ndcg@20"):
+        assert through[k] == pytest.approx(expected[k] * 3 / 4)
