@@ -36,8 +36,9 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from models.gate import GateDecision, GateSettings, decide
 from models.levels import LevelThresholds
-from models.metrics import evaluate_with_cuts
+from models.metrics import RelevanceReport, evaluate_with_cuts
 from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
 from models.teacher_settings import TeacherSettings, TrainSettings
 from runtime.config import PinpipeConfig, TeacherConfig
@@ -284,6 +285,7 @@ class TeacherOutputs:
     quarantine: DataFrame
     inputs: dict[str, Any]  # input versions plus split sizes, for the manifest
     base_model: str | None = None  # a LoRA teacher's base: outside the artifact, pinned in its manifest
+    test_rows: pd.DataFrame | None = None  # query, text, level of the test pairs: the gate's evaluation set
 
 
 @dataclass
@@ -295,12 +297,15 @@ class TeacherRunReport:
     quarantined: int
     kappa: float  # on test
     ndcg_at_20: float  # on test
+    gate: str = ""
+    promoted: bool = False
 
     def line(self) -> str:
         return (
-            f"train_teacher: version={self.version} train_pairs={self.train_pairs:,} "
-            f"val_pairs={self.val_pairs:,} test_pairs={self.test_pairs:,} quarantined={self.quarantined:,} "
-            f"test_kappa={self.kappa:.4f} test_ndcg@20={self.ndcg_at_20:.4f}"
+            f"train_teacher: version={self.version}{' (promoted)' if self.promoted else ''} "
+            f"train_pairs={self.train_pairs:,} val_pairs={self.val_pairs:,} test_pairs={self.test_pairs:,} "
+            f"quarantined={self.quarantined:,} test_kappa={self.kappa:.4f} test_ndcg@20={self.ndcg_at_20:.4f}"
+            + (f"; {self.gate}" if self.gate else "")
         )
 
 
@@ -372,7 +377,44 @@ def transform(
     }
     protocol = {"holdout_folds": sorted(holdout_folds)} if holdout_folds else {"test_fraction": split.test_fraction}
     base_model = model.backbone_path if model.lora_r > 0 else None
-    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol}, base_model)
+    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol}, base_model, parts[TEST])
+
+
+def evaluate_published(folder: Path, rows: pd.DataFrame) -> RelevanceReport:
+    """A published teacher (its weights and level cuts, from ``folder``) on ``rows``: the same
+    scoring for the new version and for production (fp32 on CPU, the GPU's precision there)."""
+    import torch
+
+    from models.scoring import ScoringSettings, TeacherScorer
+
+    gpu = torch.cuda.is_available()
+    scorer = TeacherScorer(folder, ScoringSettings(precision="auto" if gpu else "fp32"), _device(gpu))
+    probs, _, _ = scorer.score(list(rows[HL.QUERY]), list(rows[TEXT]))
+    levels = [int(v) for v in scorer.levels]
+    cuts = scorer.cuts or LevelThresholds.fit(probs @ scorer.levels, rows[LEVEL], levels)
+    return evaluate_with_cuts(list(rows[HL.QUERY]), rows[LEVEL], probs.astype(np.float64), levels, cuts)
+
+
+def gate(registry, family: str, version: str, rows: pd.DataFrame, settings: GateSettings) -> GateDecision | None:
+    """The published ``version`` against production on the new split's test pairs."""
+    if not settings.enabled:
+        return None
+
+    def measured(v: str) -> float:
+        registry.verify(family, v)
+        return float(evaluate_published(registry.path(family, v), rows).to_dict()[settings.metric])
+
+    production = registry.current(family)
+    production = production if production != version else None
+    return decide(
+        settings,
+        family=family,
+        candidate_version=version,
+        candidate=measured(version),
+        production_version=production,
+        production=measured(production) if production else None,
+        rows=len(rows),
+    )
 
 
 def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
@@ -393,12 +435,13 @@ def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
     return distributed
 
 
-def write(
-    outputs: TeacherOutputs, lake: Lake, *, family: str, keep: int, promote: bool, config: dict[str, Any]
-) -> TeacherRunReport:
-    """The quarantine slice, then the artifact as the next version of ``family``; a LoRA
-    teacher's base model folder is pinned in its manifest (path and checksums)."""
-    from models.registry import Registry
+def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config: dict[str, Any]) -> TeacherRunReport:
+    """The quarantine slice, then the artifact as the next version of ``section.family`` (a LoRA
+    teacher's base model folder is pinned in its manifest: path and checksums); with
+    ``section.promote``, gated on the test pairs and promoted when it passes."""
+    from models.registry import Registry, content_key
+
+    family = section.family
 
     quarantined = lake.replace_slice(outputs.quarantine, "quarantine", f"source = {sql_literal(SOURCE)}")
     trained = outputs.trained
@@ -408,19 +451,28 @@ def write(
         (folder / METRICS_FILE).write_text(json.dumps(trained.metrics, indent=2))
         (folder / REPORT_FILE).write_text(trained.report + "\n")
 
-    registry = Registry(lake.artifacts_path(), keep=keep)
+    registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
     metrics = {"test": trained.metrics["test"], "validation": trained.metrics["validation"]}
+    inputs = {**outputs.inputs, "quarantined": quarantined}
     version = registry.publish(
         family,
         build,
         metrics=metrics,
         config=config,
-        inputs={**outputs.inputs, "quarantined": quarantined},
+        inputs=inputs,
         external={"base model": outputs.base_model} if outputs.base_model else None,
+        key=content_key(config, inputs),
     )
-    if promote:
+    decision = None
+    if section.promote and outputs.test_rows is not None:
+        decision = gate(registry, family, version, outputs.test_rows, section.gate)
+    if decision is not None:
+        registry.record_gate(family, decision.as_dict())
+    if section.promote and (decision is None or decision.passed):
         registry.promote(family, version)
     print(trained.report)
+    if decision is not None:
+        print(decision.line())
     sizes = outputs.inputs
     return TeacherRunReport(
         version,
@@ -430,6 +482,8 @@ def write(
         quarantined,
         metrics["test"]["kappa"],
         metrics["test"]["ndcg_at_20"],
+        decision.line() if decision else "",
+        registry.current(family) == version,
     )
 
 
@@ -448,8 +502,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
         int8=int8,
         fit=fitter(spark, t),
     )
-    lake = Lake.at(cfg.lake.root)
-    return write(outputs, lake, family=t.family, keep=t.registry_keep, promote=t.promote, config=cfg.to_dict())
+    return write(outputs, Lake.at(cfg.lake.root), t, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> TeacherRunReport:

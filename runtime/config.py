@@ -325,7 +325,11 @@ class TeacherConfig:
     max_labels: int = _help("Use at most this many labels (a seeded sample); 0 = all.")
     family: str = _help("Registry family the artifact is published under (<lake>/artifacts/<family>).")
     registry_keep: int = _help("Versions kept per family; the promoted one is never pruned.")
-    promote: bool = _help("Promote the new version to CURRENT once it is published.")
+    promote: bool = _help("Promote the new version to CURRENT once it is published and passes its gate.")
+    gate: GateSettings = _help(
+        "Promotion gate: metric (kappa | ndcg_at_20 | accuracy) of the new teacher and of production, both "
+        "scored (fp32 on CPU) on the new one's test pairs; promoted only if not worse by more than tolerance."
+    )
     distributed_processes: int = _help(
         "0 = train in-process; N = data-parallel over N processes with pyspark's TorchDistributor."
     )
@@ -365,6 +369,12 @@ class TeacherConfig:
         _require_at_least(self, "teacher", ("registry_keep",))
         _require_at_least(self, "teacher", ("max_labels", "distributed_processes", "int8_calibration_pairs"), minimum=0)
         _require(bool(self.family.strip()), "teacher.family", "must not be empty", self.family)
+        _require(
+            self.gate.metric in RELEVANCE_GATE_METRICS,
+            "teacher.gate.metric",
+            f"one of {RELEVANCE_GATE_METRICS}",
+            self.gate.metric,
+        )
 
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16", "nf4")
@@ -564,7 +574,7 @@ NIGHTLY_STAGES = (
     "build_index",
 )
 # The metrics a family's promotion gate may compare (keys of its evaluation report).
-STUDENT_GATE_METRICS = ("kappa", "ndcg_at_20", "accuracy")
+RELEVANCE_GATE_METRICS = ("kappa", "ndcg_at_20", "accuracy")
 TWO_TOWER_GATE_METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr") for k in (5, 10, 20))
 # The stages that train a model: the ones nightly.train_every_days may schedule.
 NIGHTLY_TRAINING_STAGES = ("train_student", "train_two_tower")
@@ -660,9 +670,9 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         _require(
-            self.gate.metric in STUDENT_GATE_METRICS,
+            self.gate.metric in RELEVANCE_GATE_METRICS,
             "student.gate.metric",
-            f"one of {STUDENT_GATE_METRICS}",
+            f"one of {RELEVANCE_GATE_METRICS}",
             self.gate.metric,
         )
         _require(

@@ -216,9 +216,13 @@ def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, 
     assert again.kappa == pytest.approx(first.kappa, abs=1e-6)
     assert again.ndcg_at_20 == pytest.approx(first.ndcg_at_20, abs=1e-6)
 
-    # Same seed, same data: the same metrics, published as the next version.
-    second = train_teacher.run(spark, cfg)
-    assert second.version == "v0002"
+    # The same config and inputs again: publishing is idempotent, the version they made comes back.
+    assert train_teacher.run(spark, cfg).version == "v0001" and registry.versions("teacher") == ["v0001"]
+    # Same seed, same data, another registry setting (so another version): the same metrics.
+    second = train_teacher.run(
+        spark, cfg_for(*teacher_overrides(teacher_lake, "teacher.training.lr=1.0e-3"), "teacher.registry_keep=6")
+    )
+    assert second.version == "v0002" and "gate passed" in second.gate and second.promoted
     a = registry.manifest("teacher", "v0001")["metrics"]
     b = registry.manifest("teacher", "v0002")["metrics"]
     for part in ("test", "validation"):
