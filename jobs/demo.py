@@ -1,40 +1,34 @@
-"""The embedded demo, a pipeline of jobs rather than a job of its own: simulate the synthetic
-catalog and traffic, ingest the real data in ``ingest.data_root``, and build pin text features,
-into one local Delta lake, in one Spark session (each job's own ``run``).
+"""The embedded demo: the whole nightly (``jobs.nightly``) for one date on the embedded default
+(``conf/local.yaml``) at the small sizes of ``conf/demo.yaml`` — simulated traffic for the day,
+the real CrowdFlower labels, S3-Rec sequences and COCO images under ``ingest.data_root`` — into
+one local Delta lake; it ends with the path of the run's HTML report.
 
-    pinpipe demo                      # lake under ./lake
-    pinpipe demo --set lake.root=/tmp/lake --set simulate.days=1
-    pinpipe demo --set captioner.model_path=/models/blip-image-captioning-base
+    pinpipe demo                                  # lake under ./lake, date nightly.date of demo.yaml
+    pinpipe demo --date 2026-11-02                # the next night: incremental, resumable
+    pinpipe demo --set lake.root=/tmp/lake --set captioner.model_path=/models/blip-image-captioning-base
+
+Options are the nightly's; the demo sizes come first, so any ``--conf-file`` or ``--set`` wins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from importlib import resources
 
-from pyspark.sql import SparkSession
-
-from jobs import ingest, pin_features, simulate
+from jobs import nightly
 from runtime.config import PinpipeConfig
-from runtime.entry import Report, run_job
+from runtime.entry import run_job, with_date_option
+
+DEMO_CONF = resources.files("conf") / "demo.yaml"
 
 
-@dataclass(frozen=True)
-class DemoReport:
-    reports: list[Report]
-    tables: str
-
-    def line(self) -> str:
-        return "\n".join([*(r.line() for r in self.reports), f"lake: {self.tables}"])
+def run(spark, cfg: PinpipeConfig) -> nightly.NightlyReport:
+    return nightly.run(spark, cfg)
 
 
-def run(spark: SparkSession, cfg: PinpipeConfig) -> DemoReport:
-    reports = [job.run(spark, cfg) for job in (simulate, ingest, pin_features)]
-    return DemoReport(reports, f"{cfg.lake.root}/tables")
-
-
-def main(argv: Sequence[str] | None = None) -> DemoReport:
-    return run_job("pinpipe demo", __doc__, run, argv)
+def main(argv: Sequence[str] | None = None) -> nightly.NightlyReport:
+    args = ["--conf-file", str(DEMO_CONF), *with_date_option("pinpipe demo", argv)]
+    return run_job("pinpipe demo", __doc__, run, args)
 
 
 if __name__ == "__main__":

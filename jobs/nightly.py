@@ -2,9 +2,9 @@
 
     pinpipe nightly --date 2024-01-31 [--set nightly.stages='[ingest, serving_corpus]']
 
-A pipeline of jobs (each job's own ``run`` in one Spark session), like ``demo``. The date sets
-every dated setting of the stages (``features.as_of``, ``scorer.start_date``/``end_date``,
-``student_features.as_of``, ``serving_corpus.date``). Stages run in the order of
+A pipeline of jobs (each job's own ``run`` in one Spark session). The date sets every dated
+setting of the stages (``simulate.start_date`` with one day, ``features.as_of``,
+``scorer.start_date``/``end_date``, ``student_features.as_of``, ``serving_corpus.date``). Stages run in the order of
 ``runtime.config.NIGHTLY_STAGES``; training stages run on their schedule
 (``nightly.train_every_days``) or when their model family has no promoted version, and are
 recorded ``skipped`` otherwise. Each finished stage appends a row to ``pipeline_runs`` (start,
@@ -22,7 +22,6 @@ Cluster:  spark-submit ... jobs/nightly.py --env cluster --set lake.root=/shared
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import importlib
@@ -38,9 +37,9 @@ from pyspark.sql import functions as F
 
 from models.registry import Registry
 from runtime.config import NIGHTLY_STAGES, PinpipeConfig, is_uri
-from runtime.entry import Report, run_job
+from runtime.entry import Report, run_job, with_date_option
 from runtime.errors import explain
-from runtime.lake import Lake
+from runtime.lake import Lake, counting_writes
 from runtime.run_lock import RunLock
 from runtime.session import job_description
 from schemas import TABLES
@@ -63,6 +62,7 @@ class StageOutcome:
     status: str  # succeeded | failed | skipped | done earlier
     seconds: float = 0.0
     summary: str = ""
+    rows_written: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def line(self) -> str:
         took = f" in {self.seconds:.1f} s" if self.seconds else ""
@@ -74,9 +74,11 @@ class NightlyReport:
     date: dt.date
     run_id: str
     stages: list[StageOutcome]
+    report: str = ""  # the HTML report's path ("" when it could not be written)
 
     def line(self) -> str:
-        return "\n".join([f"nightly {self.date} (run {self.run_id}):", *(s.line() for s in self.stages)])
+        where = f"report: {self.report}" if self.report else "report: not written (see the log)"
+        return "\n".join([f"nightly {self.date} (run {self.run_id}):", *(s.line() for s in self.stages), where])
 
 
 def dated(cfg: PinpipeConfig, day: dt.date) -> PinpipeConfig:
@@ -84,6 +86,7 @@ def dated(cfg: PinpipeConfig, day: dt.date) -> PinpipeConfig:
     replace = dataclasses.replace
     return replace(
         cfg,
+        simulate=replace(cfg.simulate, start_date=day, days=1),
         features=replace(cfg.features, as_of=day),
         scorer=replace(cfg.scorer, start_date=day, end_date=day),
         student_features=replace(cfg.student_features, as_of=day),
@@ -101,7 +104,12 @@ def on_schedule(stage: str, day: dt.date, every: Mapping[str, int], has_promoted
 
 
 def trained_family(cfg: PinpipeConfig, stage: str) -> str | None:
-    return {"train_student": cfg.student.family, "train_two_tower": cfg.two_tower.family}.get(stage)
+    families = {
+        "train_teacher": cfg.teacher.family,
+        "train_student": cfg.student.family,
+        "train_two_tower": cfg.two_tower.family,
+    }
+    return families.get(stage)
 
 
 def lock_path(cfg: PinpipeConfig, day: dt.date) -> Path:
@@ -137,6 +145,7 @@ def record(
         outcome.seconds,
         outcome.summary or None,
         error or None,
+        dict(outcome.rows_written),
     )
     lake.insert_new(spark.createDataFrame([row], TABLES[TABLE].schema), TABLE, (PR.RUN_ID, PR.STAGE))
 
@@ -145,52 +154,70 @@ def stage_runner(stage: str) -> Callable[[SparkSession, PinpipeConfig], Report]:
     return importlib.import_module(f"jobs.{stage}").run
 
 
+def run_stage(
+    spark: SparkSession, cfg: PinpipeConfig, stage_cfg: PinpipeConfig, run_id: str, stage: str
+) -> StageOutcome:
+    """Run ``stage`` (or skip it off its schedule) and record the outcome; a failure is recorded
+    and raised as :class:`StageFailed`."""
+    day, lake = cfg.nightly.date, Lake.at(cfg.lake.root)
+    started = time.time()
+    family = trained_family(cfg, stage)
+    has_promoted = family is None or Registry(lake.artifacts_path()).current(family) is not None
+    if not on_schedule(stage, day, cfg.nightly.train_every_days, has_promoted):
+        outcome = StageOutcome(stage, PR.SKIPPED, summary="not on its schedule today")
+        record(spark, lake, run_id, day, outcome, started)
+        return outcome
+    log.info("nightly %s: %s", day, stage)
+    try:
+        with counting_writes() as written, job_description(spark, f"nightly {day}: {stage}"):
+            report = stage_runner(stage)(spark, stage_cfg)
+    except Exception as exc:
+        error = explain(exc)
+        outcome = StageOutcome(stage, PR.FAILED, time.time() - started, rows_written=written)
+        record(spark, lake, run_id, day, outcome, started, error)
+        raise StageFailed(
+            f"nightly {day}: stage {stage} failed: {error} (re-run the nightly to resume at {stage})"
+        ) from exc
+    outcome = StageOutcome(stage, PR.SUCCEEDED, time.time() - started, report.line(), written)
+    record(spark, lake, run_id, day, outcome, started)
+    log.info("nightly %s: %s", day, outcome.line().strip())
+    return outcome
+
+
+def write_report(spark: SparkSession, cfg: PinpipeConfig) -> str:
+    """The run's HTML report (``jobs.nightly_report``); a report that cannot be written is a
+    warning, never the nightly's failure."""
+    from jobs import nightly_report
+
+    try:
+        with job_description(spark, f"nightly {cfg.nightly.date}: report"):
+            written = nightly_report.run(spark, cfg)
+    except Exception as exc:
+        log.warning("nightly %s: the report could not be written: %s", cfg.nightly.date, explain(exc))
+        return ""
+    log.info("nightly %s: %s", cfg.nightly.date, written.line())
+    return str(written.path)
+
+
 def run(spark: SparkSession, cfg: PinpipeConfig) -> NightlyReport:
     day, lake = cfg.nightly.date, Lake.at(cfg.lake.root)
     stage_cfg, run_id = dated(cfg, day), uuid.uuid4().hex[:12]
-    registry = Registry(lake.artifacts_path())
     outcomes: list[StageOutcome] = []
     with RunLock(lock_path(cfg, day), cfg.nightly.lock_ttl_seconds, what=f"nightly {day}"):
         finished = finished_stages(spark, lake, day)
-        for stage in [s for s in NIGHTLY_STAGES if s in cfg.nightly.stages]:
-            if stage in finished:
-                outcomes.append(StageOutcome(stage, "done earlier"))
-                continue
-            started = time.time()
-            family = trained_family(cfg, stage)
-            has_promoted = family is None or registry.current(family) is not None
-            if not on_schedule(stage, day, cfg.nightly.train_every_days, has_promoted):
-                outcome = StageOutcome(stage, PR.SKIPPED, summary="not on its schedule today")
-                record(spark, lake, run_id, day, outcome, started)
-                outcomes.append(outcome)
-                continue
-            log.info("nightly %s: %s", day, stage)
-            try:
-                with job_description(spark, f"nightly {day}: {stage}"):
-                    report = stage_runner(stage)(spark, stage_cfg)
-            except Exception as exc:
-                error = explain(exc)
-                outcome = StageOutcome(stage, PR.FAILED, time.time() - started)
-                record(spark, lake, run_id, day, outcome, started, error)
-                raise StageFailed(
-                    f"nightly {day}: stage {stage} failed: {error} (re-run the nightly to resume at {stage})"
-                ) from exc
-            outcome = StageOutcome(stage, PR.SUCCEEDED, time.time() - started, report.line())
-            record(spark, lake, run_id, day, outcome, started)
-            log.info("nightly %s: %s", day, outcome.line().strip())
-            outcomes.append(outcome)
-    return NightlyReport(day, run_id, outcomes)
+        try:
+            for stage in [s for s in NIGHTLY_STAGES if s in cfg.nightly.stages]:
+                done = stage in finished
+                outcomes.append(
+                    StageOutcome(stage, "done earlier") if done else run_stage(spark, cfg, stage_cfg, run_id, stage)
+                )
+        finally:
+            report = write_report(spark, cfg)
+    return NightlyReport(day, run_id, outcomes, report)
 
 
 def main(argv: Sequence[str] | None = None) -> NightlyReport:
-    parser = argparse.ArgumentParser(prog="pinpipe nightly", add_help=False)
-    parser.add_argument("--date", help="YYYY-MM-DD (default: nightly.date, empty = today UTC)")
-    own, rest = parser.parse_known_args(argv)
-    if any(a in ("-h", "--help") for a in rest):
-        print(parser.format_help())
-    if own.date:
-        rest = [*rest, "--set", f"nightly.date={own.date}"]
-    return run_job("pinpipe nightly", __doc__, run, rest)
+    return run_job("pinpipe nightly", __doc__, run, with_date_option("pinpipe nightly", argv))
 
 
 if __name__ == "__main__":

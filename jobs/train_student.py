@@ -395,7 +395,7 @@ def gate(registry, family: str, version: str, outputs: StudentOutputs, settings:
 
     def measured(v: str) -> float:
         registry.verify(family, v)
-        return float(evaluate_published(registry.path(family, v), rows, lookup).to_dict()[settings.metric])
+        return float(evaluate_published(registry.path(family, v), rows, lookup).gate_metrics()[settings.metric])
 
     production = registry.current(family)
     production = production if production != version else None
@@ -413,7 +413,7 @@ def gate(registry, family: str, version: str, outputs: StudentOutputs, settings:
 def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config: dict[str, Any]) -> StudentRunReport:
     """Publish ``outputs`` as a version of ``section.family``; gate and promote it when
     ``section.promote``."""
-    from models.registry import Registry, content_key
+    from models.registry import Registry, content_key, without_wall_clock
 
     family, promote = section.family, section.promote
 
@@ -422,7 +422,7 @@ def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config
     def build(folder: Path) -> None:
         for name, data in trained.folder_files.items():
             (folder / name).write_bytes(data)
-        (folder / METRICS_FILE).write_text(json.dumps(trained.metrics, indent=2))
+        (folder / METRICS_FILE).write_text(json.dumps(without_wall_clock(trained.metrics), indent=2))
         (folder / REPORT_FILE).write_text(trained.report + "\n")
 
     registry = Registry(lake.artifacts_path(), keep=section.registry_keep)

@@ -402,7 +402,7 @@ def gate(registry, family: str, version: str, rows: pd.DataFrame, settings: Gate
 
     def measured(v: str) -> float:
         registry.verify(family, v)
-        return float(evaluate_published(registry.path(family, v), rows).to_dict()[settings.metric])
+        return float(evaluate_published(registry.path(family, v), rows).gate_metrics()[settings.metric])
 
     production = registry.current(family)
     production = production if production != version else None
@@ -439,7 +439,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
     """The quarantine slice, then the artifact as the next version of ``section.family`` (a LoRA
     teacher's base model folder is pinned in its manifest: path and checksums); with
     ``section.promote``, gated on the test pairs and promoted when it passes."""
-    from models.registry import Registry, content_key
+    from models.registry import Registry, content_key, without_wall_clock
 
     family = section.family
 
@@ -448,7 +448,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
 
     def build(folder: Path) -> None:
         _untar(trained.artifact, folder)
-        (folder / METRICS_FILE).write_text(json.dumps(trained.metrics, indent=2))
+        (folder / METRICS_FILE).write_text(json.dumps(without_wall_clock(trained.metrics), indent=2))
         (folder / REPORT_FILE).write_text(trained.report + "\n")
 
     registry = Registry(lake.artifacts_path(), keep=section.registry_keep)

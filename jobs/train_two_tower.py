@@ -283,7 +283,7 @@ def write(
 ) -> TwoTowerRunReport:
     """Publish ``outputs`` as a version of ``section.family``; with ``section.promote``, gate it
     and make it the candidate when it passes."""
-    from models.registry import Registry, content_key
+    from models.registry import Registry, content_key, without_wall_clock
     from models.two_tower import ITEMS_FILE, MODEL_FOLDER
 
     family = section.family
@@ -291,7 +291,7 @@ def write(
     def build(folder: Path) -> None:
         outputs.model.save(folder / MODEL_FOLDER)
         (folder / ITEMS_FILE).write_text(json.dumps(outputs.item_ids))
-        (folder / "metrics.json").write_text(json.dumps(outputs.metrics, indent=2))
+        (folder / "metrics.json").write_text(json.dumps(without_wall_clock(outputs.metrics), indent=2))
 
     registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
     headline = {part: outputs.metrics[part] for part in ("validation", "test", "test_ann")}

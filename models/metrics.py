@@ -108,6 +108,14 @@ class RelevanceReport:
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))  # int keys -> strings, as saved in JSON
 
+    def gate_metrics(self) -> dict[str, float]:
+        """The figures a promotion gate may compare (``kappa_cuts``: the levels production
+        decodes, the expected relevance cut at the version's own validation cuts)."""
+        out = {"kappa": self.kappa, "accuracy": self.accuracy, "ndcg_at_20": self.ndcg_at_20}
+        if CUTS_KAPPA in self.extra:
+            out["kappa_cuts"] = self.extra[CUTS_KAPPA]
+        return out
+
     def table(self, title: str = "") -> str:
         rows = [("examples", f"{self.n:,}"), ("accuracy", f"{self.accuracy:.4f}")]
         rows += [(f"  accuracy | label={lvl}", f"{acc:.4f}") for lvl, acc in self.accuracy_per_level.items()]

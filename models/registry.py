@@ -242,6 +242,20 @@ class Registry:
                 )
 
 
+# Wall-clock figures of a training run: they go to the log and the job's report, never into an
+# artifact's files, so the same training on the same inputs publishes byte-identical files.
+WALL_CLOCK_KEYS = frozenset({"seconds", "train_seconds", "examples_per_s"})
+
+
+def without_wall_clock(value: Any) -> Any:
+    """``value`` (JSON-like) without any ``WALL_CLOCK_KEYS`` entry, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_wall_clock(v) for k, v in value.items() if k not in WALL_CLOCK_KEYS}
+    if isinstance(value, list):
+        return [without_wall_clock(v) for v in value]
+    return value
+
+
 def content_key(*parts: Any) -> str:
     """SHA-256 of ``parts`` as canonical JSON: the key of an artifact made from exactly these
     settings and inputs (a deterministic job makes the same artifact from them)."""

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("jobs.demo", "simulate + ingest + pin_features on the embedded default (local Spark, ./lake)"),
+    "demo": ("jobs.demo", "the whole nightly on the embedded default at small sizes (local Spark, ./lake)"),
     "simulate": ("jobs.simulate", "write the synthetic catalog and traffic to Delta"),
     "ingest": ("jobs.ingest", "ingest ../shared/data (CrowdFlower, S3-Rec, COCO) into Delta"),
     "pin_features": ("jobs.pin_features", "caption new pin images (BLIP) and write pin_text_features"),
@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jobs.nightly",
         "every stage for one date (--date D): resumable (pipeline_runs), one nightly per date at a time",
     ),
+    "report": ("jobs.nightly_report", "(re)write the nightly's HTML report of a date (--date D) from the lake"),
     "maintain": ("jobs.maintain", "compact (OPTIMIZE) and VACUUM the lake's Delta tables"),
     "package": ("runtime.package", "build dist/pinpipe.zip for spark-submit --py-files"),
 }

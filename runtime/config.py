@@ -327,7 +327,8 @@ class TeacherConfig:
     registry_keep: int = _help("Versions kept per family; the promoted one is never pruned.")
     promote: bool = _help("Promote the new version to CURRENT once it is published and passes its gate.")
     gate: GateSettings = _help(
-        "Promotion gate: metric (kappa | ndcg_at_20 | accuracy) of the new teacher and of production, both "
+        "Promotion gate: metric (kappa_cuts | kappa | ndcg_at_20 | accuracy) of the new teacher and of "
+        "production, both "
         "scored (fp32 on CPU) on the new one's test pairs; promoted only if not worse by more than tolerance."
     )
     distributed_processes: int = _help(
@@ -563,8 +564,10 @@ class ServingCorpusConfig:
 
 # The nightly's stages, in the order they run (jobs/nightly.py maps each to its job).
 NIGHTLY_STAGES = (
+    "simulate",  # the embedded default's stand-in for the day's logs landing; not on a cluster
     "ingest",
     "pin_features",
+    "train_teacher",
     "score_impressions",
     "student_features",
     "train_student",
@@ -574,10 +577,10 @@ NIGHTLY_STAGES = (
     "build_index",
 )
 # The metrics a family's promotion gate may compare (keys of its evaluation report).
-RELEVANCE_GATE_METRICS = ("kappa", "ndcg_at_20", "accuracy")
+RELEVANCE_GATE_METRICS = ("kappa_cuts", "kappa", "ndcg_at_20", "accuracy")
 TWO_TOWER_GATE_METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr") for k in (5, 10, 20))
 # The stages that train a model: the ones nightly.train_every_days may schedule.
-NIGHTLY_TRAINING_STAGES = ("train_student", "train_two_tower")
+NIGHTLY_TRAINING_STAGES = ("train_teacher", "train_student", "train_two_tower")
 
 
 @dataclass(frozen=True)
@@ -594,6 +597,10 @@ class NightlyConfig:
     lock_dir: str = _help(
         "Folder of the nightly's lock files: a POSIX path every machine that may start the nightly "
         "shares; empty = <lake.root>/_locks (a local lake.root only)."
+    )
+    report_dir: str = _help(
+        "Folder of the nightly's HTML reports (nightly-<date>.html); empty = <lake.root>/_reports (a local "
+        "lake.root only)."
     )
     lock_ttl_seconds: float = _help(
         "Lease of the nightly's lock: a nightly for the same date refuses to start while the lock is "
@@ -664,7 +671,8 @@ class StudentConfig:
     registry_keep: int = _help("Versions kept; the promoted one is never pruned.")
     promote: bool = _help("Promote the new version to CURRENT once it is published and passes its gate.")
     gate: GateSettings = _help(
-        "Promotion gate: metric (kappa | ndcg_at_20 | accuracy) of the new student and of production, both "
+        "Promotion gate: metric (kappa_cuts | kappa | ndcg_at_20 | accuracy) of the new student and of "
+        "production, both "
         "measured on the new one's test labels; promoted only if not worse by more than tolerance."
     )
 

@@ -50,6 +50,16 @@ def job_arguments(prog: str, description: str | None, argv: Sequence[str] | None
     return parser.parse_args(argv)
 
 
+def with_date_option(prog: str, argv: Sequence[str] | None) -> list[str]:
+    """``argv`` with ``--date D`` turned into ``--set nightly.date=D`` (the nightly's commands)."""
+    parser = argparse.ArgumentParser(prog=prog, add_help=False)
+    parser.add_argument("--date", help="YYYY-MM-DD (default: nightly.date, empty = today UTC)")
+    own, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if any(a in ("-h", "--help") for a in rest):
+        print(parser.format_help())
+    return [*rest, "--set", f"nightly.date={own.date}"] if own.date else rest
+
+
 def run_job(
     prog: str, doc: str | None, run: Callable[[SparkSession, PinpipeConfig], R], argv: Sequence[str] | None
 ) -> R:

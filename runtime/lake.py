@@ -10,10 +10,14 @@ of the same slice, the first commit wins and the other run says so (:class:`Slic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,27 @@ CONCURRENT_COMMIT = tuple(
         "ProtocolChangedException",
     )
 )
+
+
+_written: ContextVar[Counter | None] = ContextVar("pinpipe_rows_written", default=None)
+
+
+@contextlib.contextmanager
+def counting_writes() -> Iterator[Counter]:
+    """Rows written per table by every :class:`Lake` write inside the block (the nightly's row
+    counts per stage), as read from each write's own commit."""
+    counts: Counter = Counter()
+    token = _written.set(counts)
+    try:
+        yield counts
+    finally:
+        _written.reset(token)
+
+
+def _count(table: str, rows: int) -> None:
+    counts = _written.get()
+    if counts is not None:
+        counts[table] += rows
 
 
 @dataclass(frozen=True)
@@ -143,6 +168,7 @@ class Lake:
             except CONCURRENT_COMMIT as err:
                 self._after_conflict(spark, table, where, base, attempt, err)
         written = self.commit_metric(spark, table, tag, "numOutputRows")
+        _count(table, written)
         log.info("%s: wrote %d rows where %s", table, written, where)
         return written
 
@@ -196,6 +222,7 @@ class Lake:
         finally:
             spark.conf.unset(USER_METADATA_CONF)
         inserted = self.commit_metric(spark, table, tag, "numTargetRowsInserted")
+        _count(table, inserted)
         log.info("%s: inserted %d new rows", table, inserted)
         return inserted
 

@@ -62,7 +62,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("pin_embeddings", pin_embeddings.PIN_EMBEDDINGS_V1, ("model_version",)),
         TableSpec("engagement_decay", engagement_decay.ENGAGEMENT_DECAY_V1, ("as_of",)),
         TableSpec("serving_corpus", serving_corpus.SERVING_CORPUS_V1, ("dt",)),
-        TableSpec("pipeline_runs", pipeline_runs.PIPELINE_RUNS_V1),
+        TableSpec("pipeline_runs", pipeline_runs.PIPELINE_RUNS_V2),
     )
 }
 

@@ -67,3 +67,40 @@ def test_batch_keeps_index_and_order(tmp_path):
     out = signatures(pd.Series([str(tmp_path / "a.png"), None], index=[5, 9]))
     assert list(out.index) == [5, 9]
     assert out.loc[5, "error"] is None and out.loc[9, "signature"] is None
+
+
+def test_training_and_serving_group_pins_by_the_same_signature(spark, tmp_path):
+    """One definition, both paths: the signature ingest computes (``image_signature_col``) is the
+    key pin_features captions once per image (training text) and the key serving_corpus serves
+    one pin per image by; a re-encoded, resized copy falls in the same group on both paths."""
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from jobs import pin_features, serving_corpus
+    from schemas import TABLES
+    from schemas import pins as P
+    from schemas import serving_corpus as SC
+    from udfs.image_signature import SIGNATURE, image_signature_col
+
+    gradient().save(tmp_path / "a.png")
+    gradient().resize((128, 96)).save(tmp_path / "a_copy.jpg", quality=80)
+    gradient(flip=True).save(tmp_path / "b.png")
+    paths = spark.createDataFrame(
+        [("p_a", str(tmp_path / "a.png")), ("p_copy", str(tmp_path / "a_copy.jpg")), ("p_b", str(tmp_path / "b.png"))],
+        "pin_id string, image_path string",
+    )
+    pins = paths.withColumn(P.IMAGE_SIGNATURE, image_signature_col(F.col(P.IMAGE_PATH))[SIGNATURE])
+
+    to_caption = pin_features.images_to_caption(pins, None).collect()
+    assert len(to_caption) == 2  # training: the copy shares the original's caption
+
+    day = dt.date(2026, 11, 1)
+    state = spark.createDataFrame(
+        [("p_a", "click", 1.0, day), ("p_copy", "click", 3.0, day), ("p_b", "click", 2.0, day)],
+        TABLES["engagement_decay"].schema,
+    )
+    signatures = pins.select(P.PIN_ID, P.IMAGE_SIGNATURE)
+    rows = serving_corpus.ranked_corpus(state, signatures, {"click": 1.0}, 0.0, day).collect()
+    served = {r[SC.PIN_ID]: (r[SC.SERVED], r[SC.DUPLICATE_OF]) for r in rows}
+    assert served == {"p_copy": (True, None), "p_a": (False, "p_copy"), "p_b": (True, None)}  # serving: one per image

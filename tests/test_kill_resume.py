@@ -151,3 +151,116 @@ def test_nightly_killed_at_any_point_resumes_to_the_uninterrupted_result(spark, 
     assert_tables_equal(spark, lake, killed, {"user_engagements": [], "engagement_decay": [], "serving_corpus": []})
     done = killed.read(spark, "pipeline_runs").filter("status = 'succeeded'").select("stage").collect()
     assert sorted(r.stage for r in done) == ["ingest", "serving_corpus"]  # each succeeded once
+
+
+# Time-of-run columns: everything else of every table must match the uninterrupted nightly's.
+RUN_TIME_COLUMNS = {
+    "pin_captions": ["captioned_at"],
+    "quarantine": ["quarantined_at"],
+    "teacher_scores": ["scored_at"],
+    "text_embeddings": ["embedded_at"],
+}
+WHOLE_NIGHTLY_STAGES = (
+    "[simulate, ingest, pin_features, train_teacher, score_impressions, student_features, train_student, "
+    "train_two_tower, serving_corpus, embed_pins, build_index]"
+)
+
+
+def whole_nightly_sets(root: Path, lake_root: Path) -> list[str]:
+    """Every stage of the nightly on tiny inputs: a simulated day, a tiny S3-Rec file, a random tiny
+    BERT as the teacher's backbone and the students' text encoder."""
+    from models.random_models import save_random_backbone
+    from tests.test_nightly import DAY
+    from tests.test_train_teacher import teacher_overrides
+    from tests.test_train_two_tower import TINY_JOB
+
+    data = root / "data" / "s3rec"
+    if not data.is_dir():
+        data.mkdir(parents=True)
+        (data / "Tiny.txt").write_text(
+            "\n".join(f"{u} " + " ".join(str((u * 7 + k) % 40 + 1) for k in range(12)) for u in range(60))
+        )
+    backbone = root / "bert"
+    if not backbone.is_dir():
+        save_random_backbone(backbone, "bert")
+    return [
+        f"lake.root={lake_root}",
+        f"nightly.date={DAY}",
+        f"nightly.stages={WHOLE_NIGHTLY_STAGES}",
+        f"ingest.data_root={root / 'data'}",
+        "ingest.sources=[s3rec]",
+        "ingest.s3rec_datasets=[Tiny]",
+        "simulate.impressions_per_day=600",
+        "simulate.n_pins=200",
+        "simulate.n_queries=30",
+        "simulate.n_users=80",
+        "simulate.n_boards=20",
+        "simulate.n_topics=4",
+        "simulate.n_labels=300",
+        "simulate.partitions=2",
+        *teacher_overrides(backbone, "teacher.label_sources=[simulated]", "teacher.int8_calibration_pairs=16"),
+        f"student_features.encoder_path={backbone}",
+        "student.model.hidden=[16]",
+        "student.training.epochs=3",
+        "student.label_sources=[simulated]",
+        *[s for s in TINY_JOB if not s.startswith(("two_tower.source", "two_tower.item_attributes"))],
+        "two_tower.source=s3rec_tiny",
+        "two_tower.training.epochs=10",
+        "index.partitions=2",
+    ]
+
+
+def run_nightly(sets: list[str]) -> str:
+    """The nightly as its own process (as the killed runs are: same session settings, threads)."""
+    args = [sys.executable, "-m", "jobs.nightly"]
+    for s in sets:
+        args += ["--set", s]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def published(lake: Lake) -> dict[str, object]:
+    """Every family's kept versions (their files' checksums), promoted version and candidate."""
+    from models.registry import Registry
+
+    root = Path(lake.artifacts_path())
+    found = {}
+    for family_dir in sorted(p for p in root.rglob("*") if p.is_dir() and any(p.glob("v*/manifest.json"))):
+        family = str(family_dir.relative_to(root))
+        registry = Registry(root)
+        found[family] = {
+            "versions": {v: registry.manifest(family, v)["files"] for v in registry.versions(family)},
+            "current": registry.current(family),
+            "candidate": registry.candidate(family),
+        }
+    return found
+
+
+@pytest.mark.parametrize("kill_at", ["teacher publishing", "student published, not yet recorded", "index building"])
+def test_the_whole_nightly_killed_at_any_point_resumes_to_the_uninterrupted_tables_and_artifacts(
+    spark, tmp_path, kill_at
+):
+    from schemas import TABLES
+
+    whole, killed = Lake.at(str(tmp_path / "whole")), Lake.at(str(tmp_path / "killed"))
+    print(run_nightly(whole_nightly_sets(tmp_path, Path(whole.root))))
+
+    artifacts = Path(killed.artifacts_path())
+    when = {
+        "teacher publishing": lambda: any((artifacts / "teacher").glob(".staging-*/*")),
+        "student published, not yet recorded": lambda: (artifacts / "student" / "v0001" / "manifest.json").is_file(),
+        "index building": lambda: any((artifacts / "indexes").rglob(".staging-*/*")),
+    }[kill_at]
+    sets = whole_nightly_sets(tmp_path, Path(killed.root))
+    run_and_kill("jobs.nightly", sets, when, timeout=900)
+    print(f"killed after {commits(Path(killed.table_path('pipeline_runs'))) - 1} stages were recorded")
+    print(run_nightly(sets))
+
+    tables = {t: RUN_TIME_COLUMNS.get(t, []) for t in TABLES if t != "pipeline_runs" and whole.exists(spark, t)}
+    assert {"serving_corpus", "pin_embeddings", "labeled_impressions", "student_features"} <= set(tables)
+    assert_tables_equal(spark, whole, killed, tables)
+    assert published(killed) == published(whole)
+    assert {"teacher", "student", "two_tower", "indexes/two_tower_items"} <= set(published(whole))
+    done = killed.read(spark, "pipeline_runs").filter("status = 'succeeded'").select("stage").collect()
+    assert sorted(r.stage for r in done) == sorted(WHOLE_NIGHTLY_STAGES.strip("[]").split(", "))  # each once

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import ingest, nightly, serving_corpus
+from jobs import ingest, nightly, nightly_report, serving_corpus
 from runtime.config import ConfigError, load_config
 from runtime.run_lock import LockHeld
 from schemas import pipeline_runs as PR
@@ -53,6 +53,10 @@ def test_a_failed_nightly_resumes_at_the_failed_stage(spark, lake, cfg_for, tiny
     assert statuses(spark, lake) == [("ingest", PR.SUCCEEDED), ("serving_corpus", PR.FAILED)]
     failed = lake.read(spark, "pipeline_runs").filter(f"{PR.STATUS} = 'failed'").first()
     assert "disk full" in failed[PR.ERROR] and failed[PR.RUN_DATE] == DAY
+    ingested = lake.read(spark, "pipeline_runs").filter(f"{PR.STAGE} = 'ingest'").first()
+    assert ingested[PR.ROWS_WRITTEN]["user_engagements"] == 11  # the rows of Tiny.txt
+    page = nightly_report.report_path(cfg, DAY).read_text()  # written for a failed nightly too
+    assert "FAILED at serving_corpus" in page and "disk full" in page and "user_engagements=11" in page
 
     def must_not_run(spark, cfg):
         raise AssertionError("ingest succeeded for this date already")
@@ -63,6 +67,9 @@ def test_a_failed_nightly_resumes_at_the_failed_stage(spark, lake, cfg_for, tiny
     assert [(s.stage, s.status) for s in report.stages] == [("ingest", "done earlier"), ("serving_corpus", "succeeded")]
     assert "serving_corpus: dt=2020-01-05" in report.line()
     assert lake.read(spark, "serving_corpus").filter(f"dt = DATE '{DAY}'").count() == 6  # items 1..6 engaged
+    assert report.report == str(nightly_report.report_path(cfg, DAY)) and f"report: {report.report}" in report.line()
+    page = Path(report.report).read_text()
+    assert "2 stages finished" in page and "FAILED" not in page  # the latest row of each stage
     again = nightly.run(spark, cfg)
     assert [s.status for s in again.stages] == ["done earlier", "done earlier"]
     assert len(statuses(spark, lake)) == 3

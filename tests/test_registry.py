@@ -118,3 +118,14 @@ def test_a_broken_manifest_is_named(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(RegistryError, match=rf"the manifest {path} is not a JSON object"):
         reg.manifest("teacher", version)
+
+
+def test_wall_clock_figures_stay_out_of_artifact_files():
+    from models.registry import without_wall_clock
+
+    metrics = {
+        "test": {"kappa": 0.5},
+        "history": [{"epoch": 1, "seconds": 3.2, "examples_per_s": 90.0}],
+        "train_seconds": 4,
+    }
+    assert without_wall_clock(metrics) == {"test": {"kappa": 0.5}, "history": [{"epoch": 1}]}
