@@ -7,6 +7,7 @@ a point where the write is under way.
 """
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -237,24 +238,42 @@ def published(lake: Lake) -> dict[str, object]:
     return found
 
 
-@pytest.mark.parametrize("kill_at", ["teacher publishing", "student published, not yet recorded", "index building"])
-def test_the_whole_nightly_killed_at_any_point_resumes_to_the_uninterrupted_tables_and_artifacts(
-    spark, tmp_path, kill_at
-):
+def test_the_whole_nightly_killed_three_times_resumes_to_the_uninterrupted_tables_and_artifacts(spark, tmp_path):
+    """One lake runs the nightly uninterrupted; another is SIGKILLed three times, each re-run
+    resuming where the last was killed: a random moment into train_teacher, just after the
+    student is published (before its stage is recorded), a random moment into build_index."""
     from schemas import TABLES
 
     whole, killed = Lake.at(str(tmp_path / "whole")), Lake.at(str(tmp_path / "killed"))
     print(run_nightly(whole_nightly_sets(tmp_path, Path(whole.root))))
 
-    artifacts = Path(killed.artifacts_path())
-    when = {
-        "teacher publishing": lambda: any((artifacts / "teacher").glob(".staging-*/*")),
+    artifacts, runs = Path(killed.artifacts_path()), Path(killed.table_path("pipeline_runs"))
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    print(f"kill delays seeded {seed}")
+    rng.seed(seed)
+
+    def after_stage(stage: str, within_seconds: float):
+        """True a random moment (up to ``within_seconds``) after ``stage``'s row is recorded."""
+        rows_before = WHOLE_NIGHTLY_STAGES.strip("[]").split(", ").index(stage) + 1
+        delay, seen = rng.uniform(0.0, within_seconds), []
+
+        def when() -> bool:
+            if not seen and commits(runs) > rows_before:  # commit 0 creates the table
+                seen.append(time.monotonic())
+            return bool(seen) and time.monotonic() - seen[0] >= delay
+
+        return when
+
+    kill_points = {
+        "during train_teacher": after_stage("pin_features", 4.0),
         "student published, not yet recorded": lambda: (artifacts / "student" / "v0001" / "manifest.json").is_file(),
-        "index building": lambda: any((artifacts / "indexes").rglob(".staging-*/*")),
-    }[kill_at]
+        "during build_index": after_stage("embed_pins", 3.0),
+    }
     sets = whole_nightly_sets(tmp_path, Path(killed.root))
-    run_and_kill("jobs.nightly", sets, when, timeout=900)
-    print(f"killed after {commits(Path(killed.table_path('pipeline_runs'))) - 1} stages were recorded")
+    for point, when in kill_points.items():
+        run_and_kill("jobs.nightly", sets, when, timeout=900)
+        print(f"killed {point}: {commits(runs) - 1} stage rows recorded")
     print(run_nightly(sets))
 
     tables = {t: RUN_TIME_COLUMNS.get(t, []) for t in TABLES if t != "pipeline_runs" and whole.exists(spark, t)}
