@@ -172,6 +172,7 @@ class CrossEncoderTeacher(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         if self.settings.lora_r > 0:
             self.backbone.save_pretrained(out / "adapter")  # adapter weights + adapter_config.json
+            _sort_adapter_lists(out / "adapter" / "adapter_config.json")
         else:
             self.backbone.save_pretrained(out / "backbone")
         save_file(
@@ -234,3 +235,13 @@ class CrossEncoderTeacher(nn.Module):
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def _sort_adapter_lists(path: Path) -> None:
+    """peft keeps ``target_modules`` as a set and writes it in the process's hash order; sorted,
+    the same training writes the same file in every process (artifacts compare by checksum)."""
+    config = json.loads(path.read_text())
+    for key, value in config.items():
+        if key.endswith("modules") and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config[key] = sorted(value)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -148,10 +148,20 @@ class TwoTower(nn.Module):
 
     # ------------------------------------------------------------------ saving and loading
 
+    def _own_tensors(self) -> dict[str, torch.Tensor]:
+        """The state once: the user tower's view of a shared item table is left out (it is the
+        item tower's), and no metadata is written, so the same weights give the same file bytes."""
+        shared = self.settings.share_item_embeddings
+        return {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+            if not (shared and k.startswith("user_tower.items."))
+        }
+
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(folder / WEIGHTS))  # stores the shared item table once
+        save_file(self._own_tensors(), str(folder / WEIGHTS))
         meta = {"n_items": self.n_items, "settings": dataclasses.asdict(self.settings)}
         (folder / SETTINGS).write_text(json.dumps(meta, indent=2))
         return folder
@@ -165,7 +175,12 @@ class TwoTower(nn.Module):
             (v for k, v in state.items() if k.endswith("items.attributes") or k.endswith("tower.attributes")), None
         )
         model = cls(meta["n_items"], TwoTowerSettings(**meta["settings"]), attributes)
-        load_model(model, str(folder / WEIGHTS))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        shared = {k for k in model.state_dict() if k not in model._own_tensors()}
+        if unexpected or set(missing) - shared:
+            raise ValueError(
+                f"{folder / WEIGHTS}: unexpected tensors {unexpected}, missing {sorted(set(missing) - shared)}"
+            )
         return model.to(device or "cpu").eval()
 
 
