@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from models.ann import empty_index, merge_top_k, recall_at, resolve_factory, to_bytes
-from models.registry import Registry
+from models.registry import Registry, content_key
 from models.retrieval import IndexVersions
 from models.sharded_index import INDEX, IndexDescription, ShardInfo
 from runtime.config import PinpipeConfig
@@ -204,10 +204,13 @@ def write(
         return {INDEX: description.as_dict()}
 
     inputs = {"pin_embeddings_model_version": f"{plan.model_family}/{plan.model_version}", "vectors": plan.rows}
-    version = versions.indexes.publish(name, build, config=config, inputs=inputs)
+    # Idempotent: the same config and model's vectors give back the version they built (a run
+    # killed between publishing and recording it publishes nothing new when it resumes).
+    key = content_key(config, inputs)
+    version = versions.indexes.publish(name, build, config=config, inputs=inputs, key=key)
     if promote:
         versions.promote(version)
-    return IndexReport(name, version, built[0], min_recall, promote)
+    return IndexReport(name, version, built[0] if built else versions.describe(version), min_recall, promote)
 
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> IndexReport:

@@ -36,7 +36,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from models.registry import Registry
-from runtime.config import NIGHTLY_STAGES, PinpipeConfig, is_uri
+from runtime.config import NIGHTLY_STAGES, PinpipeConfig, local_folder
 from runtime.entry import Report, run_job, with_date_option
 from runtime.errors import explain
 from runtime.lake import Lake, counting_writes
@@ -113,15 +113,9 @@ def trained_family(cfg: PinpipeConfig, stage: str) -> str | None:
 
 
 def lock_path(cfg: PinpipeConfig, day: dt.date) -> Path:
-    folder = cfg.nightly.lock_dir
-    if not folder:
-        if is_uri(cfg.lake.root):
-            raise ValueError(
-                f"nightly.lock_dir: lake.root {cfg.lake.root!r} is a URI, where a lock file cannot be created "
-                "atomically; set nightly.lock_dir to a POSIX folder every machine that may start the nightly shares"
-            )
-        folder = str(Path(cfg.lake.root) / "_locks")
-    return Path(folder) / f"nightly-{day.isoformat()}.lock"
+    """The date's lock file: a POSIX folder every machine that may start the nightly shares."""
+    folder = local_folder(cfg.nightly.lock_dir, "nightly.lock_dir", cfg.lake.root, "_locks")
+    return folder / f"nightly-{day.isoformat()}.lock"
 
 
 def finished_stages(spark: SparkSession, lake: Lake, day: dt.date) -> set[str]:

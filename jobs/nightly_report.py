@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 
 from models.registry import Registry
 from models.retrieval import IndexVersion, IndexVersions
-from runtime.config import PinpipeConfig, is_uri
+from runtime.config import PinpipeConfig, local_folder
 from runtime.entry import run_job, with_date_option
 from runtime.lake import Lake
 from schemas import pipeline_runs as PR
@@ -297,14 +297,8 @@ def render(data: ReportData) -> str:
 
 
 def report_path(cfg: PinpipeConfig, day: dt.date) -> Path:
-    folder = cfg.nightly.report_dir
-    if not folder:
-        if is_uri(cfg.lake.root):
-            raise ValueError(
-                f"nightly.report_dir: lake.root {cfg.lake.root!r} is a URI; set nightly.report_dir to a local folder"
-            )
-        folder = str(Path(cfg.lake.root) / "_reports")
-    return Path(folder) / f"nightly-{day.isoformat()}.html"
+    folder = local_folder(cfg.nightly.report_dir, "nightly.report_dir", cfg.lake.root, "_reports")
+    return folder / f"nightly-{day.isoformat()}.html"
 
 
 @dataclass(frozen=True)

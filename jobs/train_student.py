@@ -43,7 +43,7 @@ from pyspark.sql import functions as F
 
 from jobs.student_features import embedding_lookup
 from models.embedding_lookup import EmbeddingLookup
-from models.gate import GateDecision, GateSettings, decide
+from models.gate import GateDecision, GateSettings, gate_version
 from models.levels import LevelThresholds, to_model_levels
 from models.metrics import RelevanceReport, evaluate_predictions, evaluate_with_cuts, quadratic_weighted_kappa
 from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
@@ -389,25 +389,12 @@ def evaluate_published(folder: Path, rows: pd.DataFrame, lookup: EmbeddingLookup
 
 def gate(registry, family: str, version: str, outputs: StudentOutputs, settings: GateSettings) -> GateDecision | None:
     """The new ``version`` against production on the test rows; None when there is no gate."""
-    if not settings.enabled:
-        return None
     rows, lookup = outputs.test_rows, outputs.lookup
 
-    def measured(v: str) -> float:
-        registry.verify(family, v)
-        return float(evaluate_published(registry.path(family, v), rows, lookup).gate_metrics()[settings.metric])
+    def measure(folder: Path) -> float:
+        return evaluate_published(folder, rows, lookup).gate_metrics()[settings.metric]
 
-    production = registry.current(family)
-    production = production if production != version else None
-    return decide(
-        settings,
-        family=family,
-        candidate_version=version,
-        candidate=measured(version),
-        production_version=production,
-        production=measured(production) if production else None,
-        rows=len(rows),
-    )
+    return gate_version(registry, family, version, settings, measure, len(rows))
 
 
 def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config: dict[str, Any]) -> StudentRunReport:
@@ -431,8 +418,6 @@ def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config
     key = content_key(config, outputs.inputs)
     version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs, key=key)
     decision = gate(registry, family, version, outputs, section.gate) if promote else None
-    if decision is not None:
-        registry.record_gate(family, decision.as_dict())
     if promote and (decision is None or decision.passed):
         registry.promote(family, version)
     print(trained.report)

@@ -36,7 +36,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.gate import GateDecision, GateSettings, decide
+from models.gate import GateDecision, GateSettings, gate_version
 from models.levels import LevelThresholds
 from models.metrics import RelevanceReport, evaluate_with_cuts
 from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
@@ -397,24 +397,11 @@ def evaluate_published(folder: Path, rows: pd.DataFrame) -> RelevanceReport:
 
 def gate(registry, family: str, version: str, rows: pd.DataFrame, settings: GateSettings) -> GateDecision | None:
     """The published ``version`` against production on the new split's test pairs."""
-    if not settings.enabled:
-        return None
 
-    def measured(v: str) -> float:
-        registry.verify(family, v)
-        return float(evaluate_published(registry.path(family, v), rows).gate_metrics()[settings.metric])
+    def measure(folder: Path) -> float:
+        return evaluate_published(folder, rows).gate_metrics()[settings.metric]
 
-    production = registry.current(family)
-    production = production if production != version else None
-    return decide(
-        settings,
-        family=family,
-        candidate_version=version,
-        candidate=measured(version),
-        production_version=production,
-        production=measured(production) if production else None,
-        rows=len(rows),
-    )
+    return gate_version(registry, family, version, settings, measure, len(rows))
 
 
 def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
@@ -466,8 +453,6 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
     decision = None
     if section.promote and outputs.test_rows is not None:
         decision = gate(registry, family, version, outputs.test_rows, section.gate)
-    if decision is not None:
-        registry.record_gate(family, decision.as_dict())
     if section.promote and (decision is None or decision.passed):
         registry.promote(family, version)
     print(trained.report)

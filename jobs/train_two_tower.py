@@ -32,7 +32,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from models.gate import GateDecision, GateSettings, decide
+from models.gate import GateDecision, GateSettings, gate_version
 from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 from runtime.config import PinpipeConfig, TwoTowerConfig
 from runtime.entry import run_job
@@ -253,29 +253,16 @@ def leave_one_out(sequences: list[list[int]], max_len: int) -> LeaveOneOut:
 
 
 def gate(registry, family: str, version: str, outputs: TwoTowerOutputs, settings: GateSettings) -> GateDecision | None:
-    """The published ``version`` against production on the new split's test users."""
+    """The published ``version`` against production on the new split's test users (production
+    ranks through its own item list)."""
     from models.two_tower import load_artifact
     from models.two_tower_training import evaluate_with_items
 
-    if not settings.enabled:
-        return None
-
-    def measured(v: str) -> float:
-        registry.verify(family, v)
-        model, items = load_artifact(registry.path(family, v))
+    def measure(folder: Path) -> float:
+        model, items = load_artifact(folder)
         return evaluate_with_items(model, items, outputs.test, outputs.item_ids)[settings.metric]
 
-    production = registry.current(family)
-    production = production if production != version else None
-    return decide(
-        settings,
-        family=family,
-        candidate_version=version,
-        candidate=measured(version),
-        production_version=production,
-        production=measured(production) if production else None,
-        rows=len(outputs.test.rows),
-    )
+    return gate_version(registry, family, version, settings, measure, len(outputs.test.rows))
 
 
 def write(
@@ -298,8 +285,6 @@ def write(
     key = content_key(config, outputs.inputs)
     version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs, key=key)
     decision = gate(registry, family, version, outputs, section.gate) if section.promote else None
-    if decision is not None:
-        registry.record_gate(family, decision.as_dict())
     approved = section.promote and (decision is None or decision.passed)
     if approved:
         registry.approve(family, version)

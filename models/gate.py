@@ -8,7 +8,9 @@ itself is a pure comparison. Higher is better for every gated metric (kappa, NDC
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -76,3 +78,31 @@ def decide(
     return GateDecision(
         family, candidate_version, production_version, m, candidate, production, tol, rows, passed, reason
     )
+
+
+def gate_version(
+    registry, family: str, version: str, settings: GateSettings, measure: Callable[[Path], float], rows: int
+) -> GateDecision | None:
+    """Gate the published ``version`` of ``family`` against production: ``measure`` scores a
+    published folder (checksums verified first) on the evaluation rows, the same for both. The
+    decision is appended to the family's gate log. None when the gate is off."""
+    if not settings.enabled:
+        return None
+
+    def measured(v: str) -> float:
+        registry.verify(family, v)
+        return float(measure(Path(registry.path(family, v))))
+
+    production = registry.current(family)
+    production = production if production != version else None
+    decision = decide(
+        settings,
+        family=family,
+        candidate_version=version,
+        candidate=measured(version),
+        production_version=production,
+        production=measured(production) if production else None,
+        rows=rows,
+    )
+    registry.record_gate(family, decision.as_dict())
+    return decision

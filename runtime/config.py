@@ -68,6 +68,17 @@ def _require_at_least(section: Any, prefix: str, names: tuple[str, ...], minimum
         _require(value >= minimum, f"{prefix}.{name}", f"must be >= {minimum}", value)
 
 
+def local_folder(setting: str, key: str, lake_root: str, default_name: str) -> Path:
+    """A folder setting that must be a POSIX path (a lock, a report): ``setting``, or
+    ``<lake_root>/<default_name>`` when it is empty and the lake is local; with a URI lake root
+    the setting is required (the error names ``key``)."""
+    if setting:
+        return Path(setting)
+    if is_uri(lake_root):
+        raise ValueError(f"{key}: lake.root {lake_root!r} is a URI; set {key} to a local (or shared POSIX) folder")
+    return Path(lake_root) / default_name
+
+
 # The master URLs Spark accepts (SparkContext's own patterns), checked before a JVM starts.
 MASTER_URL = re.compile(
     r"local|local\[(\d+|\*)\]|local\[(\d+|\*),\s*\d+\]|local-cluster\[\d+,\s*\d+,\s*\d+\]"
