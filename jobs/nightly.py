@@ -103,6 +103,17 @@ def on_schedule(stage: str, day: dt.date, every: Mapping[str, int], has_promoted
     return not has_promoted or (day - EPOCH).days % every[stage] == 0
 
 
+def promoted_before(registry: Registry, family: str, day: dt.date) -> bool:
+    """Whether ``family`` has a production model that this date's nightly did not make. A run
+    killed after promoting but before recording its training stage must run the stage again on
+    resume (it publishes nothing new), as the uninterrupted run did, not skip it off schedule."""
+    current = registry.current(family)
+    if current is None:
+        return False
+    made_on = registry.manifest(family, current).get("config", {}).get("nightly", {}).get("date")
+    return made_on != day.isoformat()
+
+
 def trained_family(cfg: PinpipeConfig, stage: str) -> str | None:
     families = {
         "train_teacher": cfg.teacher.family,
@@ -156,7 +167,7 @@ def run_stage(
     day, lake = cfg.nightly.date, Lake.at(cfg.lake.root)
     started = time.time()
     family = trained_family(cfg, stage)
-    has_promoted = family is None or Registry(lake.artifacts_path()).current(family) is not None
+    has_promoted = family is None or promoted_before(Registry(lake.artifacts_path()), family, day)
     if not on_schedule(stage, day, cfg.nightly.train_every_days, has_promoted):
         outcome = StageOutcome(stage, PR.SKIPPED, summary="not on its schedule today")
         record(spark, lake, run_id, day, outcome, started)

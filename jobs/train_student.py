@@ -438,9 +438,10 @@ def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config
     )
 
 
-def run(spark: SparkSession, cfg: PinpipeConfig) -> StudentRunReport:
+def trained(spark: SparkSession, cfg: PinpipeConfig) -> StudentOutputs:
+    """``read`` and ``transform`` with the config's settings: ``run`` without the write."""
     s = cfg.student
-    outputs = transform(
+    return transform(
         read(spark, cfg),
         model=s.model,
         training=s.training,
@@ -449,7 +450,10 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> StudentRunReport:
         human_only=s.human_only,
         max_teacher_pairs=s.max_teacher_pairs,
     )
-    return write(outputs, Lake.at(cfg.lake.root), s, config=cfg.to_dict())
+
+
+def run(spark: SparkSession, cfg: PinpipeConfig) -> StudentRunReport:
+    return write(trained(spark, cfg), Lake.at(cfg.lake.root), cfg.student, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> StudentRunReport:

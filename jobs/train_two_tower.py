@@ -301,9 +301,10 @@ def write(
     )
 
 
-def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
+def trained(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerOutputs:
+    """``read`` and ``transform`` with the config's settings: ``run`` without the write."""
     t = cfg.two_tower
-    outputs = transform(
+    return transform(
         read(spark, cfg),
         model=t.model,
         training=t.training,
@@ -311,7 +312,10 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
         index_params=t.eval_index_params,
         max_attributes_per_item=t.max_attributes_per_item,
     )
-    return write(outputs, Lake.at(cfg.lake.root), t, config=cfg.to_dict())
+
+
+def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
+    return write(trained(spark, cfg), Lake.at(cfg.lake.root), cfg.two_tower, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> TwoTowerRunReport:

@@ -103,3 +103,18 @@ def test_dates_and_schedules():
     uri = load_config("local", overrides=["lake.root=s3a://bucket/lake"])
     with pytest.raises(ValueError, match="nightly.lock_dir: lake.root 's3a://bucket/lake' is a URI"):
         nightly.lock_path(uri, DAY)
+
+
+def test_a_model_this_dates_nightly_promoted_does_not_count_as_promoted_before(tmp_path):
+    """A nightly killed after promoting its student but before recording the stage runs the
+    stage again on resume (as the uninterrupted run did), instead of skipping it off schedule."""
+    from models.registry import Registry
+
+    registry = Registry(tmp_path)
+    assert not nightly.promoted_before(registry, "student", DAY)
+    version = registry.publish(
+        "student", lambda folder: (folder / "w").write_text("w"), config={"nightly": {"date": str(DAY)}}
+    )
+    registry.promote("student", version)
+    assert not nightly.promoted_before(registry, "student", DAY)
+    assert nightly.promoted_before(registry, "student", DAY + dt.timedelta(days=1))

@@ -165,19 +165,10 @@ def test_the_gate_rejects_a_shuffled_student_and_rollback_restores_production_sc
     scores_v1 = production_scores()
 
     cfg = cfg_for(*LEARNING_STUDENT, "student.training.seed=1", "student.gate.tolerance=0.0")
-    s = cfg.student
-    outputs = train_student.transform(
-        train_student.read(spark, cfg),
-        model=s.model,
-        training=s.training,
-        split=train_student.QuerySplit(s.validation_fraction, cfg.teacher.test_fraction, s.split_seed),
-        holdout_folds=cfg.evaluation.holdout_folds,
-        human_only=s.human_only,
-        max_teacher_pairs=s.max_teacher_pairs,
-    )
+    outputs = train_student.trained(spark, cfg)
     files = outputs.trained.folder_files
     files[WEIGHTS_FILE] = shuffled_weights(files[WEIGHTS_FILE])
-    broken = train_student.write(outputs, lake, s, config=cfg.to_dict())
+    broken = train_student.write(outputs, lake, cfg.student, config=cfg.to_dict())
     assert broken.version == "student/v0002" and not broken.promoted
     assert "gate REJECTED" in broken.gate and "production stays student/v0001" in broken.gate
     assert registry.current("student") == "v0001"

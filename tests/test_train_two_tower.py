@@ -125,20 +125,12 @@ def test_the_gate_rejects_a_two_tower_with_shuffled_weights(spark, lake, cfg_for
     train_two_tower.run(spark, config())
     registry.promote("two_tower", "v0001")  # as build_index does with its index
     cfg = config("two_tower.training.seed=1", "two_tower.gate.tolerance=0.0")
-    t = cfg.two_tower
-    outputs = train_two_tower.transform(
-        train_two_tower.read(spark, cfg),
-        model=t.model,
-        training=t.training,
-        index_factory=t.eval_index_factory,
-        index_params=t.eval_index_params,
-        max_attributes_per_item=t.max_attributes_per_item,
-    )
+    outputs = train_two_tower.trained(spark, cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in outputs.model.parameters():
             p.copy_(p.flatten()[torch.randperm(p.numel(), generator=g)].reshape(p.shape))
-    report = train_two_tower.write(outputs, lake, t, config=cfg.to_dict())
+    report = train_two_tower.write(outputs, lake, cfg.two_tower, config=cfg.to_dict())
     assert report.version == "v0002" and not report.candidate
     assert "gate REJECTED" in report.gate and "production stays two_tower/v0001" in report.gate
     assert registry.current("two_tower") == "v0001" and registry.candidate("two_tower") is None
@@ -173,14 +165,7 @@ def test_asking_for_attributes_a_source_lacks_trains_on_ids_and_says_so(spark, l
         "two_tower.eval_index_factory=Flat",
         "two_tower.eval_index_params=''",
     )
-    t = cfg.two_tower
     with caplog.at_level("WARNING", logger="jobs.train_two_tower"):
-        out = train_two_tower.transform(
-            train_two_tower.read(spark, cfg),
-            model=t.model,
-            training=t.training,
-            index_factory=t.eval_index_factory,
-            index_params=t.eval_index_params,
-        )
+        out = train_two_tower.trained(spark, cfg)
     assert out.inputs["attributes"] == 0 and out.model.item_tower.attribute_bag is None
     assert "'s3rec_bare' has no item_attributes" in caplog.text
