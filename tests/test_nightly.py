@@ -110,11 +110,12 @@ def test_a_model_this_dates_nightly_promoted_does_not_count_as_promoted_before(t
     stage again on resume (as the uninterrupted run did), instead of skipping it off schedule."""
     from models.registry import Registry
 
+    def build(folder):
+        (folder / "w").write_text("w")
+
     registry = Registry(tmp_path)
     assert not nightly.promoted_before(registry, "student", DAY)
-    version = registry.publish(
-        "student", lambda folder: (folder / "w").write_text("w"), config={"nightly": {"date": str(DAY)}}
-    )
+    version = registry.publish("student", build, config={"nightly": {"date": str(DAY)}})
     registry.promote("student", version)
     assert not nightly.promoted_before(registry, "student", DAY)
     assert nightly.promoted_before(registry, "student", DAY + dt.timedelta(days=1))
