@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 TWO_TOWER = """
@@ -42,6 +44,7 @@ def test_a_two_tower_saves_to_the_same_bytes_in_any_process(tmp_path):
     assert first.keys() == second.keys() and first == second
 
 
+@pytest.mark.slow  # two interpreters loading transformers + peft; the whole-nightly crash test also covers it
 def test_a_lora_teacher_saves_to_the_same_bytes_in_any_process(tmp_path):
     from models.random_models import save_random_backbone
 
