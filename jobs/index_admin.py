@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from models.retrieval import IndexVersions
 from runtime.config import add_config_arguments, config_from_args
-from runtime.errors import explain
+from runtime.errors import one_line_errors
 from runtime.lake import Lake
 
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     promote.add_argument("version")
     commands.add_parser("rollback", help="promote the previous index version and its model")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors("pinpipe index"):
         cfg = config_from_args(args)
         versions = IndexVersions(Lake.at(cfg.lake.root).artifacts_path(), cfg.index.name, keep=cfg.index.keep)
         if args.command == "list":
@@ -54,9 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             version, d = versions.rollback()
             print(f"index: rolled back to {versions.name}/{version} and its model {d.model}")
-    except Exception as exc:
-        print(f"pinpipe index: error: {explain(exc)}", file=sys.stderr)
-        raise SystemExit(1) from None
     return 0
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from models.registry import Registry
 from models.retrieval import IndexVersions
 from runtime.config import PinpipeConfig, add_config_arguments, config_from_args
-from runtime.errors import explain
+from runtime.errors import one_line_errors
 from runtime.lake import Lake
 
 
@@ -42,11 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = add_config_arguments(argparse.ArgumentParser(prog="pinpipe rollback", description=__doc__.splitlines()[0]))
     parser.add_argument("family", help="registry family: teacher, student, two_tower (with its index), ...")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors("pinpipe rollback"):
         print(f"rollback: production is now {rollback(config_from_args(args), args.family)}")
-    except Exception as exc:
-        print(f"pinpipe rollback: error: {explain(exc)}", file=sys.stderr)
-        raise SystemExit(1) from None
     return 0
 
 

@@ -9,7 +9,10 @@ a file or cannot be written, a bad ``spark.master``, a JVM that would not start 
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
+from collections.abc import Iterator
 
 MAX_CHARS = 600
 
@@ -82,3 +85,14 @@ def explain(exc: BaseException) -> str:
         if pattern.search(haystack):
             return f"{text} -- {hint}"
     return text
+
+
+@contextlib.contextmanager
+def one_line_errors(prog: str) -> Iterator[None]:
+    """For commands without a Spark session (``pinpipe index``, ``pinpipe rollback``): a failure
+    is one line on stderr, ``explain``-ed, and exit status 1."""
+    try:
+        yield
+    except Exception as exc:
+        print(f"{prog}: error: {explain(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -129,3 +129,14 @@ def test_wall_clock_figures_stay_out_of_artifact_files():
         "train_seconds": 4,
     }
     assert without_wall_clock(metrics) == {"test": {"kappa": 0.5}, "history": [{"epoch": 1}]}
+
+
+def test_rollback_of_a_family_without_production_is_one_line_and_exit_1(tmp_path, capsys):
+    from jobs import rollback
+
+    with pytest.raises(SystemExit) as exit_:
+        rollback.main(["student", "--set", f"lake.root={tmp_path / 'lake'}"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pinpipe rollback: error: ") and "'student' has no promoted version to roll back from" in err
+    assert len(err.splitlines()) == 1
