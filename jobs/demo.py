@@ -16,19 +16,14 @@ from collections.abc import Sequence
 from importlib import resources
 
 from jobs import nightly
-from runtime.config import PinpipeConfig
 from runtime.entry import run_job, with_date_option
 
 DEMO_CONF = resources.files("conf") / "demo.yaml"
 
 
-def run(spark, cfg: PinpipeConfig) -> nightly.NightlyReport:
-    return nightly.run(spark, cfg)
-
-
 def main(argv: Sequence[str] | None = None) -> nightly.NightlyReport:
     args = ["--conf-file", str(DEMO_CONF), *with_date_option("pinpipe demo", argv)]
-    return run_job("pinpipe demo", __doc__, run, args)
+    return run_job("pinpipe demo", __doc__, nightly.run, args)
 
 
 if __name__ == "__main__":

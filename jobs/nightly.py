@@ -4,10 +4,10 @@
 
 A pipeline of jobs (each job's own ``run`` in one Spark session). The date sets every dated
 setting of the stages (``simulate.start_date`` with one day, ``features.as_of``,
-``scorer.start_date``/``end_date``, ``student_features.as_of``, ``serving_corpus.date``). Stages run in the order of
-``runtime.config.NIGHTLY_STAGES``; training stages run on their schedule
-(``nightly.train_every_days``) or when their model family has no promoted version, and are
-recorded ``skipped`` otherwise. Each finished stage appends a row to ``pipeline_runs`` (start,
+``scorer.start_date``/``end_date``, ``student_features.as_of``, ``serving_corpus.date``).
+Stages run in the order of ``runtime.config.NIGHTLY_STAGES``; training stages run on their
+schedule (``nightly.train_every_days``) or when their model family has no production model made
+before this date, and are recorded ``skipped`` otherwise. Each finished stage appends a row to ``pipeline_runs`` (start,
 end, status, its report line); a stage with a ``succeeded`` (or ``skipped``) row for the date is
 not run again, so a nightly that failed or was killed resumes at the first stage without one.
 A failed stage stops the nightly (exit status 1) and is recorded ``failed`` with its error.
@@ -36,7 +36,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from models.registry import Registry
-from runtime.config import NIGHTLY_STAGES, PinpipeConfig, local_folder
+from runtime.config import NIGHTLY_STAGES, PinpipeConfig, local_folder, trained_families
 from runtime.entry import Report, run_job, with_date_option
 from runtime.errors import explain
 from runtime.lake import Lake, counting_writes
@@ -114,15 +114,6 @@ def promoted_before(registry: Registry, family: str, day: dt.date) -> bool:
     return made_on != day.isoformat()
 
 
-def trained_family(cfg: PinpipeConfig, stage: str) -> str | None:
-    families = {
-        "train_teacher": cfg.teacher.family,
-        "train_student": cfg.student.family,
-        "train_two_tower": cfg.two_tower.family,
-    }
-    return families.get(stage)
-
-
 def lock_path(cfg: PinpipeConfig, day: dt.date) -> Path:
     """The date's lock file: a POSIX folder every machine that may start the nightly shares."""
     folder = local_folder(cfg.nightly.lock_dir, "nightly.lock_dir", cfg.lake.root, "_locks")
@@ -166,7 +157,7 @@ def run_stage(
     and raised as :class:`StageFailed`."""
     day, lake = cfg.nightly.date, Lake.at(cfg.lake.root)
     started = time.time()
-    family = trained_family(cfg, stage)
+    family = trained_families(cfg).get(stage)
     has_promoted = family is None or promoted_before(Registry(lake.artifacts_path()), family, day)
     if not on_schedule(stage, day, cfg.nightly.train_every_days, has_promoted):
         outcome = StageOutcome(stage, PR.SKIPPED, summary="not on its schedule today")

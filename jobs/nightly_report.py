@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 
 from models.registry import Registry
 from models.retrieval import IndexVersion, IndexVersions
-from runtime.config import PinpipeConfig, local_folder
+from runtime.config import PinpipeConfig, local_folder, trained_families
 from runtime.entry import run_job, with_date_option
 from runtime.lake import Lake
 from schemas import pipeline_runs as PR
@@ -103,7 +103,7 @@ def histogram(spark: SparkSession, lake: Lake, table: str, column: str, where, t
 def gather(spark: SparkSession, cfg: PinpipeConfig, day: dt.date) -> ReportData:
     lake = Lake.at(cfg.lake.root)
     registry = Registry(lake.artifacts_path())
-    families = [cfg.teacher.family, cfg.student.family, cfg.two_tower.family]
+    families = list(trained_families(cfg).values())
     quarantine = []
     if lake.exists(spark, "quarantine"):
         grouped = lake.read(spark, "quarantine").groupBy(Q.SOURCE, Q.TARGET_TABLE, Q.REASON).count()

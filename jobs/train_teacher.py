@@ -284,8 +284,8 @@ class TeacherOutputs:
     trained: TrainedTeacher
     quarantine: DataFrame
     inputs: dict[str, Any]  # input versions plus split sizes, for the manifest
+    test_rows: pd.DataFrame  # query, text, level of the test pairs: the gate's evaluation set
     base_model: str | None = None  # a LoRA teacher's base: outside the artifact, pinned in its manifest
-    test_rows: pd.DataFrame | None = None  # query, text, level of the test pairs: the gate's evaluation set
 
 
 @dataclass
@@ -377,7 +377,7 @@ def transform(
     }
     protocol = {"holdout_folds": sorted(holdout_folds)} if holdout_folds else {"test_fraction": split.test_fraction}
     base_model = model.backbone_path if model.lora_r > 0 else None
-    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol}, base_model, parts[TEST])
+    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol}, parts[TEST], base_model)
 
 
 def evaluate_published(folder: Path, rows: pd.DataFrame) -> RelevanceReport:
@@ -450,9 +450,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
         external={"base model": outputs.base_model} if outputs.base_model else None,
         key=content_key(config, inputs),
     )
-    decision = None
-    if section.promote and outputs.test_rows is not None:
-        decision = gate(registry, family, version, outputs.test_rows, section.gate)
+    decision = gate(registry, family, version, outputs.test_rows, section.gate) if section.promote else None
     if section.promote and (decision is None or decision.passed):
         registry.promote(family, version)
     print(trained.report)

@@ -61,7 +61,7 @@ class TwoTowerOutputs:
     item_ids: list[str]
     metrics: dict[str, Any]
     inputs: dict[str, Any]
-    test: Any = None  # models.two_tower_training.Sequences: the gate's evaluation users
+    test: Any  # models.two_tower_training.Sequences: the gate's evaluation users
 
 
 @dataclass(frozen=True)

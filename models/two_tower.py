@@ -148,20 +148,17 @@ class TwoTower(nn.Module):
 
     # ------------------------------------------------------------------ saving and loading
 
-    def _own_tensors(self) -> dict[str, torch.Tensor]:
-        """The state once: the user tower's view of a shared item table is left out (it is the
-        item tower's), and no metadata is written, so the same weights give the same file bytes."""
-        shared = self.settings.share_item_embeddings
-        return {
-            k: v.detach().cpu().contiguous()
-            for k, v in self.state_dict().items()
-            if not (shared and k.startswith("user_tower.items."))
-        }
+    def _shared_view(self, key: str) -> bool:
+        """Whether state ``key`` is the user tower's view of the item tower's shared table: it is
+        saved once, under the item tower's name (and no metadata is written, so the same weights
+        give the same file bytes)."""
+        return self.settings.share_item_embeddings and key.startswith("user_tower.items.")
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(self._own_tensors(), str(folder / WEIGHTS))
+        own = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not self._shared_view(k)}
+        save_file(own, str(folder / WEIGHTS))
         meta = {"n_items": self.n_items, "settings": dataclasses.asdict(self.settings)}
         (folder / SETTINGS).write_text(json.dumps(meta, indent=2))
         return folder
@@ -176,11 +173,9 @@ class TwoTower(nn.Module):
         )
         model = cls(meta["n_items"], TwoTowerSettings(**meta["settings"]), attributes)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        shared = {k for k in model.state_dict() if k not in model._own_tensors()}
-        if unexpected or set(missing) - shared:
-            raise ValueError(
-                f"{folder / WEIGHTS}: unexpected tensors {unexpected}, missing {sorted(set(missing) - shared)}"
-            )
+        missing = sorted(k for k in missing if not model._shared_view(k))
+        if unexpected or missing:
+            raise ValueError(f"{folder / WEIGHTS}: unexpected tensors {unexpected}, missing {missing}")
         return model.to(device or "cpu").eval()
 
 

@@ -68,6 +68,10 @@ def _require_at_least(section: Any, prefix: str, names: tuple[str, ...], minimum
         _require(value >= minimum, f"{prefix}.{name}", f"must be >= {minimum}", value)
 
 
+def _require_gate_metric(gate: GateSettings, prefix: str, metrics: tuple[str, ...]) -> None:
+    _require(gate.metric in metrics, f"{prefix}.gate.metric", f"one of {metrics}", gate.metric)
+
+
 def local_folder(setting: str, key: str, lake_root: str, default_name: str) -> Path:
     """A folder setting that must be a POSIX path (a lock, a report): ``setting``, or
     ``<lake_root>/<default_name>`` when it is empty and the lake is local; with a URI lake root
@@ -339,8 +343,8 @@ class TeacherConfig:
     promote: bool = _help("Promote the new version to CURRENT once it is published and passes its gate.")
     gate: GateSettings = _help(
         "Promotion gate: metric (kappa_cuts | kappa | ndcg_at_20 | accuracy) of the new teacher and of "
-        "production, both "
-        "scored (fp32 on CPU) on the new one's test pairs; promoted only if not worse by more than tolerance."
+        "production, both scored (fp32 on CPU) on the new one's test pairs; promoted only if not worse by "
+        "more than tolerance."
     )
     distributed_processes: int = _help(
         "0 = train in-process; N = data-parallel over N processes with pyspark's TorchDistributor."
@@ -381,12 +385,7 @@ class TeacherConfig:
         _require_at_least(self, "teacher", ("registry_keep",))
         _require_at_least(self, "teacher", ("max_labels", "distributed_processes", "int8_calibration_pairs"), minimum=0)
         _require(bool(self.family.strip()), "teacher.family", "must not be empty", self.family)
-        _require(
-            self.gate.metric in RELEVANCE_GATE_METRICS,
-            "teacher.gate.metric",
-            f"one of {RELEVANCE_GATE_METRICS}",
-            self.gate.metric,
-        )
+        _require_gate_metric(self.gate, "teacher", RELEVANCE_GATE_METRICS)
 
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16", "nf4")
@@ -500,12 +499,7 @@ class TwoTowerConfig:
     )
 
     def __post_init__(self) -> None:
-        _require(
-            self.gate.metric in TWO_TOWER_GATE_METRICS,
-            "two_tower.gate.metric",
-            f"one of {TWO_TOWER_GATE_METRICS}",
-            self.gate.metric,
-        )
+        _require_gate_metric(self.gate, "two_tower", TWO_TOWER_GATE_METRICS)
         _require(bool(self.source.strip()), "two_tower.source", "must not be empty", self.source)
         _require(bool(self.family.strip()), "two_tower.family", "must not be empty", self.family)
         _require_at_least(self, "two_tower", ("registry_keep", "max_attributes_per_item"))
@@ -592,6 +586,15 @@ RELEVANCE_GATE_METRICS = ("kappa_cuts", "kappa", "ndcg_at_20", "accuracy")
 TWO_TOWER_GATE_METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr") for k in (5, 10, 20))
 # The stages that train a model: the ones nightly.train_every_days may schedule.
 NIGHTLY_TRAINING_STAGES = ("train_teacher", "train_student", "train_two_tower")
+
+
+def trained_families(cfg: PinpipeConfig) -> dict[str, str]:
+    """Each training stage's registry family (the nightly's schedules, the run report's gates)."""
+    return {
+        "train_teacher": cfg.teacher.family,
+        "train_student": cfg.student.family,
+        "train_two_tower": cfg.two_tower.family,
+    }
 
 
 @dataclass(frozen=True)
@@ -688,12 +691,7 @@ class StudentConfig:
     )
 
     def __post_init__(self) -> None:
-        _require(
-            self.gate.metric in RELEVANCE_GATE_METRICS,
-            "student.gate.metric",
-            f"one of {RELEVANCE_GATE_METRICS}",
-            self.gate.metric,
-        )
+        _require_gate_metric(self.gate, "student", RELEVANCE_GATE_METRICS)
         _require(
             0.0 < self.validation_fraction < 1.0,
             "student.validation_fraction",

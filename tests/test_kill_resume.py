@@ -37,14 +37,21 @@ def commits(table_dir: Path) -> int:
     return sum(1 for p in log.glob("*.json")) if log.is_dir() else 0
 
 
+def module_command(module: str, sets: list[str]) -> list[str]:
+    """``python -m module --set s ...``"""
+    return [sys.executable, "-m", module, *(arg for s in sets for arg in ("--set", s))]
+
+
 def run_and_kill(module: str, sets: list[str], killed_when, timeout: float = 300) -> str:
     """Start ``python -m module --set ...`` in its own process group; SIGKILL the group as soon as
     ``killed_when()`` holds. Returns what it printed; fails if it finished before the kill."""
-    args = [sys.executable, "-m", module]
-    for s in sets:
-        args += ["--set", s]
     proc = subprocess.Popen(
-        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        module_command(module, sets),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -214,10 +221,7 @@ def whole_nightly_sets(root: Path, lake_root: Path) -> list[str]:
 
 def run_nightly(sets: list[str]) -> str:
     """The nightly as its own process (as the killed runs are: same session settings, threads)."""
-    args = [sys.executable, "-m", "jobs.nightly"]
-    for s in sets:
-        args += ["--set", s]
-    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(module_command("jobs.nightly", sets), cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
