@@ -15,10 +15,11 @@ are re-run idempotently; the teacher is trained only if none is promoted):
    same rows.
 4. The scale-up curves: the distilled MLP on a seeded sample of N teacher-labeled pairs (0 = all),
    with the training human labels mixed in and with teacher labels only.
-5. Inference: the distilled MLP and MMoE over ``student_features`` in a Spark ``mapInArrow`` UDF
-   vs a plain torch loop over the same Arrow batches in one process with the same cores (and
-   the Spark side with no model: the cost of shipping the rows); both gather the embeddings from
-   one lookup of the slice's texts (a broadcast in Spark). fp32 vs bf16 (CPU autocast) with the
+5. Inference: the distilled MLP and MMoE over ``student_features`` in a Spark Arrow UDF vs a
+   plain torch loop over the same Arrow batches in one process with the same cores (and the
+   Spark side with no model: the cost of shipping the rows); both take each row's two text
+   positions (joined in Spark) and dense features, and gather the embeddings from one lookup of
+   the slice's texts (a broadcast in Spark). fp32 vs bf16 (CPU autocast) with the
    metric change on the held-out rows.
 
 Writes ``reports/students.json`` and ``reports/students.png``.
@@ -35,6 +36,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa  # module-level: Spark reads the Arrow UDF's type hints from here
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -155,26 +158,27 @@ def inference(
     repeats: int,
     trials: int,
 ) -> dict[str, dict[str, float]]:
-    """Per student: rows/s in a Spark UDF vs a plain loop over the same Arrow batches (fp32 and
-    bf16), and the Spark side with no model (shipping the rows only). The rows are built once;
-    both sides gather embeddings from the same lookup (built once, a broadcast in Spark)."""
-    import pyarrow as pa
+    """Per student: rows/s in a Spark Arrow UDF vs a plain loop over the same Arrow batches (fp32
+    and bf16), and the Spark side with no model (shipping the rows only). The rows are built
+    once, with their texts' lookup positions joined in Spark; both sides take the same columns
+    (two positions and the dense features per row) and gather embeddings from the same lookup
+    (built once, a broadcast in Spark)."""
+    import numpy as np
     import torch
     from pyspark.sql import functions as F
 
     from jobs.student_features import embedding_lookup
     from models.student_scoring import StudentScorer
     from schemas import student_features as SF
-    from udfs.student_scorer import SCORED_SCHEMA, score_partitions
+    from udfs.student_scorer import INPUTS, score_arrays, scores, with_positions
 
     lake = Lake.at(cfg.lake.root)
-    cols = [SF.QUERY, SF.PIN_ID, SF.QUERY_TEXT_HASH, SF.PIN_TEXT_HASH, *SF.DENSE]
     features = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == cfg.student.feature_version)
     started = time.perf_counter()
     lookup = embedding_lookup(lake.read(spark, "text_embeddings"), features)
     shared = spark.sparkContext.broadcast(lookup)
     lookup_seconds = time.perf_counter() - started
-    rows = features.select(*cols)
+    rows = with_positions(features, lookup).select(SF.QUERY, SF.PIN_ID, *INPUTS)
     if repeats > 1:  # more rows than the corpus has, to time steady state
         base = rows
         for _ in range(repeats - 1):
@@ -184,7 +188,9 @@ def inference(
     n = rows.count()
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_rows))
 
-    batches = rows.toArrow().to_batches(max_chunksize=arrow_rows)  # the same rows, in Arrow batches
+    batches = [  # the same rows and columns, in Arrow batches of the same size
+        [batch.column(name) for name in INPUTS] for batch in rows.toArrow().to_batches(max_chunksize=arrow_rows)
+    ]
     torch.set_num_threads(cores)  # the plain loop: one process, every core
 
     def spark_pass(frame) -> Callable[[], None]:
@@ -192,14 +198,14 @@ def inference(
 
     def plain_pass(scorer: StudentScorer) -> Callable[[], None]:
         def run() -> None:
-            for batch in batches:
-                scorer.score(batch, lookup, model_rows)
+            for columns in batches:
+                score_arrays(scorer, lookup, columns, model_rows)
 
         return run
 
-    def nothing(batches):  # the floor: the same rows shipped to Python workers, no model
-        for batch in batches:
-            yield pa.RecordBatch.from_arrays([pa.array([len(batch)], pa.int64())], names=["rows"])
+    @F.arrow_udf("double")
+    def nothing(*columns: pa.Array) -> pa.Array:  # the floor: the same columns shipped, no model
+        return pa.array(np.zeros(len(columns[0])))
 
     def medians(passes: dict[str, Callable[[], None]]) -> dict[str, float]:
         """Median seconds of ``trials`` passes each, after one warm-up pass each (Spark workers
@@ -215,16 +221,11 @@ def inference(
                 seconds[name].append(time.perf_counter() - started)
         return {name: statistics.median(values) for name, values in seconds.items()}
 
-    transfer = medians({"transfer": spark_pass(rows.mapInArrow(nothing, "rows long"))})["transfer"]
+    transfer = medians({"transfer": spark_pass(rows.select(SF.QUERY, SF.PIN_ID, nothing(*INPUTS)))})["transfer"]
     out = {}
     for name, folder in folders.items():
         t = medians(
-            {
-                f"spark_{p}": spark_pass(
-                    rows.mapInArrow(score_partitions(folder, shared, p, model_rows), SCORED_SCHEMA)
-                )
-                for p in ("fp32", "bf16")
-            }
+            {f"spark_{p}": spark_pass(scores(rows, folder, shared, p, model_rows)) for p in ("fp32", "bf16")}
             | {f"plain_{p}": plain_pass(StudentScorer(folder, precision=p)) for p in ("fp32", "bf16")}
         )
         out[name] = {
@@ -337,10 +338,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--holdout-folds", type=int, nargs="+", default=[6, 7])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 30000, 0])
-    parser.add_argument("--inference-repeats", type=int, default=3, help="copies of student_features timed")
+    parser.add_argument("--inference-repeats", type=int, default=10, help="copies of student_features timed")
     parser.add_argument("--arrow-batch-rows", type=int, default=16384, help="rows per Arrow batch, both sides")
     parser.add_argument("--model-batch-rows", type=int, default=4096, help="rows per torch forward, both sides")
-    parser.add_argument("--inference-trials", type=int, default=3, help="timed passes per side (median reported)")
+    parser.add_argument("--inference-trials", type=int, default=5, help="timed passes per side (median reported)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per student (mean and std reported)")
     args = parser.parse_args()
     configure_logging()

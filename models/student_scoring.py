@@ -4,7 +4,8 @@
 into the arrays a student trains on; ``predict_relevance`` runs a model over such arrays in
 batches, in fp32 or under bf16/fp16 autocast. ``StudentScorer`` is a published student loaded
 from its folder, ready to score rows (pandas or Arrow): it keeps the lookup's matrix on the
-model's device and gathers each batch there from the rows' positions (``predict_gathered``).
+model's device and gathers each batch there from the rows' positions (``predict_gathered``),
+given as text hashes (``score``) or as positions Spark already joined on (``score_positions``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,16 @@ COUNT_COLUMNS = [SF.DENSE.index(SF.PIN_IMPRESSIONS), SF.DENSE.index(SF.QUERY_PIN
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def dense_features(columns) -> np.ndarray:
+    """The model's dense input ``[n, len(SF.DENSE)]`` from the :data:`SF.DENSE` columns, in
+    that order (NumPy arrays, Arrow arrays or pandas series)."""
+    return dense_matrix(np.column_stack([np.asarray(column) for column in columns]), COUNT_COLUMNS)
+
+
 def feature_positions(batch, lookup: EmbeddingLookup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query rows, pin rows in ``lookup.matrix``, dense features) of an Arrow record batch (or
     table, or pandas frame) of ``student_features`` rows: the embeddings stay in the lookup."""
-    dense = dense_matrix(np.column_stack([np.asarray(batch[name]) for name in SF.DENSE]), COUNT_COLUMNS)
+    dense = dense_features([batch[name] for name in SF.DENSE])
     return lookup.positions(batch[SF.QUERY_TEXT_HASH]), lookup.positions(batch[SF.PIN_TEXT_HASH]), dense
 
 
@@ -113,6 +120,12 @@ class StudentScorer:
     def score(self, rows, lookup: EmbeddingLookup, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, expected relevance) of ``student_features`` rows: a pandas frame or an
         Arrow record batch or table."""
-        table = self._table_of(lookup)
-        probs = predict_gathered(self.model, table, *feature_positions(rows, lookup), batch_size, self.precision)
+        return self.score_positions(*feature_positions(rows, lookup), lookup, batch_size)
+
+    def score_positions(
+        self, query: np.ndarray, pin: np.ndarray, dense: np.ndarray, lookup: EmbeddingLookup, batch_size: int = 4096
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The same for rows given as their texts' positions in ``lookup`` and dense features."""
+        query, pin = (np.array(rows, dtype=np.int64) for rows in (query, pin))  # owned (writable), as torch wants
+        probs = predict_gathered(self.model, self._table_of(lookup), query, pin, dense, batch_size, self.precision)
         return probs, probs @ self.levels

@@ -15,7 +15,7 @@ from models.student_scoring import StudentScorer
 from schemas import human_labels as HL
 from schemas import student_features as SF
 from tests.test_score_impressions import DAY3, ITEMS, overrides, publish_teacher, write_inputs
-from udfs.student_scorer import EXPECTED_RELEVANCE, SCORED_SCHEMA, score_partitions
+from udfs.student_scorer import EXPECTED_RELEVANCE, scores, with_positions
 
 
 def frame(rows, cols):
@@ -116,13 +116,18 @@ def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its
     table = lake.read(spark, "student_features")
     lookup = lookup_of(table)
     shared = spark.sparkContext.broadcast(lookup)
-    scored = table.mapInArrow(score_partitions(folder, shared, "fp32", 7), SCORED_SCHEMA).toPandas()
+    scored = scores(with_positions(table, lookup), folder, shared, "fp32", 7).toPandas()
     direct = table.toPandas()
     keys = list(zip(direct[SF.QUERY], direct[SF.PIN_ID], strict=True))
     expected = dict(zip(keys, StudentScorer(folder).score(direct, lookup)[1], strict=True))
     assert len(scored) == len(direct)
     for q, pin, value in zip(scored[SF.QUERY], scored[SF.PIN_ID], scored[EXPECTED_RELEVANCE], strict=True):
         assert value == pytest.approx(expected[(q, pin)], abs=1e-5)
+    # Rows whose texts the lookup lacks are refused, not dropped or scored as zeros.
+    sofa_lookup = lookup_of(table.filter(F.col(SF.QUERY) == "sofa ideas"))
+    partial = scores(with_positions(table, sofa_lookup), folder, spark.sparkContext.broadcast(sofa_lookup))
+    with pytest.raises(Exception, match="text positions are null: texts without an embedding"):
+        partial.collect()
 
 
 def shuffled_weights(safetensors_bytes: bytes, seed: int = 0) -> bytes:

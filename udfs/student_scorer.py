@@ -1,61 +1,108 @@
-"""A published student as a Spark ``mapInArrow`` function over ``student_features`` rows.
+"""A published student as a Spark Arrow UDF over ``student_features`` rows.
 
-Each Python worker loads the student once (``models.student_scoring.StudentScorer``, on the
-task's GPU or on CPU with the task's cores) and the ``EmbeddingLookup`` of the slice's texts
-once (a Spark broadcast), then scores every Arrow batch it is given: per row, Spark ships only
-the two text hashes and the dense features.
+``with_positions`` joins each row's two text hashes to their rows in the ``EmbeddingLookup``
+(a broadcast join in Spark, once), so the UDF is given, per row, two integers and the dense
+features — not two 64-character hashes to look up in Python — and hands back only the scores:
+the rows' other columns stay in the JVM. Each Python worker loads the student once
+(``models.student_scoring.StudentScorer``, on the task's GPU or on CPU with the task's cores)
+and the lookup once (a Spark broadcast).
+
+    positioned = with_positions(features, lookup)          # lookup: the EmbeddingLookup
+    scored = scores(positioned, folder, spark.sparkContext.broadcast(lookup))
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
+import numpy as np
 import pyarrow as pa
 from pyspark import Broadcast
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
 
-from models.embedding_lookup import EmbeddingLookup
-from models.student_scoring import StudentScorer
+from models.embedding_lookup import EmbeddingLookup, MissingEmbeddings
+from models.student_scoring import StudentScorer, dense_features
 from schemas import student_features as SF
 from udfs.arrow_lists import float32_lists
 from udfs.task_resources import worker_model
 
+QUERY_POSITION = "query_position"
+PIN_POSITION = "pin_position"
 PROBABILITIES = "probabilities"
 EXPECTED_RELEVANCE = "expected_relevance"
+INPUTS = (QUERY_POSITION, PIN_POSITION, *SF.DENSE)
 
-SCORED_SCHEMA = StructType(
+SCORES = StructType(
     [
-        StructField(SF.QUERY, StringType(), nullable=False),
-        StructField(SF.PIN_ID, StringType(), nullable=False),
         StructField(PROBABILITIES, ArrayType(FloatType(), containsNull=False), nullable=False),
         StructField(EXPECTED_RELEVANCE, DoubleType(), nullable=False),
     ]
 )
+SCORED_SCHEMA = StructType(
+    [
+        StructField(SF.QUERY, StringType(), nullable=False),
+        StructField(SF.PIN_ID, StringType(), nullable=False),
+        *SCORES.fields,
+    ]
+)
+
+
+def with_positions(rows: DataFrame, lookup: EmbeddingLookup) -> DataFrame:
+    """``rows`` (``student_features``) with :data:`QUERY_POSITION` and :data:`PIN_POSITION`: the
+    rows of their texts in ``lookup.matrix``, null where the lookup lacks a text (the UDF then
+    refuses the batch; no row is dropped here)."""
+    spark = rows.sparkSession
+    keys = spark.createDataFrame(
+        pa.table({"text_hash": pa.array(lookup.keys.tolist(), pa.string()), "position": np.arange(len(lookup))})
+    )
+    for hash_column, position in ((SF.QUERY_TEXT_HASH, QUERY_POSITION), (SF.PIN_TEXT_HASH, PIN_POSITION)):
+        named = keys.withColumnsRenamed({"text_hash": f"_{hash_column}", "position": position})
+        rows = rows.join(F.broadcast(named), rows[hash_column] == named[f"_{hash_column}"], "left").drop(
+            f"_{hash_column}"
+        )
+    return rows
 
 
 def student_for(folder: str, precision: str) -> StudentScorer:
     return worker_model(("student", folder, precision), lambda device: StudentScorer(folder, device, precision))
 
 
-def score_partitions(
-    folder: str, lookup: Broadcast[EmbeddingLookup], precision: str = "fp32", batch_size: int = 4096
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """A ``mapInArrow`` function from ``student_features`` rows to :data:`SCORED_SCHEMA`.
-    ``lookup``: ``spark.sparkContext.broadcast(embedding_lookup(...))`` of the rows' texts."""
+def score_arrays(
+    scorer: StudentScorer, lookup: EmbeddingLookup, columns: list[pa.Array], batch_size: int
+) -> pa.StructArray:
+    """:data:`SCORES` of one Arrow batch of the :data:`INPUTS` columns, in that order."""
+    query, pin, *dense = columns
+    missing = query.null_count + pin.null_count
+    if missing:
+        raise MissingEmbeddings(f"{missing:,} text positions are null: texts without an embedding in the lookup")
+    probs, expected = scorer.score_positions(
+        query.to_numpy(), pin.to_numpy(), dense_features(dense), lookup, batch_size
+    )
+    return pa.StructArray.from_arrays(
+        [float32_lists(probs), pa.array(expected, pa.float64())], names=[PROBABILITIES, EXPECTED_RELEVANCE]
+    )
 
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        scorer = student_for(folder, precision)
-        texts = lookup.value  # loaded once per Python worker
-        for batch in batches:
-            probs, expected = scorer.score(batch, texts, batch_size)
-            yield pa.RecordBatch.from_arrays(
-                [
-                    batch.column(SF.QUERY),
-                    batch.column(SF.PIN_ID),
-                    float32_lists(probs),
-                    pa.array(expected, pa.float64()),
-                ],
-                names=[SF.QUERY, SF.PIN_ID, PROBABILITIES, EXPECTED_RELEVANCE],
-            )
+
+def student_udf(folder: str, lookup: Broadcast[EmbeddingLookup], precision: str = "fp32", batch_size: int = 4096):
+    """An Arrow UDF of the :data:`INPUTS` columns -> :data:`SCORES`."""
+
+    @F.arrow_udf(SCORES)
+    def score(*columns: pa.Array) -> pa.Array:
+        return score_arrays(student_for(folder, precision), lookup.value, list(columns), batch_size)
 
     return score
+
+
+def scores(
+    positioned: DataFrame,
+    folder: str,
+    lookup: Broadcast[EmbeddingLookup],
+    precision: str = "fp32",
+    batch_size: int = 4096,
+) -> DataFrame:
+    """:data:`SCORED_SCHEMA` rows of ``positioned`` (``with_positions`` of ``student_features``
+    rows and ``lookup.value``): the student's level probabilities and expected relevance."""
+    scored = student_udf(folder, lookup, precision, batch_size)(*INPUTS).alias("_scores")
+    return positioned.select(SF.QUERY, SF.PIN_ID, scored).select(
+        SF.QUERY, SF.PIN_ID, f"_scores.{PROBABILITIES}", f"_scores.{EXPECTED_RELEVANCE}"
+    )
