@@ -9,8 +9,10 @@ Layout under the registry root (``<lake>/artifacts`` by default)::
     <family>/CANDIDATE                     a version that passed its gate and waits (two-tower: for its index)
     <family>/GATES.jsonl                   every gate decision on the family's candidates, one JSON per line
 
-A version is built in a staging folder and renamed into place only when complete, so a crash
-never leaves a half-written version. Publishing prunes the oldest versions beyond ``keep``,
+A version is built in a staging folder (``.staging-<uuid>-<pid>@<host>``) and renamed into place
+only when complete, so a crash never leaves a half-written version; the staging folder of a
+publisher killed on this host is deleted by the next publish of the family (one on another host,
+or still running, is left alone). Publishing prunes the oldest versions beyond ``keep``,
 never the promoted one. ``rollback`` pops the promotion stack: it promotes the version that was
 production before the current one (never a version that was published but not promoted, such as
 a candidate its gate rejected). A ``key`` (a digest of the config and inputs that made the
@@ -24,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -31,16 +34,31 @@ from pathlib import Path
 from typing import Any
 
 from models.fingerprint import file_sha256
+from models.processes import gone, this_host
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 PROMOTIONS = "PROMOTIONS"
 CANDIDATE = "CANDIDATE"
 GATES = "GATES.jsonl"
+STAGING = ".staging-"
+_STAGING_OWNER = re.compile(r"^\.staging-[0-9a-f]{32}-(?P<pid>\d+)@(?P<host>.+)$")
 
 
 class RegistryError(RuntimeError):
     """A registry operation could not be done (unknown family/version, tampered files, ...)."""
+
+
+def remove_abandoned_staging(family_dir: Path) -> list[str]:
+    """Delete the staging folders under ``family_dir`` whose publisher is known to be gone
+    (killed on this host); returns their names."""
+    removed = []
+    for folder in sorted(family_dir.glob(f"{STAGING}*")):
+        owner = _STAGING_OWNER.match(folder.name)
+        if owner and gone(owner["host"], int(owner["pid"])):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -102,7 +120,8 @@ class Registry:
             return same
         family_dir = self.root / family
         family_dir.mkdir(parents=True, exist_ok=True)
-        staging = family_dir / f".staging-{uuid.uuid4().hex}"
+        remove_abandoned_staging(family_dir)
+        staging = family_dir / f"{STAGING}{uuid.uuid4().hex}-{os.getpid()}@{this_host()}"
         staging.mkdir()
         try:
             extra = build(staging) or {}

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from models.processes import gone
+
 
 class LockHeld(RuntimeError):
     """Another live run holds the lock."""
@@ -49,23 +51,13 @@ class Holder:
     def stale(self, now: float) -> bool:
         if now >= self.expires_at:
             return True
-        return self.host == socket.gethostname() and not _pid_alive(self.pid)
+        return gone(self.host, self.pid)
 
     def describe(self, now: float) -> str:
         return (
             f"pid {self.pid} on {self.host}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started))}"
             f"; its lease ends in {max(self.expires_at - now, 0):.0f} s unless it renews it"
         )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, someone else's
-        return True
-    return True
 
 
 class RunLock:

@@ -1,4 +1,9 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +145,40 @@ def test_rollback_of_a_family_without_production_is_one_line_and_exit_1(tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("pinpipe rollback: error: ") and "'student' has no promoted version to roll back from" in err
     assert len(err.splitlines()) == 1
+
+
+PUBLISH_AND_HANG = """
+import sys, time
+from models.registry import Registry
+def build(folder):
+    (folder / "weights.bin").write_text("half")
+    print("building", flush=True)
+    time.sleep(600)
+Registry(sys.argv[1]).publish("student", build)
+"""
+
+
+def publisher_in_build(root: Path) -> subprocess.Popen:
+    """A process publishing to ``root`` that stops inside ``build`` (its staging folder written)."""
+    cwd = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUBLISH_AND_HANG, str(root)], cwd=cwd, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "building"
+    return proc
+
+
+def test_a_killed_publishers_staging_folder_is_removed_by_the_next_publish_a_live_ones_is_not(tmp_path):
+    killed, live = publisher_in_build(tmp_path), publisher_in_build(tmp_path)
+    try:
+        os.kill(killed.pid, signal.SIGKILL)  # mid-build: no cleanup runs
+        killed.wait()
+        staging = sorted(p.name for p in (tmp_path / "student").glob(".staging-*"))
+        assert len(staging) == 2 and all(name.endswith(f"@{os.uname().nodename}") for name in staging)
+        assert Registry(tmp_path).publish("student", writer("whole")) == "v0001"
+        left = [p.name for p in (tmp_path / "student").glob(".staging-*")]
+        assert left == [f for f in staging if f"-{live.pid}@" in f]  # the live publisher's folder stays
+    finally:
+        live.kill()
+        live.wait()
+    assert Registry(tmp_path).versions("student") == ["v0001"]
