@@ -7,14 +7,17 @@
    * embeddings: each distinct query and pin text is hashed (SHA-256); only hashes not in the
      cache are embedded, by the bi-encoder in a pandas UDF (``udfs.text_encoder``); a row keeps
      the two hashes and the cosine, and readers gather the vectors through ``embedding_lookup``;
+     the feature rows are a function of the cache (``features(vectors)``): ``write`` gives them
+     the cache as it stands after this run's embeddings are in it;
    * BM25 of the query against the pin text, with document frequencies and the mean length
      computed in Spark over every pin of the slice (``bm25_scores``);
    * engagement, smoothed toward a prior worth ``prior_impressions`` impressions: pin CTR and
      save rate (toward the window's rates), query-pin CTR (toward the pin's), and query-pin
      clicks over expected clicks at the positions shown (COEC, toward 1);
    * pairs whose pin has no text go to quarantine.
-3. ``write``: new embeddings (one insert-only MERGE: a re-run embeds nothing it has seen), the
-   ``feature_version`` slice of ``student_features``, and this job's quarantine slice.
+3. ``write``: new embeddings (one insert-only MERGE: a re-run embeds nothing it has seen), then
+   the ``feature_version`` slice of ``student_features`` (cosines from the cache read back, so
+   the encoder runs once per new text), and this job's quarantine slice.
 
 Local:    pinpipe student_features [--set student_features.as_of=2026-11-02]
 Cluster:  spark-submit --py-files dist/pinpipe.zip --jars ... jobs/student_features.py --env cluster
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,7 +183,7 @@ class StudentFeatureInputs:
 @dataclass(frozen=True)
 class StudentFeatureOutputs:
     new_embeddings: DataFrame
-    features: DataFrame
+    features: Callable[[DataFrame], DataFrame]  # text_embeddings rows of the encoder version -> rows
     quarantine: DataFrame
     feature_version: str
     encoder_version: str
@@ -230,11 +233,6 @@ def transform(
 ) -> StudentFeatureOutputs:
     pairs = feature_pairs(inputs.impressions, inputs.labels)
     new = embed_texts(texts_to_embed(pairs, inputs.pin_texts, inputs.cached), inputs.encoder, inputs.encoder_version)
-    vectors = (
-        inputs.cached.select(TE.TEXT_HASH, TE.EMBEDDING)
-        .unionByName(new.select(TE.TEXT_HASH, TE.EMBEDDING))
-        .dropDuplicates([TE.TEXT_HASH])  # the cache may already hold what this run embedded
-    )
     with_text = pairs.join(inputs.pin_texts, SF.PIN_ID, "left")
     quarantine = to_quarantine(
         with_text.filter(F.col(TEXT).isNull()).select(
@@ -244,17 +242,11 @@ def transform(
         "student_features",
     )
     known = with_text.filter(F.col(TEXT).isNotNull())
-    query_vec = vectors.select(F.col(TE.TEXT_HASH).alias(SF.QUERY_TEXT_HASH), F.col(TE.EMBEDDING).alias("_qv"))
-    pin_vec = vectors.select(F.col(TE.TEXT_HASH).alias(SF.PIN_TEXT_HASH), F.col(TE.EMBEDDING).alias("_pv"))
-    embedded = (
-        known.withColumns({SF.QUERY_TEXT_HASH: text_hash(F.col(SF.QUERY)), SF.PIN_TEXT_HASH: text_hash(F.col(TEXT))})
-        .join(query_vec, SF.QUERY_TEXT_HASH)
-        .join(pin_vec, SF.PIN_TEXT_HASH)
-    )
-    cosine = F.aggregate(F.zip_with("_qv", "_pv", lambda x, y: x * y), F.lit(0.0).cast("double"), lambda a, v: a + v)
-    features = (
-        embedded.select(SF.QUERY, SF.PIN_ID, SF.QUERY_TEXT_HASH, SF.PIN_TEXT_HASH, cosine.alias(SF.COSINE))
-        .join(bm25_scores(known.select(SF.QUERY, SF.PIN_ID), inputs.pin_texts, bm25.k1, bm25.b), [SF.QUERY, SF.PIN_ID])
+    hashed = known.withColumns(
+        {SF.QUERY_TEXT_HASH: text_hash(F.col(SF.QUERY)), SF.PIN_TEXT_HASH: text_hash(F.col(TEXT))}
+    ).select(SF.QUERY, SF.PIN_ID, SF.QUERY_TEXT_HASH, SF.PIN_TEXT_HASH)
+    rest = (
+        bm25_scores(known.select(SF.QUERY, SF.PIN_ID), inputs.pin_texts, bm25.k1, bm25.b)
         .join(
             engagement(known.select(SF.QUERY, SF.PIN_ID), inputs.impressions, smoothing.prior_impressions),
             [SF.QUERY, SF.PIN_ID],
@@ -266,23 +258,46 @@ def transform(
                 SF.FEATURE_VERSION: F.lit(feature_version),
             }
         )
-        .select(*table_spec("student_features").schema.fieldNames())
     )
+
+    def features(vectors: DataFrame) -> DataFrame:
+        return (
+            with_cosine(hashed, vectors)
+            .join(rest, [SF.QUERY, SF.PIN_ID])
+            .select(*table_spec("student_features").schema.fieldNames())
+        )
+
     return StudentFeatureOutputs(new, features, quarantine, feature_version, inputs.encoder_version)
 
 
+def with_cosine(hashed: DataFrame, vectors: DataFrame) -> DataFrame:
+    """``hashed`` (rows with both text hashes) + the cosine of the two texts' embeddings, from
+    ``vectors`` (``text_hash, embedding``); rows whose texts have no vector are dropped."""
+    query_vec = vectors.select(F.col(TE.TEXT_HASH).alias(SF.QUERY_TEXT_HASH), F.col(TE.EMBEDDING).alias("_qv"))
+    pin_vec = vectors.select(F.col(TE.TEXT_HASH).alias(SF.PIN_TEXT_HASH), F.col(TE.EMBEDDING).alias("_pv"))
+    cosine = F.aggregate(F.zip_with("_qv", "_pv", lambda x, y: x * y), F.lit(0.0).cast("double"), lambda a, v: a + v)
+    return (
+        hashed.join(query_vec, SF.QUERY_TEXT_HASH)
+        .join(pin_vec, SF.PIN_TEXT_HASH)
+        .select(*hashed.columns, cosine.alias(SF.COSINE))
+    )
+
+
 def write(outputs: StudentFeatureOutputs, lake: Lake) -> StudentFeaturesReport:
-    """New embeddings first (one MERGE), then the ``feature_version`` slice and the quarantine slice."""
-    spark = outputs.features.sparkSession
+    """New embeddings first (one MERGE), then the ``feature_version`` slice — its cosines read
+    from ``text_embeddings`` as it stands after the MERGE, so no text is embedded twice — and
+    the quarantine slice."""
+    spark = outputs.quarantine.sparkSession
     new = outputs.new_embeddings.persist()
     try:
         with job_description(spark, f"student_features: embed new texts ({outputs.encoder_version})"):
             embedded = lake.insert_new(new, "text_embeddings", (TE.TEXT_HASH, TE.ENCODER_VERSION))
-        with job_description(spark, "student_features: write student_features"):
-            where = f"{SF.FEATURE_VERSION} = {sql_literal(outputs.feature_version)}"
-            written = lake.replace_slice(outputs.features, "student_features", where)
     finally:
         new.unpersist()
+    vectors = lake.read(spark, "text_embeddings").filter(F.col(TE.ENCODER_VERSION) == outputs.encoder_version)
+    with job_description(spark, "student_features: write student_features"):
+        where = f"{SF.FEATURE_VERSION} = {sql_literal(outputs.feature_version)}"
+        written = lake.replace_slice(outputs.features(vectors), "student_features", where)
     quarantined = lake.replace_slice(outputs.quarantine, "quarantine", f"source = {sql_literal(SOURCE)}")
     return StudentFeaturesReport(outputs.encoder_version, embedded, written, quarantined)
 

@@ -11,6 +11,7 @@ from models.bm25 import BM25
 from models.random_models import save_random_backbone
 from models.student_settings import EncoderSettings
 from models.text_encoder import TextEncoder, encoder_version
+from runtime.lake import Lake
 from schemas import human_labels as HL
 from schemas import pin_text_features as PTF
 from schemas import search_impressions as SI
@@ -93,14 +94,25 @@ def features_lake(spark, lake, tmp_path):
 
 
 def test_job_embeds_each_text_once_and_a_rerun_embeds_nothing_and_leaves_the_table_equal(
-    spark, lake, cfg_for, features_lake
+    spark, lake, cfg_for, features_lake, monkeypatch
 ):
     cfg = cfg_for(
         f"student_features.encoder_path={features_lake}",
         f"student_features.as_of={DAY3.isoformat()}",
         "student_features.window_days=2",
     )
+    plans = {}
+    replace_slice = Lake.replace_slice
+
+    def recording(self, frame, table, where):  # the optimized plan of each slice written
+        plans[table] = frame._jdf.queryExecution().optimizedPlan().toString()
+        return replace_slice(self, frame, table, where)
+
+    monkeypatch.setattr(Lake, "replace_slice", recording)
     first = student_features.run(spark, cfg)
+    # The feature rows take their cosines from the cache after the MERGE: the encoder (a Python
+    # UDF) ran once, for the MERGE, and is not in the plan of the rows written after it.
+    assert "MapInPandas" not in plans["student_features"] and "Python" not in plans["student_features"]
     table = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == "v1")
     rows = table.toPandas()
     # Window: days 2 and 3 only; plus the two labeled pairs (normalised query).
