@@ -18,7 +18,7 @@ import pyarrow as pa
 from pyspark import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
 from models.embedding_lookup import EmbeddingLookup, MissingEmbeddings
 from models.student_scoring import StudentScorer, dense_features
@@ -36,13 +36,6 @@ SCORES = StructType(
     [
         StructField(PROBABILITIES, ArrayType(FloatType(), containsNull=False), nullable=False),
         StructField(EXPECTED_RELEVANCE, DoubleType(), nullable=False),
-    ]
-)
-SCORED_SCHEMA = StructType(
-    [
-        StructField(SF.QUERY, StringType(), nullable=False),
-        StructField(SF.PIN_ID, StringType(), nullable=False),
-        *SCORES.fields,
     ]
 )
 
@@ -100,8 +93,9 @@ def scores(
     precision: str = "fp32",
     batch_size: int = 4096,
 ) -> DataFrame:
-    """:data:`SCORED_SCHEMA` rows of ``positioned`` (``with_positions`` of ``student_features``
-    rows and ``lookup.value``): the student's level probabilities and expected relevance."""
+    """``query, pin_id, probabilities, expected_relevance`` of ``positioned`` (``with_positions``
+    of ``student_features`` rows and ``lookup.value``): the student's level probabilities and
+    expected relevance per row."""
     scored = student_udf(folder, lookup, precision, batch_size)(*INPUTS).alias("_scores")
     return positioned.select(SF.QUERY, SF.PIN_ID, scored).select(
         SF.QUERY, SF.PIN_ID, f"_scores.{PROBABILITIES}", f"_scores.{EXPECTED_RELEVANCE}"
