@@ -76,6 +76,15 @@ def git_commit() -> str:
     return head.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
 
 
+COMMIT_AT_START = git_commit()  # a bench imports this module first: the code it runs is this commit's
+
+
+def record_commit() -> str:
+    """The commit a bench ran (the one at its start); if HEAD moved while it ran, that is said too."""
+    now = git_commit()
+    return COMMIT_AT_START if now == COMMIT_AT_START else f"{COMMIT_AT_START} (HEAD when written: {now})"
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -111,8 +120,9 @@ def machine() -> dict[str, Any]:
 
 
 def write_record(record: Record, out_dir: Path = REPORTS) -> Path:
-    """Fill in commit, date and machine (unless given), write ``<out_dir>/<name>.json``, print the table."""
-    record.commit = record.commit or git_commit()
+    """Fill in commit (the one the bench started at), date and machine (unless given), write
+    ``<out_dir>/<name>.json``, print the table."""
+    record.commit = record.commit or record_commit()
     record.date = record.date or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     record.machine = record.machine or machine()
     out_dir.mkdir(parents=True, exist_ok=True)
