@@ -32,9 +32,12 @@ def test_records_round_trip_and_mark_what_is_not_measured(tmp_path):
 def test_a_record_names_the_commit_its_bench_started_at(tmp_path, monkeypatch):
     from bench import record as rec
 
+    def written_commit() -> str:
+        return json.loads(write_record(Record("x", "t", "c", [Figure("f", 1.0)]), tmp_path).read_text())["commit"]
+
     monkeypatch.setattr(rec, "COMMIT_AT_START", "a" * 40)
     monkeypatch.setattr(rec, "git_commit", lambda: "a" * 40)
-    assert json.loads(write_record(Record("x", "t", "c", [Figure("f", 1.0)]), tmp_path).read_text())["commit"] == "a" * 40
+    assert written_commit() == "a" * 40
     monkeypatch.setattr(rec, "git_commit", lambda: "b" * 40)  # a commit landed while the bench ran
-    commit = json.loads(write_record(Record("x", "t", "c", [Figure("f", 1.0)]), tmp_path).read_text())["commit"]
+    commit = written_commit()
     assert commit.startswith("a" * 40) and "b" * 40 in commit
