@@ -57,7 +57,7 @@ class TwoTowerInputs:
 
 @dataclass
 class TwoTowerOutputs:
-    model: Any  # models.two_tower.TwoTower (torch stays out of the driver's imports until needed)
+    model: Any  # models.two_tower.RetrievalModel (torch stays out of the driver's imports until needed)
     item_ids: list[str]
     metrics: dict[str, Any]
     inputs: dict[str, Any]
@@ -152,8 +152,7 @@ def transform(
 ) -> TwoTowerOutputs:
     import torch
 
-    from models.two_tower import TwoTower
-    from models.two_tower_training import evaluate, evaluate_ann, fit
+    from models.two_tower_training import evaluate, evaluate_ann, fit_members
 
     spark = inputs.engagements.sparkSession
     index = item_index(inputs.engagements).persist()
@@ -201,14 +200,14 @@ def transform(
             f"{int((attributes[1:] > 0).any(1).sum()):,}",
             f"{n_items:,}",
         )
-    torch.manual_seed(training.seed)
-    result = fit(TwoTower(n_items, model, attributes), split.train, split.validation, counts, training)
+    result = fit_members(n_items, model, attributes, split.train, split.validation, counts, training)
     test = evaluate(result.model, split.test)
     metrics = {
         "validation": result.validation.as_dict(),
         "test": test.as_dict(),
         "test_ann": evaluate_ann(result.model, split.test, index_factory, index_params),
         "best_epoch": result.best_epoch,
+        **({"member_best_epochs": result.member_best_epochs} if result.member_best_epochs else {}),
         "history": result.history,
         "train_seconds": round(result.seconds, 1),
     }

@@ -18,7 +18,7 @@ import torch
 
 from models.registry import Registry, RegistryError
 from models.sharded_index import IndexDescription, ShardedIndex
-from models.two_tower import TwoTower, load_artifact
+from models.two_tower import RetrievalModel, load_artifact
 
 INDEXES = "indexes"  # the index registry's folder under the artifacts root
 
@@ -83,7 +83,7 @@ class Retrieval:
     """Top-k items for a user history: the promoted model's user tower, the promoted index."""
 
     def __init__(
-        self, model: TwoTower, pins: list[str], index: ShardedIndex, index_version: str, model_source: str = ""
+        self, model: RetrievalModel, pins: list[str], index: ShardedIndex, index_version: str, model_source: str = ""
     ) -> None:
         self.model, self.pins, self.index, self.index_version = model, pins, index, index_version
         self.model_source = model_source  # the engagement source the model was trained on

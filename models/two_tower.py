@@ -150,46 +150,109 @@ class TwoTower(nn.Module):
 
     def _shared_view(self, key: str) -> bool:
         """Whether state ``key`` is the user tower's view of the item tower's shared table: it is
-        saved once, under the item tower's name (and no metadata is written, so the same weights
-        give the same file bytes)."""
+        saved once, under the item tower's name."""
         return self.settings.share_item_embeddings and key.startswith("user_tower.items.")
 
     def save(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        own = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not self._shared_view(k)}
-        save_file(own, str(folder / WEIGHTS))
-        meta = {"n_items": self.n_items, "settings": dataclasses.asdict(self.settings)}
-        (folder / SETTINGS).write_text(json.dumps(meta, indent=2))
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path, device: torch.device | None = None) -> TwoTower:
-        folder = Path(folder)
-        meta = json.loads((folder / SETTINGS).read_text())
-        state = load_file(folder / WEIGHTS)
-        attributes = next(
-            (v for k, v in state.items() if k.endswith("items.attributes") or k.endswith("tower.attributes")), None
-        )
-        model = cls(meta["n_items"], TwoTowerSettings(**meta["settings"]), attributes)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = sorted(k for k in missing if not model._shared_view(k))
-        if unexpected or missing:
-            raise ValueError(f"{folder / WEIGHTS}: unexpected tensors {unexpected}, missing {missing}")
-        return model.to(device or "cpu").eval()
+        return _save(self, folder)
 
 
-def load_artifact(folder: str | Path, device: torch.device | None = None) -> tuple[TwoTower, list[str]]:
+class _SideBySide:
+    """One side (item or user towers) of a :class:`TwoTowerEnsemble`: the members' unit vectors
+    concatenated over sqrt(members) — a unit vector whose dot product with the other side's is
+    the members' mean cosine. Called and ``encode``-d as one tower is."""
+
+    def __init__(self, towers: list[nn.Module]) -> None:
+        self.towers = towers
+        self.scale = len(towers) ** -0.5
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return torch.cat([tower(*args, **kwargs) for tower in self.towers], -1) * self.scale
+
+    @torch.no_grad()
+    def encode(self, histories: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+        return torch.cat([tower.encode(histories, batch) for tower in self.towers], -1) * self.scale
+
+
+class TwoTowerEnsemble(nn.Module):
+    """Two-towers trained apart (``models.two_tower_training.fit_members``) served as one model
+    of width ``members * dim``: ``item_tower``, ``user_tower`` and ``all_items`` give the members'
+    vectors side by side (:class:`_SideBySide`), so the retriever, the item embedder and a FAISS
+    index take it as they take a single two-tower."""
+
+    def __init__(self, members: list[TwoTower]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.n_items = members[0].n_items
+        self.settings = dataclasses.replace(members[0].settings, members=len(members))
+        self.item_tower = _SideBySide([m.item_tower for m in members])
+        self.user_tower = _SideBySide([m.user_tower for m in members])
+
+    def all_items(self, batch: int = 8192) -> torch.Tensor:
+        return torch.cat([m.all_items(batch) for m in self.members], -1) * len(self.members) ** -0.5
+
+    def _shared_view(self, key: str) -> bool:
+        """A member's shared view, or the catalogue's attributes of a member after the first
+        (every member is built on the same attributes tensor: saved once)."""
+        _, k, rest = key.split(".", 2)
+        return self.members[int(k)]._shared_view(rest) or (k != "0" and rest == "item_tower.attributes")
+
+    def save(self, folder: str | Path) -> Path:
+        return _save(self, folder)
+
+
+RetrievalModel = TwoTower | TwoTowerEnsemble
+
+
+def new_model(n_items: int, settings: TwoTowerSettings, attributes: torch.Tensor | None = None) -> RetrievalModel:
+    """An untrained model of ``settings``: one two-tower, or ``settings.members`` of them."""
+    if settings.members == 1:
+        return TwoTower(n_items, settings, attributes)
+    member = dataclasses.replace(settings, members=1)
+    return TwoTowerEnsemble([TwoTower(n_items, member, attributes) for _ in range(settings.members)])
+
+
+def _save(model: RetrievalModel, folder: str | Path) -> Path:
+    """The weights (a shared table once, under the item tower's name; no metadata, so the same
+    weights give the same file bytes) and the settings of ``model`` in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    own = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not model._shared_view(k)}
+    save_file(own, str(folder / WEIGHTS))
+    meta = {"n_items": model.n_items, "settings": dataclasses.asdict(model.settings)}
+    (folder / SETTINGS).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_model(folder: str | Path, device: torch.device | None = None) -> RetrievalModel:
+    """The model saved in ``folder`` (``save``), in eval mode on ``device``."""
+    folder = Path(folder)
+    meta = json.loads((folder / SETTINGS).read_text())
+    state = load_file(folder / WEIGHTS)
+    attributes = next(
+        (v for k, v in state.items() if k.endswith("items.attributes") or k.endswith("tower.attributes")), None
+    )
+    model = new_model(meta["n_items"], TwoTowerSettings(**meta["settings"]), attributes)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = sorted(k for k in missing if not model._shared_view(k))
+    if unexpected or missing:
+        raise ValueError(f"{folder / WEIGHTS}: unexpected tensors {unexpected}, missing {missing}")
+    return model.to(device or "cpu").eval()
+
+
+def load_artifact(folder: str | Path, device: torch.device | None = None) -> tuple[RetrievalModel, list[str]]:
     """The model of a published two-tower artifact and its items' pin ids."""
     folder = Path(folder)
-    return TwoTower.load(folder / MODEL_FOLDER, device), json.loads((folder / ITEMS_FILE).read_text())
+    return load_model(folder / MODEL_FOLDER, device), json.loads((folder / ITEMS_FILE).read_text())
 
 
 class Retriever:
     """Serving side: the item vectors computed once, users scored against all of them with the
     items they already engaged with masked out."""
 
-    def __init__(self, model: TwoTower) -> None:
+    def __init__(self, model: RetrievalModel) -> None:
         self.model = model.eval()
         with torch.no_grad():
             self.items = model.all_items()

@@ -20,6 +20,9 @@ class TwoTowerSettings:
     temperature: float = 0.05  # initial softmax temperature of the cosine scores
     learn_temperature: bool = True
     share_item_embeddings: bool = True  # the user tower reads history through the item tower's ID table
+    # Two-towers trained apart (seeds seed, seed+1, ...; each its own early stopping) and served as
+    # one whose vectors are theirs side by side: a score is the members' mean cosine.
+    members: int = 1
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -32,6 +35,13 @@ class TwoTowerSettings:
             )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
+
+    @property
+    def width(self) -> int:
+        """Width of the served user and item vectors: ``dim`` per member."""
+        return self.dim * self.members
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ a negative.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -20,8 +21,8 @@ from torch.nn import functional as F
 
 from models.retrieval_metrics import KS, RankAccumulator, RankingMetrics, metrics_from_ranks, ranks_from_top_lists
 from models.torch_modes import evaluating
-from models.two_tower import Retriever, TwoTower
-from models.two_tower_settings import TwoTowerTrainSettings
+from models.two_tower import RetrievalModel, Retriever, TwoTower, TwoTowerEnsemble
+from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,15 @@ class Sequences:
 
 @dataclass
 class TwoTowerFit:
-    model: TwoTower
-    best_epoch: int
+    model: RetrievalModel
+    best_epoch: int  # an ensemble's: its members' latest
     validation: RankingMetrics
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    member_best_epochs: list[int] = field(default_factory=list)
 
 
-def evaluate(model: TwoTower, sequences: Sequences, batch: int = 1024) -> RankingMetrics:
+def evaluate(model: RetrievalModel, sequences: Sequences, batch: int = 1024) -> RankingMetrics:
     """Full ranking of each row's held-out item, its history masked."""
     ranks = RankAccumulator(model.n_items)
     order = torch.argsort((sequences.histories > 0).sum(1), stable=True)  # similar lengths together
@@ -138,7 +140,7 @@ def evaluate(model: TwoTower, sequences: Sequences, batch: int = 1024) -> Rankin
 
 
 def evaluate_with_items(
-    model: TwoTower, model_items: list[str], sequences: Sequences, sequence_items: list[str]
+    model: RetrievalModel, model_items: list[str], sequences: Sequences, sequence_items: list[str]
 ) -> dict[str, float]:
     """Full-ranking metrics of ``sequences`` (1-based indices into ``sequence_items``) for a model
     whose own items are ``model_items``, e.g. production evaluated on a new model's test users:
@@ -161,7 +163,7 @@ def evaluate_with_items(
 
 
 def evaluate_ann(
-    model: TwoTower, sequences: Sequences, factory: str, params: str = "", depth: int = max(KS), batch: int = 4096
+    model: RetrievalModel, sequences: Sequences, factory: str, params: str = "", depth: int = max(KS), batch: int = 4096
 ) -> dict[str, float]:
     """HR/NDCG@k of the held-out items when retrieval goes through a FAISS ``factory`` index of
     the item vectors: each user's top ``depth + max_len`` items are searched, the history
@@ -237,3 +239,37 @@ def fit(
     model.eval()
     assert validation_metrics is not None
     return TwoTowerFit(model, best_epoch, validation_metrics, history, time.perf_counter() - started)
+
+
+def fit_members(
+    n_items: int,
+    settings: TwoTowerSettings,
+    attributes: torch.Tensor | None,
+    train: Sequences,
+    validation: Sequences,
+    item_counts: torch.Tensor,
+    training: TwoTowerTrainSettings,
+) -> TwoTowerFit:
+    """The model of ``settings``: ``settings.members`` two-towers, member ``k`` initialised and
+    trained (:func:`fit`, with its own early stopping) under seed ``training.seed + k``; more than
+    one are validated and served as their :class:`TwoTowerEnsemble`."""
+    fits = []
+    for k in range(settings.members):
+        seed = training.seed + k
+        torch.manual_seed(seed)
+        member = TwoTower(n_items, dataclasses.replace(settings, members=1), attributes)
+        if settings.members > 1:
+            log.info("two-tower member %d of %d (seed %d)", k + 1, settings.members, seed)
+        fits.append(fit(member, train, validation, item_counts, dataclasses.replace(training, seed=seed)))
+    if len(fits) == 1:
+        return fits[0]
+    ensemble = TwoTowerEnsemble([f.model for f in fits]).eval()
+    epochs = [f.best_epoch for f in fits]
+    return TwoTowerFit(
+        ensemble,
+        max(epochs),
+        evaluate(ensemble, validation),
+        [{"member": k, **entry} for k, f in enumerate(fits) for entry in f.history],
+        sum(f.seconds for f in fits),
+        epochs,
+    )

@@ -20,7 +20,7 @@ from models.ann import merge_top_k, recall_at, resolve_factory
 from models.registry import Registry, RegistryError
 from models.retrieval import IndexVersions, Retrieval, VersionMismatch
 from models.sharded_index import IndexIntegrityError
-from models.two_tower import ITEMS_FILE, MODEL_FOLDER, Retriever, TwoTower
+from models.two_tower import ITEMS_FILE, MODEL_FOLDER, Retriever, TwoTower, load_model
 from models.two_tower_settings import TwoTowerSettings
 from runtime.config import load_config
 from runtime.lake import Lake
@@ -118,7 +118,7 @@ def test_embeddings_are_the_item_towers_vectors(spark, built):
         rows = lake.read(spark, "pin_embeddings").filter(f"model_version = 'two_tower/{version}'").collect()
         got = {r[PE.ITEM_INDEX]: (r[PE.PIN_ID], r[PE.EMBEDDING]) for r in rows}
         assert sorted(got) == list(range(1, N_ITEMS + 1))
-        want = TwoTower.load(registry.path("two_tower", version) / MODEL_FOLDER).all_items().detach().numpy()
+        want = load_model(registry.path("two_tower", version) / MODEL_FOLDER).all_items().detach().numpy()
         np.testing.assert_allclose(np.array([got[i][1] for i in range(1, N_ITEMS + 1)]), want, atol=1e-6)
         assert all(got[i][0] == f"p{i - 1:04d}" for i in got)
 
@@ -165,7 +165,7 @@ def test_the_manifest_describes_every_shard(built):
 def test_retrieval_matches_exact_scoring_of_the_promoted_model(built):
     lake, _ = built
     retrieval = Retrieval.open(lake.artifacts_path(), "two_tower_items")
-    exact = Retriever(TwoTower.load(Registry(lake.artifacts_path()).path("two_tower", "v0002") / MODEL_FOLDER))
+    exact = Retriever(load_model(Registry(lake.artifacts_path()).path("two_tower", "v0002") / MODEL_FOLDER))
     for pins in USERS.values():
         got = retrieval.top_k(pins, 10)
         history = retrieval.history_row(pins)

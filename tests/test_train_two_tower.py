@@ -6,7 +6,7 @@ import torch
 
 from jobs import train_two_tower
 from models.registry import Registry
-from models.two_tower import Retriever, TwoTower
+from models.two_tower import Retriever, load_model
 from schemas import user_engagements as UE
 
 START = dt.datetime(2020, 1, 1)
@@ -109,7 +109,7 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
     assert manifest["inputs"]["attributes"] == 5
     folder = registry.path("two_tower", "v0001")
     items = json.loads((folder / "items.json").read_text())
-    model = TwoTower.load(folder / "model")
+    model = load_model(folder / "model")
     assert model.item_tower.attributes[1:].max() == 5 and (model.item_tower.attributes[1:] > 0).all()
     history = torch.tensor([[0, 0, 0, 0, items.index("i004") + 1, items.index("i005") + 1]])
     top, _ = Retriever(model).top_k(history, 1)

@@ -5,9 +5,9 @@ import torch
 from torch.nn import functional as F
 
 from models.retrieval_metrics import RankAccumulator
-from models.two_tower import Retriever, TwoTower, mask_engaged
+from models.two_tower import Retriever, TwoTower, TwoTowerEnsemble, load_model, mask_engaged
 from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
-from models.two_tower_training import Sequences, evaluate, fit, log_frequencies, sampled_softmax_loss
+from models.two_tower_training import Sequences, evaluate, fit, fit_members, log_frequencies, sampled_softmax_loss
 
 TINY = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, dropout=0.0, history_dropout=0.0, id_dropout=0.0)
 
@@ -138,9 +138,49 @@ def test_fit_learns_a_next_item_pattern_and_reloads_identically(tmp_path):
         and result.history[result.best_epoch - 1]["validation_hr@10"] == result.validation.hr[10]
     )
 
-    loaded = TwoTower.load(model.save(tmp_path / "tt"))
+    loaded = load_model(model.save(tmp_path / "tt"))
     histories = validation.histories[:20]
     assert torch.equal(Retriever(loaded).top_k(histories, 5)[0], Retriever(result.model).top_k(histories, 5)[0])
+
+
+def test_an_ensemble_scores_its_members_mean_cosine_and_reloads_identically(tmp_path):
+    attributes = torch.tensor([[0, 0], [1, 2], [1, 0], [3, 0], [2, 0], [0, 0], [3, 1], [2, 2], [1, 1], [3, 3], [2, 1]])
+    members = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        members.append(TwoTower(10, TINY, attributes).eval())
+    ensemble = TwoTowerEnsemble(members).eval()
+    histories = torch.tensor([[0, 0, 0, 4, 2, 9], [1, 2, 3, 5, 6, 8], [0, 0, 0, 0, 0, 7]])
+    mean_cosine = sum(Retriever(m).scores(histories) for m in members) / 3
+    assert torch.allclose(Retriever(ensemble).scores(histories), mean_cosine, atol=1e-6)
+    items = ensemble.all_items()
+    assert items.shape == (10, 3 * TINY.dim) == (10, ensemble.settings.width)
+    assert torch.allclose(items.norm(dim=-1), torch.ones(10), atol=1e-5)  # FAISS inner product = cosine
+    assert torch.allclose(ensemble.item_tower(torch.arange(1, 11)), items)
+
+    loaded = load_model(ensemble.save(tmp_path / "ensemble"))
+    assert isinstance(loaded, TwoTowerEnsemble) and len(loaded.members) == 3
+    assert torch.equal(Retriever(loaded).scores(histories), Retriever(ensemble).scores(histories))
+
+
+def test_members_are_trained_apart_with_their_own_seeds():
+    n_items, length = 30, 8
+    walks = next_item_sequences(n_items, 200, length)
+    train, validation = Sequences(walks[:, :-1]), Sequences(walks[:, 1:])
+    counts = torch.bincount(walks[:, :-2].reshape(-1), minlength=n_items + 1)
+    settings = TwoTowerSettings(**{**TINY.__dict__, "max_len": length - 2})
+    training = TwoTowerTrainSettings(epochs=6, batch_size=64, lr=1e-2, eval_every=2, patience=2, progress=False)
+    one = fit_members(n_items, settings, None, train, validation, counts, training)
+    three = fit_members(
+        n_items, TwoTowerSettings(**{**settings.__dict__, "members": 3}), None, train, validation, counts, training
+    )
+    assert isinstance(one.model, TwoTower) and isinstance(three.model, TwoTowerEnsemble)
+    first, second, _ = three.model.members
+    alone, member = one.model.state_dict(), first.state_dict()
+    assert alone.keys() == member.keys() and all(torch.equal(alone[k], member[k]) for k in alone)  # seed + 0
+    assert not torch.equal(first.item_tower.ids.weight, second.item_tower.ids.weight)  # seed + 1
+    assert len(three.member_best_epochs) == 3 and three.best_epoch == max(three.member_best_epochs)
+    assert three.validation.as_dict() == evaluate(three.model, validation).as_dict()
 
 
 def test_ranks_from_an_ann_top_list_drop_history_and_cap_at_depth():
@@ -173,7 +213,7 @@ def test_item_attributes_shape_item_vectors_and_survive_save_and_load(tmp_path):
         model.item_tower.ids.weight[1:] = model.item_tower.ids.weight[1]  # the same ID vector for all
         before = model.all_items()
     assert not torch.allclose(before[0], before[1]) and not torch.allclose(before[1], before[2])
-    loaded = TwoTower.load(model.save(tmp_path / "m"))
+    loaded = load_model(model.save(tmp_path / "m"))
     assert torch.equal(loaded.item_tower.attributes, attributes)
     assert torch.allclose(loaded.all_items(), before)
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import torch
 from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, StructField, StructType
 
-from models.two_tower import TwoTower, load_artifact
+from models.two_tower import RetrievalModel, load_artifact
 from schemas import pin_embeddings as PE
 from udfs.arrow_lists import float32_lists
 from udfs.task_resources import worker_model
@@ -53,8 +53,8 @@ def embed_partitions(
 
 
 @torch.no_grad()
-def item_vectors(model: TwoTower, items: np.ndarray, batch_size: int) -> np.ndarray:
+def item_vectors(model: RetrievalModel, items: np.ndarray, batch_size: int) -> np.ndarray:
     device = model.log_temperature.device
     ids = torch.from_numpy(items)
     parts = [model.item_tower(ids[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(ids), batch_size)]
-    return torch.cat(parts).numpy() if parts else np.zeros((0, model.settings.dim), np.float32)
+    return torch.cat(parts).numpy() if parts else np.zeros((0, model.settings.width), np.float32)
