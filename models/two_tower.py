@@ -141,9 +141,13 @@ class TwoTower(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp().clamp(0.01, 1.0)
 
+    @property
+    def device(self) -> torch.device:
+        return self.log_temperature.device
+
     def all_items(self, batch: int = 8192) -> torch.Tensor:
         """Unit vectors of items ``1..n_items`` (row i-1 is item i)."""
-        ids = torch.arange(1, self.n_items + 1, device=self.log_temperature.device)
+        ids = torch.arange(1, self.n_items + 1, device=self.device)
         return torch.cat([self.item_tower(ids[i : i + batch]) for i in range(0, len(ids), batch)])
 
     # ------------------------------------------------------------------ saving and loading
@@ -189,6 +193,10 @@ class TwoTowerEnsemble(nn.Module):
         self.settings = dataclasses.replace(members[0].settings, members=len(members))
         self.item_tower = _SideBySide([m.item_tower for m in members])
         self.user_tower = _SideBySide([m.user_tower for m in members])
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
 
     def all_items(self, batch: int = 8192) -> torch.Tensor:
         return torch.cat([m.all_items(batch) for m in self.members], -1) * len(self.members) ** -0.5

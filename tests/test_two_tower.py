@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -8,6 +9,7 @@ from models.retrieval_metrics import RankAccumulator
 from models.two_tower import Retriever, TwoTower, TwoTowerEnsemble, load_model, mask_engaged
 from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 from models.two_tower_training import Sequences, evaluate, fit, fit_members, log_frequencies, sampled_softmax_loss
+from udfs.item_embedder import item_vectors
 
 TINY = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, dropout=0.0, history_dropout=0.0, id_dropout=0.0)
 
@@ -157,6 +159,9 @@ def test_an_ensemble_scores_its_members_mean_cosine_and_reloads_identically(tmp_
     assert items.shape == (10, 3 * TINY.dim) == (10, ensemble.settings.width)
     assert torch.allclose(items.norm(dim=-1), torch.ones(10), atol=1e-5)  # FAISS inner product = cosine
     assert torch.allclose(ensemble.item_tower(torch.arange(1, 11)), items)
+    embedded = item_vectors(ensemble, np.arange(1, 11), batch_size=4)  # embed_pins' UDF
+    assert np.allclose(embedded, items.detach().numpy(), atol=1e-6)
+    assert item_vectors(ensemble, np.arange(1, 1), batch_size=4).shape == (0, ensemble.settings.width)
 
     loaded = load_model(ensemble.save(tmp_path / "ensemble"))
     assert isinstance(loaded, TwoTowerEnsemble) and len(loaded.members) == 3

@@ -54,7 +54,7 @@ def embed_partitions(
 
 @torch.no_grad()
 def item_vectors(model: RetrievalModel, items: np.ndarray, batch_size: int) -> np.ndarray:
-    device = model.log_temperature.device
+    device = model.device
     ids = torch.from_numpy(items)
     parts = [model.item_tower(ids[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(ids), batch_size)]
     return torch.cat(parts).numpy() if parts else np.zeros((0, model.settings.width), np.float32)
