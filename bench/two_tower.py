@@ -107,7 +107,7 @@ def run_variant(
         "validation": metrics["validation"],
         "test": report.test,
         "ann": report.ann,
-        "train_seconds": metrics["train_seconds"],
+        "train_seconds": report.train_seconds,
         "settings": variant or [],
     }
 

@@ -75,6 +75,7 @@ class TwoTowerRunReport:
     ann: dict[str, Any]
     gate: str = ""
     candidate: bool = False
+    train_seconds: float = 0.0  # wall clock: in this report, not in the artifact (whose bytes it would change)
 
     def line(self) -> str:
         t = self.test
@@ -297,6 +298,7 @@ def write(
         outputs.metrics["test_ann"],
         gate=decision.line() if decision else "",
         candidate=approved,
+        train_seconds=outputs.metrics["train_seconds"],
     )
 
 
