@@ -20,7 +20,7 @@ from models.ann import merge_top_k, recall_at, resolve_factory
 from models.registry import Registry, RegistryError
 from models.retrieval import IndexVersions, Retrieval, VersionMismatch
 from models.sharded_index import IndexIntegrityError
-from models.two_tower import ITEMS_FILE, MODEL_FOLDER, Retriever, TwoTower, load_model
+from models.two_tower import ITEMS_FILE, MODEL_FOLDER, Retriever, load_model, new_model
 from models.two_tower_settings import TwoTowerSettings
 from runtime.config import load_config
 from runtime.lake import Lake
@@ -75,9 +75,12 @@ def test_the_factory_follows_the_corpus_size():
 # ------------------------------------------------------------------ the jobs, on one lake
 
 
-def publish_model(lake: Lake, seed: int) -> str:
+WIDTHS = {"v0001": 16, "v0002": 32}  # v0002: two members of 16 served as one (two_tower.model.members)
+
+
+def publish_model(lake: Lake, seed: int, members: int = 1) -> str:
     torch.manual_seed(seed)
-    model = TwoTower(N_ITEMS, TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2)).eval()
+    model = new_model(N_ITEMS, TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, members=members)).eval()
 
     def build(folder):
         model.save(folder / MODEL_FOLDER)
@@ -102,8 +105,8 @@ def built(spark, tmp_path_factory):
     ]
     lake.replace_slice(spark.createDataFrame(rows, UE.USER_ENGAGEMENTS_V1), "user_engagements", f"source = '{SOURCE}'")
     reports = {}
-    for seed, extra in ((1, ()), (2, ("index.flat_below=0", "index.search_params=nprobe=4"))):
-        version = publish_model(lake, seed)
+    for seed, members, extra in ((1, 1, ()), (2, 2, ("index.flat_below=0", "index.search_params=nprobe=4"))):
+        version = publish_model(lake, seed, members)
         c = cfg(lake, f"index.model_version={version}", *extra)
         reports[version] = (embed_pins.run(spark, c), build_index.run(spark, c))
     return lake, reports
@@ -114,7 +117,7 @@ def test_embeddings_are_the_item_towers_vectors(spark, built):
     lake, reports = built
     registry = Registry(lake.artifacts_path())
     for version, (embedded, _) in reports.items():
-        assert (embedded.rows, embedded.dim) == (N_ITEMS, 16)
+        assert (embedded.rows, embedded.dim) == (N_ITEMS, WIDTHS[version])
         rows = lake.read(spark, "pin_embeddings").filter(f"model_version = 'two_tower/{version}'").collect()
         got = {r[PE.ITEM_INDEX]: (r[PE.PIN_ID], r[PE.EMBEDDING]) for r in rows}
         assert sorted(got) == list(range(1, N_ITEMS + 1))
@@ -141,7 +144,7 @@ def test_the_manifest_describes_every_shard(built):
         d = versions.describe(report.version)
         assert (d.model, d.dim, d.metric, d.faiss_version) == (
             f"two_tower/{model_version}",
-            16,
+            WIDTHS[model_version],
             "inner_product",
             faiss.__version__,
         )
