@@ -8,6 +8,9 @@ table (``share_item_embeddings``) or its own, adds learned positions, and encode
 self-attention (``transformer``) or a running mean (``mean``); at position ``t`` it has seen items
 ``..t`` only, so one forward pass gives a training example per position.
 
+``TwoTowerEnsemble`` serves several two-towers trained apart (``two_tower.model.members``) as one:
+their vectors side by side, a score their mean cosine.
+
 Model here; the training task (sampled softmax, logQ) is :mod:`models.two_tower_training`; the
 serving side (item vectors, top-k with masking) is :class:`Retriever`.
 """
@@ -193,13 +196,14 @@ class TwoTowerEnsemble(nn.Module):
         self.settings = dataclasses.replace(members[0].settings, members=len(members))
         self.item_tower = _SideBySide([m.item_tower for m in members])
         self.user_tower = _SideBySide([m.user_tower for m in members])
+        self._all_items = _SideBySide([m.all_items for m in members])
 
     @property
     def device(self) -> torch.device:
         return self.members[0].device
 
     def all_items(self, batch: int = 8192) -> torch.Tensor:
-        return torch.cat([m.all_items(batch) for m in self.members], -1) * len(self.members) ** -0.5
+        return self._all_items(batch)
 
     def _shared_view(self, key: str) -> bool:
         """A member's shared view, or the catalogue's attributes of a member after the first
