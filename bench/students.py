@@ -18,9 +18,9 @@ are re-run idempotently; the teacher is trained only if none is promoted):
 5. Inference: the distilled MLP and MMoE over ``student_features`` in a Spark Arrow UDF vs a
    plain torch loop over the same Arrow batches in one process with the same cores (and the
    Spark side with no model: the cost of shipping the rows); both take each row's two text
-   positions (joined in Spark) and dense features, and gather the embeddings from one lookup of
-   the slice's texts (a broadcast in Spark). fp32 vs bf16 (CPU autocast) with the
-   metric change on the held-out rows.
+   positions (joined in Spark) and dense features (``dense_vector``, one column), and gather
+   the embeddings from one lookup of the slice's texts (a broadcast in Spark). fp32 vs bf16
+   (CPU autocast) with the metric change on the held-out rows.
 
 Writes ``reports/students.json`` and ``reports/students.png``.
 """
@@ -161,8 +161,8 @@ def inference(
     """Per student: rows/s in a Spark Arrow UDF vs a plain loop over the same Arrow batches (fp32
     and bf16), and the Spark side with no model (shipping the rows only). The rows are built
     once, with their texts' lookup positions joined in Spark; both sides take the same columns
-    (two positions and the dense features per row) and gather embeddings from the same lookup
-    (built once, a broadcast in Spark)."""
+    (two positions and the dense-feature vector per row) and gather embeddings from the same
+    lookup (built once, a broadcast in Spark)."""
     import numpy as np
     import torch
     from pyspark.sql import functions as F

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import FloatType
 
 from models.embedding_lookup import EmbeddingLookup
 from models.student_settings import EncoderSettings
@@ -264,10 +265,16 @@ def transform(
         return (
             with_cosine(hashed, vectors)
             .join(rest, [SF.QUERY, SF.PIN_ID])
+            .withColumn(SF.DENSE_VECTOR, dense_vector())
             .select(*table_spec("student_features").schema.fieldNames())
         )
 
     return StudentFeatureOutputs(new, features, quarantine, feature_version, inputs.encoder_version)
+
+
+def dense_vector() -> Column:
+    """The :data:`SF.DENSE` columns of a row in one ``array<float>``, in that order."""
+    return F.array(*(F.col(name).cast(FloatType()) for name in SF.DENSE))
 
 
 def with_cosine(hashed: DataFrame, vectors: DataFrame) -> DataFrame:

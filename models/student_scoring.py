@@ -32,6 +32,15 @@ def dense_features(columns) -> np.ndarray:
     return dense_matrix(np.column_stack([np.asarray(column) for column in columns]), COUNT_COLUMNS)
 
 
+def dense_vectors(vectors) -> np.ndarray:
+    """The same from the :data:`SF.DENSE_VECTOR` column (Arrow list<float>) of those values."""
+    width = len(SF.DENSE)
+    values = vectors.flatten().to_numpy(zero_copy_only=False)
+    if vectors.null_count or len(values) != width * len(vectors):
+        raise ValueError(f"{SF.DENSE_VECTOR} must hold {width} values a row ({', '.join(SF.DENSE)}), none null")
+    return dense_matrix(values.reshape(len(vectors), width), COUNT_COLUMNS)
+
+
 def feature_positions(batch, lookup: EmbeddingLookup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query rows, pin rows in ``lookup.matrix``, dense features) of an Arrow record batch (or
     table, or pandas frame) of ``student_features`` rows: the embeddings stay in the lookup."""

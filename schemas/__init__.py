@@ -58,7 +58,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("teacher_scores", teacher_scores.TEACHER_SCORES_V1, ("teacher_version",)),
         TableSpec("labeled_impressions", labeled_impressions.LABELED_IMPRESSIONS_V1, ("dt",)),
         TableSpec("text_embeddings", text_embeddings.TEXT_EMBEDDINGS_V1, ("encoder_version",)),
-        TableSpec("student_features", student_features.STUDENT_FEATURES_V2, ("feature_version",)),
+        TableSpec("student_features", student_features.STUDENT_FEATURES_V3, ("feature_version",)),
         TableSpec("pin_embeddings", pin_embeddings.PIN_EMBEDDINGS_V1, ("model_version",)),
         TableSpec("engagement_decay", engagement_decay.ENGAGEMENT_DECAY_V1, ("as_of",)),
         TableSpec("serving_corpus", serving_corpus.SERVING_CORPUS_V1, ("dt",)),

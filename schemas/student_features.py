@@ -5,7 +5,10 @@ text's embedding is stored once, not once per pair), the cosine of their embeddi
 the query against the pin text with corpus statistics over every pin, and smoothed engagement
 over a trailing window of impressions. One slice per ``feature_version``.
 
-V1 carried both embeddings in every row (3 KB a row); V2 carries the two text hashes.
+V1 carried both embeddings in every row (3 KB a row); V2 carries the two text hashes; V3 adds
+``dense_vector``, the dense features again in one ``array<float>``: what a model reads, in one
+column, so a Spark UDF is handed one column instead of eight (Spark's row-to-Arrow writer costs
+per column: ~0.4 core-us a row less to ship, against ~10 core-us a row for the MLP student).
 """
 
 from pyspark.sql.types import (
@@ -39,6 +42,7 @@ FEATURE_VERSION = "feature_version"
 
 # The numeric features a student reads besides the embeddings, in this order.
 DENSE = (COSINE, BM25, PIN_CTR, PIN_SAVE_RATE, QUERY_PIN_CTR, QUERY_PIN_COEC, PIN_IMPRESSIONS, QUERY_PIN_IMPRESSIONS)
+DENSE_VECTOR = "dense_vector"  # V3: the DENSE values of the row, in that order, as float32
 
 _VECTOR = ArrayType(FloatType(), containsNull=False)
 
@@ -69,5 +73,13 @@ STUDENT_FEATURES_V2 = StructType(
         StructField(QUERY_TEXT_HASH, StringType(), nullable=False),
         StructField(PIN_TEXT_HASH, StringType(), nullable=False),
         *(f for f in STUDENT_FEATURES_V1.fields if f.name not in (QUERY, PIN_ID, QUERY_EMBEDDING, PIN_EMBEDDING)),
+    ]
+)
+
+STUDENT_FEATURES_V3 = StructType(
+    [
+        *(f for f in STUDENT_FEATURES_V2.fields if f.name not in (ENCODER_VERSION, AS_OF, FEATURE_VERSION)),
+        StructField(DENSE_VECTOR, _VECTOR, nullable=False),
+        *(f for f in STUDENT_FEATURES_V2.fields if f.name in (ENCODER_VERSION, AS_OF, FEATURE_VERSION)),
     ]
 )

@@ -1,4 +1,5 @@
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -12,9 +13,10 @@ from models.student import (
     load_student,
     save_student,
 )
-from models.student_scoring import predict_relevance
+from models.student_scoring import dense_features, dense_vectors, predict_relevance
 from models.student_settings import StudentSettings, StudentTrainSettings
 from models.student_training import StudentData, StudentLoss, batches, ranknet, train_student
+from schemas import student_features as SF
 
 D, K, L = 8, 3, 4
 
@@ -180,3 +182,17 @@ def test_saved_student_loads_to_the_same_predictions(tmp_path):
     )
     bf16 = predict_relevance(model, d.query, d.pin, d.dense, 8, precision="bf16")
     np.testing.assert_allclose(bf16, predict_relevance(model, d.query, d.pin, d.dense, 8), atol=0.05)
+
+
+def test_dense_vectors_read_the_packed_column_as_the_named_columns_and_refuse_short_or_null_rows():
+    rng = np.random.default_rng(0)
+    n, width = 6, len(SF.DENSE)
+    named = rng.random((n, width)) * 100
+    packed = pa.array([row.astype(np.float32).tolist() for row in named], pa.list_(pa.float32()))
+    expected = dense_features([named[:, i] for i in range(width)])
+    np.testing.assert_array_equal(dense_vectors(packed), expected)
+    np.testing.assert_array_equal(dense_vectors(packed.slice(2, 3)), expected[2:5])  # Arrow slices keep offsets
+    with pytest.raises(ValueError, match="must hold 8 values a row"):
+        dense_vectors(pa.array([[1.0] * width, [1.0] * (width - 1)], pa.list_(pa.float32())))
+    with pytest.raises(ValueError, match="none null"):
+        dense_vectors(pa.array([[1.0] * width, None], pa.list_(pa.float32())))

@@ -137,6 +137,9 @@ def test_job_embeds_each_text_once_and_a_rerun_embeds_nothing_and_leaves_the_tab
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(rows[SF.COSINE], (q * p).sum(1), atol=1e-5)
     assert set(rows[SF.ENCODER_VERSION]) == {encoder_version(EncoderSettings(str(features_lake)))}
+    # dense_vector is the dense columns of the same row, in SF.DENSE order, as float32.
+    named = rows[list(SF.DENSE)].to_numpy(np.float64).astype(np.float32)
+    np.testing.assert_array_equal(np.stack(rows[SF.DENSE_VECTOR].to_numpy()), named)
     before = lake.read(spark, "student_features").toPandas()
     second = student_features.run(spark, cfg)
     assert second.embedded == 0 and second.written == first.written

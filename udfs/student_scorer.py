@@ -2,8 +2,9 @@
 
 ``with_positions`` joins each row's two text hashes to their rows in the ``EmbeddingLookup``
 (a broadcast join in Spark, once), so the UDF is given, per row, two integers and the dense
-features — not two 64-character hashes to look up in Python — and hands back only the scores:
-the rows' other columns stay in the JVM. Each Python worker loads the student once
+features as one list column (``dense_vector``) — not two 64-character hashes to look up in
+Python, nor eight numeric columns — and hands back only the scores: the rows' other columns
+stay in the JVM. Each Python worker loads the student once
 (``models.student_scoring.StudentScorer``, on the task's GPU or on CPU with the task's cores)
 and the lookup once (a Spark broadcast).
 
@@ -21,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
 from models.embedding_lookup import EmbeddingLookup, MissingEmbeddings
-from models.student_scoring import StudentScorer, dense_features
+from models.student_scoring import StudentScorer, dense_vectors
 from schemas import student_features as SF
 from udfs.arrow_lists import float32_lists
 from udfs.task_resources import worker_model
@@ -30,7 +31,7 @@ QUERY_POSITION = "query_position"
 PIN_POSITION = "pin_position"
 PROBABILITIES = "probabilities"
 EXPECTED_RELEVANCE = "expected_relevance"
-INPUTS = (QUERY_POSITION, PIN_POSITION, *SF.DENSE)
+INPUTS = (QUERY_POSITION, PIN_POSITION, SF.DENSE_VECTOR)
 
 SCORES = StructType(
     [
@@ -64,13 +65,11 @@ def score_arrays(
     scorer: StudentScorer, lookup: EmbeddingLookup, columns: list[pa.Array], batch_size: int
 ) -> pa.StructArray:
     """:data:`SCORES` of one Arrow batch of the :data:`INPUTS` columns, in that order."""
-    query, pin, *dense = columns
+    query, pin, dense = columns
     missing = query.null_count + pin.null_count
     if missing:
         raise MissingEmbeddings(f"{missing:,} text positions are null: texts without an embedding in the lookup")
-    probs, expected = scorer.score_positions(
-        query.to_numpy(), pin.to_numpy(), dense_features(dense), lookup, batch_size
-    )
+    probs, expected = scorer.score_positions(query.to_numpy(), pin.to_numpy(), dense_vectors(dense), lookup, batch_size)
     return pa.StructArray.from_arrays(
         [float32_lists(probs), pa.array(expected, pa.float64())], names=[PROBABILITIES, EXPECTED_RELEVANCE]
     )
