@@ -27,14 +27,14 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from bench.record import Figure, Record, write_record  # noqa: E402
-from models.bm25 import BM25  # noqa: E402
-from models.levels import LevelThresholds, label_shares  # noqa: E402
-from models.metrics import evaluate_predictions  # noqa: E402
 from models.packaged import minilm_dir  # noqa: E402
-from models.teacher import CrossEncoderTeacher, TeacherSettings  # noqa: E402
-from models.teacher_inference import encode_pairs  # noqa: E402
-from models.teacher_settings import TrainSettings  # noqa: E402
-from models.teacher_training import train  # noqa: E402
+from models.relevance.bm25 import BM25  # noqa: E402
+from models.relevance.levels import LevelThresholds, label_shares  # noqa: E402
+from models.relevance.metrics import evaluate_predictions  # noqa: E402
+from models.relevance.teacher import CrossEncoderTeacher, TeacherSettings  # noqa: E402
+from models.relevance.teacher_inference import encode_pairs  # noqa: E402
+from models.relevance.teacher_settings import TrainSettings  # noqa: E402
+from models.relevance.teacher_training import train  # noqa: E402
 
 LEVELS = [1, 2, 3, 4]
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "labels.csv"

@@ -4,7 +4,7 @@
     python bench/gpu_scoring.py --part minilm     # MiniLM-shaped teacher, bf16: pairs/s per batch size
     python bench/gpu_scoring.py --part llama      # Llama-3-8B-shaped teacher (random weights): nf4 and bf16
 
-Throughput is measured through ``models.scoring.TeacherScorer`` — the code the Spark UDF runs —
+Throughput is measured through ``models.relevance.scoring.TeacherScorer`` — the code the Spark UDF runs —
 twice: end to end (tokenization on one CPU core included) and model only (pairs tokenized
 beforehand), over pairs whose lengths follow the CrowdFlower (query, product) pairs. Models are
 random-weight copies of the real shapes: speed does not depend on the values of the weights.
@@ -27,10 +27,10 @@ import torch  # noqa: E402
 from bench.record import Figure, Record, write_record  # noqa: E402
 from models.packaged import minilm_dir  # noqa: E402
 from models.random_models import save_random_backbone  # noqa: E402
-from models.scoring import ScoringSettings, TeacherScorer  # noqa: E402
-from models.teacher import CrossEncoderTeacher  # noqa: E402
-from models.teacher_inference import encode_pairs, predict_proba  # noqa: E402
-from models.teacher_settings import TeacherSettings  # noqa: E402
+from models.relevance.scoring import ScoringSettings, TeacherScorer  # noqa: E402
+from models.relevance.teacher import CrossEncoderTeacher  # noqa: E402
+from models.relevance.teacher_inference import encode_pairs, predict_proba  # noqa: E402
+from models.relevance.teacher_settings import TeacherSettings  # noqa: E402
 
 LLAMA_3_8B = dict(
     hidden_size=4096,

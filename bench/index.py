@@ -15,7 +15,7 @@ written once per size as Parquet. Then, on the same cores:
 
 Reported: build seconds and the ratio plain/Spark; recall@10 vs exact of both; query latency
 (p50/p99 of single queries, and per query in a batch of 1000) of the Spark-built shards searched
-as one (``models.sharded_index.ShardedIndex``) vs the single index; Spark build time as the
+as one (``models.retrieval.sharded_index.ShardedIndex``) vs the single index; Spark build time as the
 number of shards grows (at the first size). Writes ``reports/index.json``.
 """
 
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import Figure, Record, write_record  # noqa: E402
 from jobs import build_index  # noqa: E402
-from models.ann import empty_index, recall_at  # noqa: E402
-from models.sharded_index import ShardedIndex  # noqa: E402
+from models.retrieval.ann import empty_index, recall_at  # noqa: E402
+from models.retrieval.sharded_index import ShardedIndex  # noqa: E402
 from runtime.config import load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.session import spark_session  # noqa: E402

@@ -11,7 +11,7 @@
    timed over the whole day: impressions/s.
 3. Spark vs plain, same pairs, same int8 plan, same length sorting, same cores, both warmed up:
    the job's scoring path (``mapInPandas``, one 1-thread model per core) against the same scorer
-   (``models.scoring.TeacherScorer``: length-ordered batches) in one process with all cores.
+   (``models.relevance.scoring.TeacherScorer``: length-ordered batches) in one process with all cores.
 4. Naive: a plain fp32 loop over every impression (no dedup, input order, batches padded to
    their longest), its rate measured on ``--naive-sample`` impressions; the ratio of rates is
    derived, the naive loop's time for the whole day a projection.
@@ -38,11 +38,11 @@ from transformers import AutoTokenizer  # noqa: E402
 from bench.record import Figure, Record, write_record  # noqa: E402
 from bench.worker_memory import WorkerMemory  # noqa: E402
 from jobs import pin_features, score_impressions, simulate  # noqa: E402
+from models.artifacts.registry import Registry  # noqa: E402
 from models.packaged import minilm_dir  # noqa: E402
-from models.registry import Registry  # noqa: E402
-from models.scoring import ScoringSettings, TeacherScorer, calibrate_teacher_int8  # noqa: E402
-from models.teacher import CrossEncoderTeacher  # noqa: E402
-from models.teacher_settings import TeacherSettings  # noqa: E402
+from models.relevance.scoring import ScoringSettings, TeacherScorer, calibrate_teacher_int8  # noqa: E402
+from models.relevance.teacher import CrossEncoderTeacher  # noqa: E402
+from models.relevance.teacher_settings import TeacherSettings  # noqa: E402
 from runtime.config import load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.lake import Lake  # noqa: E402

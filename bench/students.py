@@ -51,8 +51,8 @@ from jobs import (  # noqa: E402
     train_student,
     train_teacher,
 )
-from models.metrics import CUTS_KAPPA  # noqa: E402
-from models.registry import Registry  # noqa: E402
+from models.artifacts.registry import Registry  # noqa: E402
+from models.relevance.metrics import CUTS_KAPPA  # noqa: E402
 from runtime.config import PinpipeConfig, load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.lake import Lake  # noqa: E402
@@ -168,7 +168,7 @@ def inference(
     from pyspark.sql import functions as F
 
     from jobs.student_features import embedding_lookup
-    from models.student_scoring import StudentScorer
+    from models.relevance.student_scoring import StudentScorer
     from schemas import student_features as SF
     from udfs.student_scorer import INPUTS, score_arrays, scores, with_positions
 
@@ -252,9 +252,9 @@ def bf16_metrics(spark, cfg: PinpipeConfig, folder: str, folds: list[int]) -> di
 
     from jobs.student_features import embedding_lookup
     from jobs.train_student import LEVEL, human_rows
-    from models.levels import LevelThresholds, to_model_levels
-    from models.metrics import evaluate_relevance, quadratic_weighted_kappa
-    from models.student_scoring import StudentScorer
+    from models.relevance.levels import LevelThresholds, to_model_levels
+    from models.relevance.metrics import evaluate_relevance, quadratic_weighted_kappa
+    from models.relevance.student_scoring import StudentScorer
     from schemas import human_labels as HL
     from schemas import student_features as SF
 

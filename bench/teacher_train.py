@@ -9,7 +9,7 @@ weights, after the same warm-up (``--warmup`` steps each, untimed):
 * plain: random batches, each tokenized when it is drawn and padded to its own longest pair
   (dynamic padding, ``padding="longest"``): a fair, ordinary fine-tuning loop;
 * pinpipe: tokenized once (cached), batches of similar length (length-sorted windows), each
-  padded to its own longest pair (``models.teacher_training``).
+  padded to its own longest pair (``models.relevance.teacher_training``).
 
 So the difference measured is tokenizing once plus length-sorted batching. Prints examples/s
 of each (tokenization included), their ratio and the padding share, and writes
@@ -33,10 +33,10 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from bench.record import Figure, Record, write_record  # noqa: E402
 from models.packaged import minilm_dir  # noqa: E402
-from models.teacher import CrossEncoderTeacher  # noqa: E402
-from models.teacher_inference import collate, encode_pairs  # noqa: E402
-from models.teacher_settings import TeacherSettings, TrainSettings  # noqa: E402
-from models.teacher_training import length_sorted_batches  # noqa: E402
+from models.relevance.teacher import CrossEncoderTeacher  # noqa: E402
+from models.relevance.teacher_inference import collate, encode_pairs  # noqa: E402
+from models.relevance.teacher_settings import TeacherSettings, TrainSettings  # noqa: E402
+from models.relevance.teacher_training import length_sorted_batches  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "labels.csv"
 

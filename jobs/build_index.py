@@ -33,10 +33,10 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.ann import empty_index, merge_top_k, recall_at, resolve_factory, to_bytes
-from models.registry import Registry, content_key
-from models.retrieval import IndexVersions
-from models.sharded_index import INDEX, IndexDescription, ShardInfo
+from models.artifacts.registry import Registry, content_key
+from models.retrieval.ann import empty_index, merge_top_k, recall_at, resolve_factory, to_bytes
+from models.retrieval.serving import IndexVersions
+from models.retrieval.sharded_index import INDEX, IndexDescription, ShardInfo
 from runtime.config import PinpipeConfig
 from runtime.entry import run_job
 from runtime.lake import Lake

@@ -23,8 +23,8 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.registry import Registry
-from models.two_tower import ITEMS_FILE
+from models.artifacts.registry import Registry
+from models.retrieval.two_tower import ITEMS_FILE
 from runtime.config import PinpipeConfig
 from runtime.entry import run_job
 from runtime.lake import Lake, sql_literal

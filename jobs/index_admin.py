@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from models.retrieval import IndexVersions
+from models.retrieval.serving import IndexVersions
 from runtime.config import add_config_arguments, config_from_args
 from runtime.errors import one_line_errors
 from runtime.lake import Lake

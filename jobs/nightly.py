@@ -35,7 +35,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from models.registry import Registry
+from models.artifacts.registry import Registry
 from runtime.config import NIGHTLY_STAGES, PinpipeConfig, local_folder, trained_families
 from runtime.entry import Report, run_job, with_date_option
 from runtime.errors import explain

@@ -32,8 +32,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from models.registry import Registry
-from models.retrieval import IndexVersion, IndexVersions
+from models.artifacts.registry import Registry
+from models.retrieval.serving import IndexVersion, IndexVersions
 from runtime.config import PinpipeConfig, local_folder, trained_families
 from runtime.entry import run_job, with_date_option
 from runtime.lake import Lake

@@ -20,8 +20,7 @@ from functools import partial
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.train_two_tower import event_order
-from models.retrieval import Retrieval
+from models.retrieval.serving import Retrieval
 from runtime.config import PinpipeConfig
 from runtime.entry import run_job
 from runtime.lake import Lake
@@ -48,7 +47,7 @@ class RetrieveReport:
 def user_history(spark: SparkSession, lake: Lake, source: str, user: str) -> list[str]:
     """The user's engaged pin ids, oldest first (event time, then sequence index, then pin id)."""
     events = lake.read(spark, "user_engagements").filter((F.col(UE.SOURCE) == source) & (F.col(UE.USER_ID) == user))
-    row = events.select(event_order()).agg(F.sort_array(F.collect_list("e")).alias("e")).first()
+    row = events.select(UE.event_order()).agg(F.sort_array(F.collect_list("e")).alias("e")).first()
     return [e[UE.PIN_ID] for e in (row["e"] if row and row["e"] else [])]
 
 

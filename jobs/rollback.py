@@ -1,6 +1,6 @@
 """Restore the previous production version of a model family: ``pinpipe rollback <family>``.
 
-The family's promotion stack (``models.registry``) is popped: production becomes the version
+The family's promotion stack (``models.artifacts.registry``) is popped: production becomes the version
 that was production before the current one, never a version that was only published (such as a
 candidate its gate rejected). The two-tower family and its index roll back together: rolling
 back ``index.model_family`` (or ``index.name``) promotes the previous index version and the
@@ -17,8 +17,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from models.registry import Registry
-from models.retrieval import IndexVersions
+from models.artifacts.registry import Registry
+from models.retrieval.serving import IndexVersions
 from runtime.config import PinpipeConfig, add_config_arguments, config_from_args
 from runtime.errors import one_line_errors
 from runtime.lake import Lake

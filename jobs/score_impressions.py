@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.scoring import ScoringSettings
+from models.relevance.scoring import ScoringSettings
 from runtime.config import PinpipeConfig, ScorerConfig
 from runtime.entry import run_job
 from runtime.lake import Lake, sql_literal
@@ -190,7 +190,7 @@ class ScoreReport:
 def resolve_teacher(lake: Lake, family: str, version: str) -> tuple[str, str]:
     """(artifact folder, ``family/version``) of the teacher to score with, checksums verified;
     an empty ``version`` is the promoted one."""
-    from models.registry import Registry, RegistryError
+    from models.artifacts.registry import Registry, RegistryError
 
     registry = Registry(lake.artifacts_path())
     try:

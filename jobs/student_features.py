@@ -35,9 +35,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType
 
-from models.embedding_lookup import EmbeddingLookup
-from models.student_settings import EncoderSettings
-from models.text_encoder import encoder_version
+from models.relevance.embedding_lookup import EmbeddingLookup
+from models.relevance.student_settings import EncoderSettings
+from models.relevance.text_encoder import encoder_version
 from runtime.config import PinpipeConfig
 from runtime.entry import run_job
 from runtime.lake import Lake, sql_literal

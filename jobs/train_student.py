@@ -6,7 +6,7 @@
    * teacher pairs: impressions collapsed to (normalised query, pin) with the teacher's level
      distribution, impressions, clicks and saves; optionally a seeded sample of
      ``max_teacher_pairs``;
-   * human labels split as for the teacher (``models.splits``): the labels of
+   * human labels split as for the teacher (``models.relevance.splits``): the labels of
      ``evaluation.holdout_folds`` are test, the others split by query into train and validation.
      Validation and test pairs are removed from the teacher pairs too, so they train nothing —
      not even through the teacher's label of the same pair;
@@ -17,7 +17,7 @@
      in ``labeled_impressions``) and BM25 (cuts fit on validation), with the teacher's metrics.
 3. ``write``: the artifact (model, cuts, metrics, report) as a new version of ``student.family``;
    its manifest records the teacher version that labeled the data and the feature version. The
-   gate (``student.gate``, ``models.gate``) then scores the published version and production's
+   gate (``student.gate``, ``models.artifacts.gate``) then scores the published version and production's
    on the same test labels, from their folders, with the same code: the new version is promoted
    only if its metric is not worse than production's by more than the tolerance. Publishing is
    idempotent: the same config and inputs give back the version they made before.
@@ -42,12 +42,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.student_features import embedding_lookup
-from models.embedding_lookup import EmbeddingLookup
-from models.gate import GateDecision, GateSettings, gate_version
-from models.levels import LevelThresholds, to_model_levels
-from models.metrics import RelevanceReport, evaluate_predictions, evaluate_with_cuts, quadratic_weighted_kappa
-from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
-from models.student_settings import StudentSettings, StudentTrainSettings
+from models.artifacts.gate import GateDecision, GateSettings, gate_version
+from models.relevance.embedding_lookup import EmbeddingLookup
+from models.relevance.levels import LevelThresholds, to_model_levels
+from models.relevance.metrics import RelevanceReport, evaluate_predictions, evaluate_with_cuts, quadratic_weighted_kappa
+from models.relevance.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
+from models.relevance.student_settings import StudentSettings, StudentTrainSettings
 from runtime.config import PinpipeConfig, StudentConfig
 from runtime.entry import run_job
 from runtime.lake import Lake
@@ -103,8 +103,8 @@ def human_rows(labels: DataFrame) -> DataFrame:
 
 def student_data(rows: pd.DataFrame, lookup: EmbeddingLookup, query_index: dict[str, int], num_levels: int):
     """``StudentData`` of rows carrying features, optional teacher probabilities and human level."""
-    from models.student_scoring import feature_arrays
-    from models.student_training import StudentData
+    from models.relevance.student_scoring import feature_arrays
+    from models.relevance.student_training import StudentData
 
     query, pin, dense = feature_arrays(rows, lookup)
     has_teacher = rows[PROBS].notna().to_numpy() if PROBS in rows else np.zeros(len(rows), bool)
@@ -199,9 +199,9 @@ def fit_student(
     validation, and score ``test_rows`` once: the student, the teacher and BM25."""
     import torch
 
-    from models.student import build_student, save_student
-    from models.student_scoring import predict_relevance
-    from models.student_training import train_student
+    from models.relevance.student import build_student, save_student
+    from models.relevance.student_scoring import predict_relevance
+    from models.relevance.student_training import train_student
 
     levels = list(range(1, model_settings.num_levels + 1))
     queries = pd.concat([train_rows[SF.QUERY], val_rows[SF.QUERY], test_rows[SF.QUERY]]).unique()
@@ -290,7 +290,7 @@ class StudentRunReport:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> StudentInputs:
-    from models.registry import Registry
+    from models.artifacts.registry import Registry
 
     lake, s = Lake.at(cfg.lake.root), cfg.student
     teacher = f"{s.teacher_family}/{Registry(lake.artifacts_path()).resolve(s.teacher_family, s.teacher_version)}"
@@ -379,7 +379,7 @@ def transform(
 def evaluate_published(folder: Path, rows: pd.DataFrame, lookup: EmbeddingLookup) -> RelevanceReport:
     """A published student (its weights and level cuts, read from ``folder``) on ``rows``: the
     same evaluation for the new version and for production."""
-    from models.student_scoring import StudentScorer
+    from models.relevance.student_scoring import StudentScorer
 
     scorer = StudentScorer(folder)
     cuts = LevelThresholds(**json.loads((folder / DECODING_FILE).read_text()))
@@ -400,7 +400,7 @@ def gate(registry, family: str, version: str, outputs: StudentOutputs, settings:
 def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config: dict[str, Any]) -> StudentRunReport:
     """Publish ``outputs`` as a version of ``section.family``; gate and promote it when
     ``section.promote``."""
-    from models.registry import Registry, content_key, without_wall_clock
+    from models.artifacts.registry import Registry, content_key, without_wall_clock
 
     family, promote = section.family, section.promote
 

@@ -36,11 +36,11 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.gate import GateDecision, GateSettings, gate_version
-from models.levels import LevelThresholds
-from models.metrics import RelevanceReport, evaluate_with_cuts
-from models.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
-from models.teacher_settings import TeacherSettings, TrainSettings
+from models.artifacts.gate import GateDecision, GateSettings, gate_version
+from models.relevance.levels import LevelThresholds
+from models.relevance.metrics import RelevanceReport, evaluate_with_cuts
+from models.relevance.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
+from models.relevance.teacher_settings import TeacherSettings, TrainSettings
 from runtime.config import PinpipeConfig, TeacherConfig
 from runtime.entry import run_job
 from runtime.lake import Lake, sql_literal
@@ -152,11 +152,11 @@ def _evaluate(rows: pd.DataFrame, query_ids, probs: np.ndarray, levels: list[int
 
 def _int8_plan(folder: Path, val_rows: pd.DataFrame, int8: dict[str, Any], settings: TeacherSettings):
     """Choose, on validation pairs, which layers stay fp32 when the teacher is scored in int8 on
-    CPU (``models/int8.py``), and save the plan with it. None for 4-bit (GPU-only) teachers or
+    CPU (``models/relevance/int8.py``), and save the plan with it. None for 4-bit (GPU-only) teachers or
     when ``calibration_pairs`` is 0."""
     if int8["calibration_pairs"] == 0 or settings.quantize_4bit or val_rows.empty:
         return None
-    from models.scoring import calibrate_teacher_int8
+    from models.relevance.scoring import calibrate_teacher_int8
 
     sample = val_rows.sample(n=min(int8["calibration_pairs"], len(val_rows)), random_state=int8["seed"])
     plan = calibrate_teacher_int8(folder, list(sample[HL.QUERY]), list(sample[TEXT]), int8["target_spearman"])
@@ -188,9 +188,9 @@ def fit_teacher(
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
-    from models.teacher_inference import encode_pairs, predict_proba
-    from models.teacher_training import train
+    from models.relevance.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
+    from models.relevance.teacher_inference import encode_pairs, predict_proba
+    from models.relevance.teacher_training import train
 
     settings = TeacherSettings(**teacher["model"])
     training = TrainSettings(**teacher["training"])
@@ -385,7 +385,7 @@ def evaluate_published(folder: Path, rows: pd.DataFrame) -> RelevanceReport:
     scoring for the new version and for production (fp32 on CPU, the GPU's precision there)."""
     import torch
 
-    from models.scoring import ScoringSettings, TeacherScorer
+    from models.relevance.scoring import ScoringSettings, TeacherScorer
 
     gpu = torch.cuda.is_available()
     scorer = TeacherScorer(folder, ScoringSettings(precision="auto" if gpu else "fp32"), _device(gpu))
@@ -426,7 +426,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
     """The quarantine slice, then the artifact as the next version of ``section.family`` (a LoRA
     teacher's base model folder is pinned in its manifest: path and checksums); with
     ``section.promote``, gated on the test pairs and promoted when it passes."""
-    from models.registry import Registry, content_key, without_wall_clock
+    from models.artifacts.registry import Registry, content_key, without_wall_clock
 
     family = section.family
 

@@ -26,20 +26,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from models.gate import GateDecision, GateSettings, gate_version
-from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 from runtime.config import PinpipeConfig, TwoTowerConfig
 from runtime.entry import run_job
 from runtime.lake import Lake
 from runtime.session import job_description
 from schemas import item_attributes as IA
 from schemas import user_engagements as UE
+
+if TYPE_CHECKING:
+    from models.retrieval.training import TwoTowerData
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,23 @@ class TwoTowerInputs:
 
 
 @dataclass
+class TwoTowerPrepared:
+    """The training data as lazy DataFrames (``transform``'s output)."""
+
+    items: DataFrame  # (pin_id, item_index 1..n)
+    sequences: DataFrame  # (user_id, items): item indices in event order
+    counts: DataFrame  # (item_index, count) over the train parts
+    attributes: DataFrame | None  # (item_index, attribute_index, rank)
+    versions: dict[str, Any]
+
+
+@dataclass
 class TwoTowerOutputs:
-    model: Any  # models.two_tower.RetrievalModel (torch stays out of the driver's imports until needed)
+    model: Any  # models.retrieval.two_tower.RetrievalModel (torch stays out of the driver's imports until needed)
     item_ids: list[str]
     metrics: dict[str, Any]
     inputs: dict[str, Any]
-    test: Any  # models.two_tower_training.Sequences: the gate's evaluation users
+    test: Any  # models.retrieval.sequences.Sequences: the gate's evaluation users
 
 
 @dataclass(frozen=True)
@@ -95,23 +107,16 @@ def item_index(engagements: DataFrame) -> DataFrame:
     return items.withColumn(ITEM_INDEX, F.row_number().over(Window.orderBy(UE.PIN_ID)))
 
 
-def event_order(*carried: str) -> Column:
-    """A struct column whose sort order is a user's engagement order: event time, then
-    ``seq_index`` (0 when absent), then pin id; ``carried`` columns ride along. Training
-    sequences and serving histories (``pinpipe retrieve``) order events by this one key."""
-    return F.struct(UE.EVENT_TIME, F.coalesce(UE.SEQ_INDEX, F.lit(0)).alias("i"), UE.PIN_ID, *carried).alias("e")
-
-
 def user_sequences(engagements: DataFrame, index: DataFrame) -> DataFrame:
     """(user_id, items): each user's item indices in event order (ties: seq_index, then pin)."""
-    events = engagements.join(index, UE.PIN_ID).select(UE.USER_ID, event_order(ITEM_INDEX))
+    events = engagements.join(index, UE.PIN_ID).select(UE.USER_ID, UE.event_order(ITEM_INDEX))
     ordered = events.groupBy(UE.USER_ID).agg(F.sort_array(F.collect_list("e")).alias("e"))
     return ordered.select(UE.USER_ID, F.col(f"e.{ITEM_INDEX}").alias(ITEMS))
 
 
 def train_counts(sequences: DataFrame) -> DataFrame:
     """(item_index, count) over the train parts: all but each user's last two items, or all of
-    them for a user with fewer than three (as :func:`leave_one_out` trains on them)."""
+    them for a user with fewer than three (as ``models.retrieval.sequences.leave_one_out`` trains on them)."""
     train = F.when(F.size(ITEMS) >= 3, F.slice(ITEMS, 1, F.size(ITEMS) - 2)).otherwise(F.col(ITEMS))
     return sequences.select(F.explode(train).alias(ITEM_INDEX)).groupBy(ITEM_INDEX).count()
 
@@ -142,55 +147,46 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerInputs:
     return TwoTowerInputs(engagements, attributes, versions)
 
 
-def transform(
-    inputs: TwoTowerInputs,
-    *,
-    model: TwoTowerSettings,
-    training: TwoTowerTrainSettings,
-    index_factory: str,
-    index_params: str,
-    max_attributes_per_item: int = 16,
-) -> TwoTowerOutputs:
+def transform(inputs: TwoTowerInputs, *, max_attributes_per_item: int = 16) -> TwoTowerPrepared:
+    """The training data, lazily: item indices, each user's sequence, train frequencies, and
+    the items' attributes (when the item tower uses them)."""
+    index = item_index(inputs.engagements)
+    attributes = (
+        item_attributes(inputs.attributes, index, max_attributes_per_item) if inputs.attributes is not None else None
+    )
+    sequences = user_sequences(inputs.engagements, index)
+    return TwoTowerPrepared(index, sequences, train_counts(sequences), attributes, inputs.versions)
+
+
+def collect(prepared: TwoTowerPrepared) -> TwoTowerData:
+    """``prepared`` on the driver, as the retrieval package's training takes it."""
     import torch
 
-    from models.two_tower_training import evaluate, evaluate_ann, fit_members
+    from models.retrieval.training import TwoTowerData
 
-    spark = inputs.engagements.sparkSession
-    index = item_index(inputs.engagements).persist()
+    spark = prepared.items.sparkSession
+    index = prepared.items.persist()
     try:
         with job_description(spark, "train_two_tower: sequences"):
-            sequences = user_sequences(inputs.engagements, index)
             item_ids = [r[UE.PIN_ID] for r in index.orderBy(ITEM_INDEX).collect()]
-            rows = sequences.orderBy(UE.USER_ID).toPandas()
-            counts_rows = train_counts(sequences).collect()
-            attribute_rows = (
-                item_attributes(inputs.attributes, index, max_attributes_per_item).collect()
-                if inputs.attributes is not None
-                else []
-            )
+            rows = prepared.sequences.orderBy(UE.USER_ID).toPandas()
+            counts_rows = prepared.counts.collect()
+            attribute_rows = prepared.attributes.collect() if prepared.attributes is not None else []
     finally:
         index.unpersist()
     if rows.empty:
-        raise ValueError(f"train_two_tower: no engagements for source {inputs.versions['source']!r}")
+        raise ValueError(f"train_two_tower: no engagements for source {prepared.versions['source']!r}")
     n_items = len(item_ids)
     counts = torch.zeros(n_items + 1, dtype=torch.long)
     for r in counts_rows:
         counts[r[ITEM_INDEX]] = r["count"]
-    split = leave_one_out([list(items) for items in rows[ITEMS]], model.max_len)
-    log.info(
-        "train_two_tower: %s users (%s evaluated), %s items, %s train interactions",
-        f"{len(rows):,}",
-        f"{len(split.test.rows):,}",
-        f"{n_items:,}",
-        f"{int(counts.sum()):,}",
-    )
-    attributes = None
-    if inputs.attributes is not None and not attribute_rows:
+    if prepared.attributes is not None and not attribute_rows:
         log.warning(
             "train_two_tower: two_tower.item_attributes is on but source %r has no item_attributes "
             "for its items (ingest its <Name>_item2attributes.json); the item tower uses IDs only",
-            inputs.versions["source"],
+            prepared.versions["source"],
         )
+    attributes = None
     if attribute_rows:
         attributes = torch.zeros(n_items + 1, max(r["rank"] for r in attribute_rows), dtype=torch.long)
         for r in attribute_rows:
@@ -201,68 +197,38 @@ def transform(
             f"{int((attributes[1:] > 0).any(1).sum()):,}",
             f"{n_items:,}",
         )
-    result = fit_members(n_items, model, attributes, split.train, split.validation, counts, training)
-    test = evaluate(result.model, split.test)
-    metrics = {
-        "validation": result.validation.as_dict(),
-        "test": test.as_dict(),
-        "test_ann": evaluate_ann(result.model, split.test, index_factory, index_params),
-        "best_epoch": result.best_epoch,
-        **({"member_best_epochs": result.member_best_epochs} if result.member_best_epochs else {}),
-        "history": result.history,
-        "train_seconds": round(result.seconds, 1),
-    }
-    sizes = {
-        "users": len(rows),
-        "evaluated_users": len(split.test.rows),
-        "items": n_items,
-        "attributes": int(attributes.max()) if attributes is not None else 0,
-    }
-    return TwoTowerOutputs(result.model, item_ids, metrics, {**inputs.versions, **sizes}, split.test)
+    return TwoTowerData([list(items) for items in rows[ITEMS]], item_ids, counts, attributes)
 
 
-@dataclass(frozen=True)
-class LeaveOneOut:
-    train: Any  # models.two_tower_training.Sequences
-    validation: Any
-    test: Any
+def trained(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerOutputs:
+    """Read, prepare, collect and train with the config's settings: ``run`` without the write."""
+    from models.retrieval.training import train_and_evaluate
 
-
-def leave_one_out(sequences: list[list[int]], max_len: int) -> LeaveOneOut:
-    """Left-padded rows of ``max_len + 1`` items: train = all but the last two items (a user with
-    fewer than three items trains on all of them and is not evaluated); validation = history up
-    to the second-to-last item, which is the target; test = the whole sequence, the last item the
-    target."""
-    import torch
-
-    from models.two_tower_training import Sequences
-
-    width = max_len + 1
-
-    def row(items: list[int]) -> list[int]:
-        items = items[-width:]
-        return [0] * (width - len(items)) + items
-
-    evaluated = [s for s in sequences if len(s) >= 3]
-    train = [row(s[:-2] if len(s) >= 3 else s) for s in sequences]
-    return LeaveOneOut(
-        Sequences(torch.tensor(train, dtype=torch.long)),
-        Sequences(torch.tensor([row(s[:-1]) for s in evaluated], dtype=torch.long)),
-        Sequences(torch.tensor([row(s) for s in evaluated], dtype=torch.long)),
+    t = cfg.two_tower
+    prepared = transform(read(spark, cfg), max_attributes_per_item=t.max_attributes_per_item)
+    result = train_and_evaluate(
+        collect(prepared),
+        model=t.model,
+        training=t.training,
+        index_factory=t.eval_index_factory,
+        index_params=t.eval_index_params,
+    )
+    return TwoTowerOutputs(
+        result.model, result.item_ids, result.metrics, {**prepared.versions, **result.sizes}, result.test
     )
 
 
-def gate(registry, family: str, version: str, outputs: TwoTowerOutputs, settings: GateSettings) -> GateDecision | None:
-    """The published ``version`` against production on the new split's test users (production
-    ranks through its own item list)."""
-    from models.two_tower import load_artifact
-    from models.two_tower_training import evaluate_with_items
+def measure_on(outputs: TwoTowerOutputs, metric: str):
+    """The gate's measure: a published two-tower (its folder) ranks the new split's test items
+    (through its own item list: an item it does not know is a miss)."""
+    from models.retrieval.evaluation import evaluate_with_items
+    from models.retrieval.two_tower import load_artifact
 
     def measure(folder: Path) -> float:
         model, items = load_artifact(folder)
-        return evaluate_with_items(model, items, outputs.test, outputs.item_ids)[settings.metric]
+        return evaluate_with_items(model, items, outputs.test, outputs.item_ids)[metric]
 
-    return gate_version(registry, family, version, settings, measure, len(outputs.test.rows))
+    return measure
 
 
 def write(
@@ -270,10 +236,9 @@ def write(
 ) -> TwoTowerRunReport:
     """Publish ``outputs`` as a version of ``section.family``; with ``section.promote``, gate it
     and make it the candidate when it passes."""
-    from models.registry import Registry, content_key, without_wall_clock
-    from models.two_tower import ITEMS_FILE, MODEL_FOLDER
-
-    family = section.family
+    from models.artifacts.publishing import publish_gated
+    from models.artifacts.registry import Registry, without_wall_clock
+    from models.retrieval.two_tower import ITEMS_FILE, MODEL_FOLDER
 
     def build(folder: Path) -> None:
         outputs.model.save(folder / MODEL_FOLDER)
@@ -281,15 +246,20 @@ def write(
         (folder / "metrics.json").write_text(json.dumps(without_wall_clock(outputs.metrics), indent=2))
 
     registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
-    headline = {part: outputs.metrics[part] for part in ("validation", "test", "test_ann")}
-    key = content_key(config, outputs.inputs)
-    version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs, key=key)
-    decision = gate(registry, family, version, outputs, section.gate) if section.promote else None
-    approved = section.promote and (decision is None or decision.passed)
-    if approved:
-        registry.approve(family, version)
+    published = publish_gated(
+        registry,
+        section,
+        build,
+        metrics={part: outputs.metrics[part] for part in ("validation", "test", "test_ann")},
+        config=config,
+        inputs=outputs.inputs,
+        measure=measure_on(outputs, section.gate.metric),
+        rows=len(outputs.test.rows),
+        on_pass=registry.approve,
+    )
+    decision = published.decision
     return TwoTowerRunReport(
-        version,
+        published.version,
         outputs.inputs["source"],
         outputs.inputs["users"],
         outputs.inputs["items"],
@@ -297,21 +267,8 @@ def write(
         outputs.metrics["test"],
         outputs.metrics["test_ann"],
         gate=decision.line() if decision else "",
-        candidate=approved,
+        candidate=published.approved,
         train_seconds=outputs.metrics["train_seconds"],
-    )
-
-
-def trained(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerOutputs:
-    """``read`` and ``transform`` with the config's settings: ``run`` without the write."""
-    t = cfg.two_tower
-    return transform(
-        read(spark, cfg),
-        model=t.model,
-        training=t.training,
-        index_factory=t.eval_index_factory,
-        index_params=t.eval_index_params,
-        max_attributes_per_item=t.max_attributes_per_item,
     )
 
 

@@ -34,11 +34,11 @@ from typing import Any
 
 import yaml
 
-from models.gate import GateSettings
+from models.artifacts.gate import GateSettings
 from models.packaged import minilm_dir
-from models.student_settings import EncoderSettings, StudentSettings, StudentTrainSettings
-from models.teacher_settings import TeacherSettings, TrainSettings
-from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
+from models.relevance.student_settings import EncoderSettings, StudentSettings, StudentTrainSettings
+from models.relevance.teacher_settings import TeacherSettings, TrainSettings
+from models.retrieval.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 from udfs.captioner_settings import CaptionerSettings
 
 ENVIRONMENTS = ("local", "cluster", "cluster-gpu")
@@ -816,7 +816,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except ValueError as exc:  # a settings class's own check (e.g. models.teacher_settings)
+    except ValueError as exc:  # a settings class's own check (e.g. models.relevance.teacher_settings)
         raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
 
 

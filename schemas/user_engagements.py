@@ -4,6 +4,8 @@ S3-Rec sequences carry no timestamps: their ``event_time`` is derived from order
 (see ``jobs.ingest``) and ``seq_index`` keeps the exact position in the user's sequence.
 """
 
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     DateType,
     IntegerType,
@@ -40,3 +42,10 @@ USER_ENGAGEMENTS_V1 = StructType(
         StructField(SOURCE, StringType(), nullable=False),
     ]
 )
+
+
+def event_order(*carried: str) -> Column:
+    """A struct column whose sort order is a user's engagement order: event time, then
+    ``seq_index`` (0 when absent), then pin id; ``carried`` columns ride along. Training
+    sequences and serving histories (``pinpipe retrieve``) order events by this one key."""
+    return F.struct(EVENT_TIME, F.coalesce(SEQ_INDEX, F.lit(0)).alias("i"), PIN_ID, *carried).alias("e")

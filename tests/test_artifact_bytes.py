@@ -14,16 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 TWO_TOWER = """
 import sys, torch
-from models.two_tower import TwoTower
+from models.retrieval.two_tower import two_tower
 from tests.test_two_tower import TINY
 torch.manual_seed(0)
-TwoTower(20, TINY, torch.randint(0, 4, (21, 3))).save(sys.argv[1])
+two_tower(20, TINY, torch.randint(0, 4, (21, 3))).save(sys.argv[1])
 """
 
 TEACHER = """
 import sys, torch
-from models.teacher import CrossEncoderTeacher
-from models.teacher_settings import TeacherSettings
+from models.relevance.teacher import CrossEncoderTeacher
+from models.relevance.teacher_settings import TeacherSettings
 torch.manual_seed(0)
 CrossEncoderTeacher.build(TeacherSettings(backbone_path=sys.argv[2], head_hidden=8, lora_r=4)).save(sys.argv[1])
 """

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from models.bm25 import BM25, tokenize
+from models.relevance.bm25 import BM25, tokenize
 
 
 def test_tokenize():

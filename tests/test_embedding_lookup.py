@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from models.embedding_lookup import EmbeddingLookup, MissingEmbeddings
+from models.relevance.embedding_lookup import EmbeddingLookup, MissingEmbeddings
 
 
 def lookup() -> EmbeddingLookup:

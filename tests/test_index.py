@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from jobs import build_index, embed_pins, index_admin, retrieve
-from models.ann import merge_top_k, recall_at, resolve_factory
-from models.registry import Registry, RegistryError
-from models.retrieval import IndexVersions, Retrieval, VersionMismatch
-from models.sharded_index import IndexIntegrityError
-from models.two_tower import ITEMS_FILE, MODEL_FOLDER, Retriever, load_model, new_model
-from models.two_tower_settings import TwoTowerSettings
+from models.artifacts.registry import Registry, RegistryError
+from models.retrieval.ann import merge_top_k, recall_at, resolve_factory
+from models.retrieval.retriever import Retriever
+from models.retrieval.serving import IndexVersions, Retrieval, VersionMismatch
+from models.retrieval.sharded_index import IndexIntegrityError
+from models.retrieval.two_tower import ITEMS_FILE, MODEL_FOLDER, load_model, new_model
+from models.retrieval.two_tower_settings import TwoTowerSettings
 from runtime.config import load_config
 from runtime.lake import Lake
 from schemas import pin_embeddings as PE
@@ -75,12 +76,15 @@ def test_the_factory_follows_the_corpus_size():
 # ------------------------------------------------------------------ the jobs, on one lake
 
 
-WIDTHS = {"v0001": 16, "v0002": 32}  # v0002: two members of 16 served as one (two_tower.model.members)
+# v0002: two members of 16 served as one (two_tower.model.members), each with three vectors per
+# user (two_tower.model.user_vectors): one index search per user vector, merged
+WIDTHS = {"v0001": 16, "v0002": 32}
 
 
-def publish_model(lake: Lake, seed: int, members: int = 1) -> str:
+def publish_model(lake: Lake, seed: int, members: int = 1, user_vectors: int = 1) -> str:
     torch.manual_seed(seed)
-    model = new_model(N_ITEMS, TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, members=members)).eval()
+    settings = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, members=members, user_vectors=user_vectors)
+    model = new_model(N_ITEMS, settings).eval()
 
     def build(folder):
         model.save(folder / MODEL_FOLDER)
@@ -105,8 +109,11 @@ def built(spark, tmp_path_factory):
     ]
     lake.replace_slice(spark.createDataFrame(rows, UE.USER_ENGAGEMENTS_V1), "user_engagements", f"source = '{SOURCE}'")
     reports = {}
-    for seed, members, extra in ((1, 1, ()), (2, 2, ("index.flat_below=0", "index.search_params=nprobe=4"))):
-        version = publish_model(lake, seed, members)
+    for seed, members, vectors, extra in (
+        (1, 1, 1, ()),
+        (2, 2, 3, ("index.flat_below=0", "index.search_params=nprobe=4")),
+    ):
+        version = publish_model(lake, seed, members, vectors)
         c = cfg(lake, f"index.model_version={version}", *extra)
         reports[version] = (embed_pins.run(spark, c), build_index.run(spark, c))
     return lake, reports

@@ -7,12 +7,12 @@ from torch import nn
 from torch.ao.nn.quantized import dynamic as qdynamic
 from transformers import AutoTokenizer
 
-from models.int8 import INT8_FILE, Int8Plan, calibrate_int8, linear_layers, quantize_int8
-from models.metrics import spearman
 from models.random_models import save_random_backbone
-from models.scoring import ScoringSettings, TeacherScorer
-from models.teacher import CrossEncoderTeacher
-from models.teacher_settings import TeacherSettings
+from models.relevance.int8 import INT8_FILE, Int8Plan, calibrate_int8, linear_layers, quantize_int8
+from models.relevance.metrics import spearman
+from models.relevance.scoring import ScoringSettings, TeacherScorer
+from models.relevance.teacher import CrossEncoderTeacher
+from models.relevance.teacher_settings import TeacherSettings
 
 LAYER = 1
 OUTLIER_LAYER = f"backbone.encoder.layer.{LAYER}.attention.output.dense"

@@ -228,7 +228,7 @@ def run_nightly(sets: list[str]) -> str:
 
 def published(lake: Lake) -> dict[str, object]:
     """Every family's kept versions (their files' checksums), promoted version and candidate."""
-    from models.registry import Registry
+    from models.artifacts.registry import Registry
 
     root = Path(lake.artifacts_path())
     found = {}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.levels import LevelThresholds, label_shares
+from models.relevance.levels import LevelThresholds, label_shares
 
 
 def test_thresholds_reproduce_label_shares():

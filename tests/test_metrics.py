@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score, ndcg_score, roc_auc_score
 
-from models.metrics import auroc, evaluate_relevance, ndcg_at_k, quadratic_weighted_kappa, spearman
+from models.relevance.metrics import auroc, evaluate_relevance, ndcg_at_k, quadratic_weighted_kappa, spearman
 
 rng = np.random.default_rng(0)
 

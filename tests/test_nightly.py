@@ -108,7 +108,7 @@ def test_dates_and_schedules():
 def test_a_model_this_dates_nightly_promoted_does_not_count_as_promoted_before(tmp_path):
     """A nightly killed after promoting its student but before recording the stage runs the
     stage again on resume (as the uninterrupted run did), instead of skipping it off schedule."""
-    from models.registry import Registry
+    from models.artifacts.registry import Registry
 
     def build(folder):
         (folder / "w").write_text("w")

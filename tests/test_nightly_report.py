@@ -3,7 +3,7 @@ import datetime as dt
 import re
 
 from jobs.nightly_report import Histogram, ReportData, render
-from models.retrieval import IndexVersion
+from models.retrieval.serving import IndexVersion
 from schemas import pipeline_runs as PR
 
 T0 = dt.datetime(2026, 11, 1, 2, 0)

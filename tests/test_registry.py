@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import Registry, RegistryError, content_key
+from models.artifacts.registry import Registry, RegistryError, content_key
 
 
 def writer(text):
@@ -126,7 +126,7 @@ def test_a_broken_manifest_is_named(tmp_path):
 
 
 def test_wall_clock_figures_stay_out_of_artifact_files():
-    from models.registry import without_wall_clock
+    from models.artifacts.registry import without_wall_clock
 
     metrics = {
         "test": {"kappa": 0.5},
@@ -149,7 +149,7 @@ def test_rollback_of_a_family_without_production_is_one_line_and_exit_1(tmp_path
 
 PUBLISH_AND_HANG = """
 import sys, time
-from models.registry import Registry
+from models.artifacts.registry import Registry
 def build(folder):
     (folder / "weights.bin").write_text("half")
     print("building", flush=True)

@@ -11,11 +11,11 @@ from pyspark.testing import assertDataFrameEqual
 from transformers import AutoTokenizer
 
 from jobs import score_impressions
+from models.artifacts.registry import Registry
 from models.random_models import save_random_backbone
-from models.registry import Registry
-from models.scoring import ScoringSettings, TeacherScorer
-from models.teacher import CrossEncoderTeacher
-from models.teacher_settings import TeacherSettings
+from models.relevance.scoring import ScoringSettings, TeacherScorer
+from models.relevance.teacher import CrossEncoderTeacher
+from models.relevance.teacher_settings import TeacherSettings
 from runtime.config import load_config
 from schemas import pin_text_features as PTF
 from schemas import pins as P

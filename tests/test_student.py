@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from models.student import (
+from models.relevance.student import (
     CLICK,
     RELEVANCE,
     SAVE,
@@ -13,9 +13,9 @@ from models.student import (
     load_student,
     save_student,
 )
-from models.student_scoring import dense_features, dense_vectors, predict_relevance
-from models.student_settings import StudentSettings, StudentTrainSettings
-from models.student_training import StudentData, StudentLoss, batches, ranknet, train_student
+from models.relevance.student_scoring import dense_features, dense_vectors, predict_relevance
+from models.relevance.student_settings import StudentSettings, StudentTrainSettings
+from models.relevance.student_training import StudentData, StudentLoss, batches, ranknet, train_student
 from schemas import student_features as SF
 
 D, K, L = 8, 3, 4

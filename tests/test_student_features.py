@@ -7,10 +7,10 @@ from pyspark.testing import assertDataFrameEqual
 
 from jobs import student_features
 from jobs.student_features import embedding_lookup
-from models.bm25 import BM25
 from models.random_models import save_random_backbone
-from models.student_settings import EncoderSettings
-from models.text_encoder import TextEncoder, encoder_version
+from models.relevance.bm25 import BM25
+from models.relevance.student_settings import EncoderSettings
+from models.relevance.text_encoder import TextEncoder, encoder_version
 from runtime.lake import Lake
 from schemas import human_labels as HL
 from schemas import pin_text_features as PTF

@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 
 from models.packaged import minilm_dir
 from models.random_models import save_random_backbone
-from models.teacher import CrossEncoderTeacher, TeacherSettings, autocast_dtype, weights_dtype
+from models.relevance.teacher import CrossEncoderTeacher, TeacherSettings, autocast_dtype, weights_dtype
 
 PAIRS = [("wine rack", "Oak wine rack for 6 bottles"), ("projector", "A small lamp"), ("sofa", "sofa")]
 

@@ -4,10 +4,10 @@ import torch
 from transformers import AutoTokenizer
 
 from models.packaged import minilm_dir
-from models.teacher import CrossEncoderTeacher, TeacherSettings
-from models.teacher_inference import collate, encode_pairs, predict_proba
-from models.teacher_settings import TrainSettings
-from models.teacher_training import length_sorted_batches, train
+from models.relevance.teacher import CrossEncoderTeacher, TeacherSettings
+from models.relevance.teacher_inference import collate, encode_pairs, predict_proba
+from models.relevance.teacher_settings import TrainSettings
+from models.relevance.teacher_training import length_sorted_batches, train
 
 WORDS = ["sofa", "lamp", "rug", "desk", "chair", "vase", "mirror", "shelf", "clock", "quilt", "kettle", "towel"]
 

@@ -8,10 +8,10 @@ from pyspark.sql import functions as F
 from jobs import score_impressions, student_features, train_student
 from jobs.student_features import embedding_lookup
 from jobs.train_student import LEVEL, PROBS, training_rows
+from models.artifacts.registry import Registry
 from models.random_models import save_random_backbone
-from models.registry import Registry
-from models.splits import TEST, TRAIN, VALIDATION
-from models.student_scoring import StudentScorer
+from models.relevance.splits import TEST, TRAIN, VALIDATION
+from models.relevance.student_scoring import StudentScorer
 from schemas import human_labels as HL
 from schemas import student_features as SF
 from tests.test_score_impressions import DAY3, ITEMS, overrides, publish_teacher, write_inputs
@@ -155,7 +155,7 @@ def test_the_gate_rejects_a_shuffled_student_and_rollback_restores_production_sc
     spark, lake, cfg_for, learnable_student_lake
 ):
     from jobs import rollback
-    from models.student import WEIGHTS_FILE
+    from models.relevance.student import WEIGHTS_FILE
 
     registry = Registry(lake.artifacts_path())
     sofa = lake.read(spark, "student_features").filter(F.col(SF.QUERY) == "sofa ideas")

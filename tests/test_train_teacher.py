@@ -10,14 +10,14 @@ from transformers import AutoTokenizer
 
 from jobs import train_teacher
 from jobs.train_teacher import labeled_pairs, pairs_of
-from models.int8 import Int8Plan, linear_layers, quantize_int8
-from models.metrics import evaluate_relevance, spearman
+from models.artifacts.registry import Registry, RegistryError
 from models.random_models import save_random_backbone
-from models.registry import Registry, RegistryError
-from models.splits import QuerySplit, assign_sides, split_by_query
-from models.teacher import CrossEncoderTeacher
-from models.teacher_inference import encode_pairs, predict_proba
-from models.teacher_settings import TrainSettings
+from models.relevance.int8 import Int8Plan, linear_layers, quantize_int8
+from models.relevance.metrics import evaluate_relevance, spearman
+from models.relevance.splits import QuerySplit, assign_sides, split_by_query
+from models.relevance.teacher import CrossEncoderTeacher
+from models.relevance.teacher_inference import encode_pairs, predict_proba
+from models.relevance.teacher_settings import TrainSettings
 from schemas import human_labels as HL
 from schemas import pin_text_features as PTF
 

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from jobs import train_two_tower
-from models.registry import Registry
-from models.two_tower import Retriever, load_model
+from models.artifacts.registry import Registry
+from models.retrieval.retriever import Retriever
+from models.retrieval.sequences import leave_one_out
+from models.retrieval.two_tower import load_model
 from schemas import user_engagements as UE
 
 START = dt.datetime(2020, 1, 1)
@@ -51,7 +53,7 @@ def test_sequences_are_ordered_indexed_and_split_leave_one_out(spark):
     }
     assert counts == {3: 2, 2: 2}  # u0's first two items, and both of u1's (too short to evaluate)
 
-    split = train_two_tower.leave_one_out([seqs["u0"], seqs["u1"]], max_len=3)
+    split = leave_one_out([seqs["u0"], seqs["u1"]], max_len=3)
     assert split.train.rows.tolist() == [[0, 0, 3, 2], [0, 0, 2, 3]]  # u1 (2 items) trains on both
     assert split.validation.rows.tolist() == [[0, 3, 2, 4]]  # target 4, the second-to-last
     assert split.test.rows.tolist() == [[3, 2, 4, 1]]  # target 1, the last
@@ -110,7 +112,7 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
     folder = registry.path("two_tower", "v0001")
     items = json.loads((folder / "items.json").read_text())
     model = load_model(folder / "model")
-    assert model.item_tower.attributes[1:].max() == 5 and (model.item_tower.attributes[1:] > 0).all()
+    assert model.item_tower.features.attributes[1:].max() == 5 and (model.item_tower.features.attributes[1:] > 0).all()
     history = torch.tensor([[0, 0, 0, 0, items.index("i004") + 1, items.index("i005") + 1]])
     top, _ = Retriever(model).top_k(history, 1)
     assert items[int(top[0, 0]) - 1] == "i006"
@@ -167,5 +169,5 @@ def test_asking_for_attributes_a_source_lacks_trains_on_ids_and_says_so(spark, l
     )
     with caplog.at_level("WARNING", logger="jobs.train_two_tower"):
         out = train_two_tower.trained(spark, cfg)
-    assert out.inputs["attributes"] == 0 and out.model.item_tower.attribute_bag is None
+    assert out.inputs["attributes"] == 0 and out.model.item_tower.features.attribute_bag is None
     assert "'s3rec_bare' has no item_attributes" in caplog.text

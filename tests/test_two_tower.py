@@ -5,10 +5,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from models.retrieval_metrics import RankAccumulator
-from models.two_tower import Retriever, TwoTower, TwoTowerEnsemble, load_model, mask_engaged
-from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
-from models.two_tower_training import Sequences, evaluate, fit, fit_members, log_frequencies, sampled_softmax_loss
+from models.retrieval.evaluation import evaluate
+from models.retrieval.ranking_metrics import RankAccumulator
+from models.retrieval.retriever import Retriever, mask_engaged
+from models.retrieval.sequences import Sequences
+from models.retrieval.training import fit, fit_members, log_frequencies, sampled_softmax_loss
+from models.retrieval.two_tower import TwoTower, TwoTowerEnsemble, load_model, two_tower
+from models.retrieval.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 from udfs.item_embedder import item_vectors
 
 TINY = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, dropout=0.0, history_dropout=0.0, id_dropout=0.0)
@@ -17,7 +20,7 @@ TINY = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, dropout=0.0, histo
 @pytest.mark.parametrize("encoder", ["transformer", "mean"])
 def test_user_tower_is_causal_and_unit_norm(encoder):
     torch.manual_seed(0)
-    model = TwoTower(20, TwoTowerSettings(**{**TINY.__dict__, "encoder": encoder})).eval()
+    model = two_tower(20, TwoTowerSettings(**{**TINY.__dict__, "encoder": encoder})).eval()
     history = torch.tensor([[0, 0, 3, 7, 9, 11]])
     every = model.user_tower(history, every_position=True)
     assert torch.allclose(every.norm(dim=-1)[0, 2:], torch.ones(4), atol=1e-5)
@@ -50,12 +53,12 @@ def reference_loss(users, items, positives, temperature, log_q, own_items=None):
 @pytest.mark.parametrize("logq", [True, False])
 def test_in_batch_softmax_removes_accidental_hits_and_corrects_by_log_q(logq):
     torch.manual_seed(1)
-    model = TwoTower(10, TINY).eval()
+    model = two_tower(10, TINY).eval()
     positives = torch.tensor([3, 5, 3, 9, 1])  # item 3 twice: each is not the other's negative
     users = F.normalize(torch.randn(5, 16), dim=-1)
     counts = torch.tensor([0, 5, 1, 50, 1, 9, 1, 1, 1, 2, 1])
     log_q = log_frequencies(counts) if logq else None
-    got = sampled_softmax_loss(users, positives, model, log_q)
+    got = sampled_softmax_loss(users.unsqueeze(1), positives, model, log_q)
     with torch.no_grad():
         items = model.item_tower(positives)
     expected = reference_loss(users, items, positives.tolist(), float(model.temperature.detach()), log_q)
@@ -64,31 +67,33 @@ def test_in_batch_softmax_removes_accidental_hits_and_corrects_by_log_q(logq):
 
 def test_items_of_the_examples_own_sequence_are_not_its_negatives():
     torch.manual_seed(3)
-    model = TwoTower(10, TINY).eval()
+    model = two_tower(10, TINY).eval()
     sequences = torch.tensor([[0, 3, 5, 7], [2, 4, 9, 1]])  # two users
     row = torch.tensor([0, 0, 1, 1, 1])  # the sequence each example belongs to
     positives = torch.tensor([5, 7, 4, 9, 1])
     users = F.normalize(torch.randn(5, 16), dim=-1)
-    got = sampled_softmax_loss(users, positives, model, None, user_items=(sequences, row))
+    got = sampled_softmax_loss(users.unsqueeze(1), positives, model, None, user_items=(sequences, row))
     with torch.no_grad():
         items = model.item_tower(positives)
     own = [set(sequences[r].tolist()) for r in row.tolist()]
     expected = reference_loss(users, items, positives.tolist(), float(model.temperature.detach()), None, own)
     assert got.detach().item() == pytest.approx(expected, rel=1e-5)
     assert got.detach().item() != pytest.approx(
-        sampled_softmax_loss(users, positives, model, None).detach().item(), rel=1e-3
+        sampled_softmax_loss(users.unsqueeze(1), positives, model, None).detach().item(), rel=1e-3
     )
-    with_extra = sampled_softmax_loss(users, positives, model, None, extra_negatives=200, user_items=(sequences, row))
+    with_extra = sampled_softmax_loss(
+        users.unsqueeze(1), positives, model, None, extra_negatives=200, user_items=(sequences, row)
+    )
     assert math.isfinite(with_extra.detach().item())
 
 
 def test_extra_uniform_negatives_skip_the_positive():
     torch.manual_seed(2)
-    model = TwoTower(3, TINY).eval()
+    model = two_tower(3, TINY).eval()
     users = F.normalize(torch.randn(2, 16), dim=-1)
     positives = torch.tensor([1, 2])
-    plain = sampled_softmax_loss(users, positives, model, None)
-    with_extra = sampled_softmax_loss(users, positives, model, None, extra_negatives=50)
+    plain = sampled_softmax_loss(users.unsqueeze(1), positives, model, None)
+    with_extra = sampled_softmax_loss(users.unsqueeze(1), positives, model, None, extra_negatives=50)
     assert with_extra.detach().item() > plain.detach().item()  # more negatives, never the positive itself: finite
     assert math.isfinite(with_extra.detach().item())
 
@@ -129,7 +134,7 @@ def test_fit_learns_a_next_item_pattern_and_reloads_identically(tmp_path):
     train, validation = Sequences(walks[:, :-1]), Sequences(walks[:, 1:])  # validation predicts the last step
     settings = TwoTowerSettings(**{**TINY.__dict__, "max_len": length - 2})
     torch.manual_seed(0)
-    model = TwoTower(n_items, settings)
+    model = two_tower(n_items, settings)
     before = evaluate(model, validation).hr[10]
     counts = torch.bincount(walks[:, :-2].reshape(-1), minlength=n_items + 1)
     train_settings = TwoTowerTrainSettings(epochs=30, batch_size=64, lr=1e-2, eval_every=5, patience=3, progress=False)
@@ -150,7 +155,7 @@ def test_an_ensemble_scores_its_members_mean_cosine_and_reloads_identically(tmp_
     members = []
     for seed in (1, 2, 3):
         torch.manual_seed(seed)
-        members.append(TwoTower(10, TINY, attributes).eval())
+        members.append(two_tower(10, TINY, attributes).eval())
     ensemble = TwoTowerEnsemble(members).eval()
     histories = torch.tensor([[0, 0, 0, 4, 2, 9], [1, 2, 3, 5, 6, 8], [0, 0, 0, 0, 0, 7]])
     mean_cosine = sum(Retriever(m).scores(histories) for m in members) / 3
@@ -183,13 +188,13 @@ def test_members_are_trained_apart_with_their_own_seeds():
     first, second, _ = three.model.members
     alone, member = one.model.state_dict(), first.state_dict()
     assert alone.keys() == member.keys() and all(torch.equal(alone[k], member[k]) for k in alone)  # seed + 0
-    assert not torch.equal(first.item_tower.ids.weight, second.item_tower.ids.weight)  # seed + 1
+    assert not torch.equal(first.item_tower.features.ids.weight, second.item_tower.features.ids.weight)  # seed + 1
     assert len(three.member_best_epochs) == 3 and three.best_epoch == max(three.member_best_epochs)
     assert three.validation.as_dict() == evaluate(three.model, validation).as_dict()
 
 
 def test_ranks_from_an_ann_top_list_drop_history_and_cap_at_depth():
-    from models.retrieval_metrics import ranks_from_top_lists
+    from models.retrieval.ranking_metrics import ranks_from_top_lists
 
     top = torch.tensor([[4, 2, 7, 1, -1], [3, 1, 2, 5, 6], [9, 8, 6, 5, 4]])
     histories = torch.tensor([[0, 2], [0, 0], [0, 6]])
@@ -200,7 +205,7 @@ def test_ranks_from_an_ann_top_list_drop_history_and_cap_at_depth():
 def test_ann_index_takes_its_search_parameters_and_returns_item_indices():
     import numpy as np
 
-    from models.ann import build_index, search
+    from models.retrieval.ann import build_index, search
 
     vectors = F.normalize(torch.randn(300, 8, generator=torch.Generator().manual_seed(0)), dim=-1).numpy()
     index = build_index(vectors, "HNSW8", "efSearch=200")
@@ -213,19 +218,19 @@ def test_ann_index_takes_its_search_parameters_and_returns_item_indices():
 def test_item_attributes_shape_item_vectors_and_survive_save_and_load(tmp_path):
     torch.manual_seed(0)
     attributes = torch.tensor([[0, 0], [1, 2], [1, 0], [3, 0]])  # item 1: attributes 1, 2; 2: 1; 3: 3
-    model = TwoTower(3, TINY, attributes).eval()
+    model = two_tower(3, TINY, attributes).eval()
     with torch.no_grad():
-        model.item_tower.ids.weight[1:] = model.item_tower.ids.weight[1]  # the same ID vector for all
+        model.item_tower.features.ids.weight[1:] = model.item_tower.features.ids.weight[1]  # the same ID vector for all
         before = model.all_items()
     assert not torch.allclose(before[0], before[1]) and not torch.allclose(before[1], before[2])
     loaded = load_model(model.save(tmp_path / "m"))
-    assert torch.equal(loaded.item_tower.attributes, attributes)
+    assert torch.equal(loaded.item_tower.features.attributes, attributes)
     assert torch.allclose(loaded.all_items(), before)
 
 
 def test_a_users_vector_does_not_depend_on_padding_or_batch():
     torch.manual_seed(4)
-    model = TwoTower(20, TINY).eval()
+    model = two_tower(20, TINY).eval()
     short = torch.tensor([[0, 0, 0, 0, 3, 7]])
     alone = model.user_tower(short[:, -2:])
     assert not torch.allclose(model.user_tower(short), alone, atol=1e-4)  # why encode() exists
@@ -238,7 +243,7 @@ def test_a_users_vector_does_not_depend_on_padding_or_batch():
 
 
 def test_evaluation_in_the_middle_of_training_leaves_the_model_in_its_mode():
-    model = TwoTower(10, TINY)
+    model = two_tower(10, TINY)
     rows = torch.tensor([[0, 0, 0, 1, 2, 3, 4], [0, 0, 0, 0, 5, 6, 7]])
     model.train()
     evaluate(model, Sequences(rows))
@@ -249,10 +254,10 @@ def test_evaluation_in_the_middle_of_training_leaves_the_model_in_its_mode():
 
 
 def test_production_is_evaluated_through_its_own_items_and_a_target_it_does_not_know_is_a_miss():
-    from models.two_tower_training import evaluate_with_items
+    from models.retrieval.evaluation import evaluate_with_items
 
     torch.manual_seed(5)
-    model = TwoTower(6, TINY).eval()
+    model = two_tower(6, TINY).eval()
     items = [f"p{i}" for i in range(1, 7)]
     rows = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 4, 5, 1, 6], [0, 0, 0, 0, 2, 5], [0, 0, 0, 3, 4, 2]])
     same = evaluate_with_items(model, items, Sequences(rows), items)

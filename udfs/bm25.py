@@ -1,7 +1,7 @@
 """BM25 as Spark aggregates: corpus statistics over every document, never on the driver.
 
 ``bm25_scores`` gives Okapi BM25 (``k1``, ``b``; idf ``ln(1 + (N - df + 0.5) / (df + 0.5))``, as
-``models.bm25.BM25``) of each pair's query against its document, where the document
+``models.relevance.bm25.BM25``) of each pair's query against its document, where the document
 frequencies and the mean length are aggregates over the whole ``documents`` frame.
 """
 
@@ -18,7 +18,7 @@ TERM = "term"
 
 
 def tokens(col: Column) -> Column:
-    """Lower-case alphanumeric runs (as ``models.bm25.tokenize``); a split, no backtracking."""
+    """Lower-case alphanumeric runs (as ``models.relevance.bm25.tokenize``); a split, no backtracking."""
     return F.filter(F.split(F.lower(F.coalesce(col, F.lit(""))), "[^a-z0-9]+"), lambda t: F.length(t) > 0)
 
 

@@ -22,7 +22,7 @@ from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType, StructField, StructType
 
-from models.fingerprint import folder_fingerprint
+from models.artifacts.fingerprint import folder_fingerprint
 from udfs.captioner_settings import CaptionerSettings
 from udfs.images import try_open_image
 from udfs.task_resources import task_device, task_threads, worker_model

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.teacher_settings import GPU_DTYPE_NAMES
+from models.relevance.teacher_settings import GPU_DTYPE_NAMES
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import pyarrow as pa
 from pyspark import Broadcast, TaskContext
 from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, StructField, StructType
 
-from models.ann import from_bytes, set_search_params
-from models.sharded_index import write_shard
+from models.retrieval.ann import from_bytes, set_search_params
+from models.retrieval.sharded_index import write_shard
 from schemas import pin_embeddings as PE
 from udfs.task_resources import task_threads
 

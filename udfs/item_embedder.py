@@ -14,7 +14,7 @@ import pyarrow as pa
 import torch
 from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, StructField, StructType
 
-from models.two_tower import RetrievalModel, load_artifact
+from models.retrieval.two_tower import RetrievalModel, load_artifact
 from schemas import pin_embeddings as PE
 from udfs.arrow_lists import float32_lists
 from udfs.task_resources import worker_model

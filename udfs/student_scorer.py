@@ -5,7 +5,7 @@
 features as one list column (``dense_vector``) — not two 64-character hashes to look up in
 Python, nor eight numeric columns — and hands back only the scores: the rows' other columns
 stay in the JVM. Each Python worker loads the student once
-(``models.student_scoring.StudentScorer``, on the task's GPU or on CPU with the task's cores)
+(``models.relevance.student_scoring.StudentScorer``, on the task's GPU or on CPU with the task's cores)
 and the lookup once (a Spark broadcast).
 
     positioned = with_positions(features, lookup)          # lookup: the EmbeddingLookup
@@ -21,8 +21,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
-from models.embedding_lookup import EmbeddingLookup, MissingEmbeddings
-from models.student_scoring import StudentScorer, dense_vectors
+from models.relevance.embedding_lookup import EmbeddingLookup, MissingEmbeddings
+from models.relevance.student_scoring import StudentScorer, dense_vectors
 from schemas import student_features as SF
 from udfs.arrow_lists import float32_lists
 from udfs.task_resources import worker_model

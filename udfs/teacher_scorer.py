@@ -1,7 +1,7 @@
 """The teacher as a Spark ``mapInPandas`` function.
 
 ``score_partitions`` gives a function from Arrow batches of ``query, pin_id, <text>`` to
-:data:`SCORED_SCHEMA`. Each Python worker loads the scorer (``models.scoring.TeacherScorer``)
+:data:`SCORED_SCHEMA`. Each Python worker loads the scorer (``models.relevance.scoring.TeacherScorer``)
 once — on the task's GPU, or on CPU with the task's cores — and keeps it for as long as the
 worker lives, so a long job pays the load once per worker, not per batch.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, StringType, StructField, StructType
 
-from models.scoring import ScoringSettings, TeacherScorer
+from models.relevance.scoring import ScoringSettings, TeacherScorer
 from schemas import teacher_scores as TS
 from udfs.task_resources import worker_model
 

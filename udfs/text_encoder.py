@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pandas as pd
 
-from models.student_settings import EncoderSettings
-from models.text_encoder import TextEncoder
+from models.relevance.student_settings import EncoderSettings
+from models.relevance.text_encoder import TextEncoder
 from udfs.task_resources import worker_model
 
 

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.student import CLICK, RELEVANCE, SAVE, Student
-from models.student_settings import StudentTrainSettings
+from models.relevance.student import CLICK, RELEVANCE, SAVE, Student
+from models.relevance.student_settings import StudentTrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 class StudentData:
     query: np.ndarray  # [n, d] float32
     pin: np.ndarray  # [n, d] float32
-    dense: np.ndarray  # [n, k] float32, through models.student.dense_matrix
+    dense: np.ndarray  # [n, k] float32, through models.relevance.student.dense_matrix
     query_ids: np.ndarray  # [n] int: rows of one query share an id
     teacher_probs: np.ndarray  # [n, L] float32; rows without a teacher label are zeros
     has_teacher: np.ndarray  # [n] bool

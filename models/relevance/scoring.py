@@ -3,7 +3,7 @@
 ``TeacherScorer`` loads a teacher artifact for one device at one precision:
 
 * CPU: ``int8`` (dynamic int8 quantization of the linear layers, except those the teacher's
-  ``int8.json`` keeps in fp32 — see ``models/int8.py``) or ``fp32``;
+  ``int8.json`` keeps in fp32 — see ``models/relevance/int8.py``) or ``fp32``;
 * GPU: ``bf16`` / ``fp16`` weights, or ``nf4`` (4-bit NF4 base via bitsandbytes);
 * ``auto``: int8 on CPU, bf16 on GPU (fp16 where bf16 is not supported).
 
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.int8 import Int8Plan, calibrate_int8, quantize_int8
-from models.levels import LevelThresholds
-from models.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
-from models.teacher_inference import encode_pairs, predict_proba
+from models.relevance.int8 import Int8Plan, calibrate_int8, quantize_int8
+from models.relevance.levels import LevelThresholds
+from models.relevance.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
+from models.relevance.teacher_inference import encode_pairs, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def calibrate_teacher_int8(
     batch_size: int = 16,
 ) -> Int8Plan:
     """Choose which linear layers of the teacher in ``folder`` stay fp32 under int8 (see
-    ``models/int8.py``), on calibration pairs the teacher did not train on."""
+    ``models/relevance/int8.py``), on calibration pairs the teacher did not train on."""
     scorer = TeacherScorer(folder, ScoringSettings(precision="fp32", batch_size=batch_size))
     encoded = encode_pairs(scorer.tokenizer, list(queries), list(texts), scorer)
 

@@ -146,7 +146,7 @@ CUTS_KAPPA = "kappa, share-matched cuts (fit on validation)"
 
 def evaluate_with_cuts(query_ids, y_true, probabilities, levels: Sequence[int], cuts) -> RelevanceReport:
     """:func:`evaluate_relevance`, plus (as ``extra[CUTS_KAPPA]``) the kappa of the expected
-    relevance cut at ``cuts`` (a ``models.levels.LevelThresholds`` fit on validation)."""
+    relevance cut at ``cuts`` (a ``models.relevance.levels.LevelThresholds`` fit on validation)."""
     report = evaluate_relevance(query_ids, y_true, probabilities, levels)
     expected = np.asarray(probabilities, dtype=np.float64) @ np.asarray(levels, dtype=np.float64)
     report.extra[CUTS_KAPPA] = quadratic_weighted_kappa(y_true, cuts.predict(expected), min(levels), max(levels))

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.fingerprint import file_sha256
+from models.artifacts.fingerprint import file_sha256
 from models.processes import gone, this_host
 
 MANIFEST = "manifest.json"

@@ -20,8 +20,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from models.ann import merge_top_k, set_search_params
-from models.fingerprint import file_sha256
+from models.artifacts.fingerprint import file_sha256
+from models.retrieval.ann import merge_top_k, set_search_params
 
 INDEX = "index"  # the manifest's key for the description
 METRIC = "inner_product"

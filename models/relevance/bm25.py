@@ -1,7 +1,7 @@
 """Okapi BM25 over (query, document) pairs: the lexical baseline the teacher must beat.
 
 ``BM25.fit(documents)`` learns document frequencies and the mean length; ``score`` gives the
-BM25 score of a query against each document (``models.levels.LevelThresholds`` turns scores into
+BM25 score of a query against each document (``models.relevance.levels.LevelThresholds`` turns scores into
 graded levels).
 """
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.registry import Registry, RegistryError
-from models.sharded_index import IndexDescription, ShardedIndex
-from models.two_tower import RetrievalModel, load_artifact
+from models.artifacts.registry import Registry, RegistryError
+from models.retrieval.retriever import merge_vector_results
+from models.retrieval.sharded_index import IndexDescription, ShardedIndex
+from models.retrieval.two_tower import RetrievalModel, load_artifact
 
 INDEXES = "indexes"  # the index registry's folder under the artifacts root
 
@@ -134,8 +135,9 @@ class Retrieval:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         row = self.history_row(history)
-        query = self.model.user_tower.encode(row).numpy().astype(np.float32)
+        vectors = self.model.user_tower.encode(row).numpy().astype(np.float32)  # (1, n_vectors, dim)
         engaged = set(row[row > 0].tolist())
-        scores, ids = self.index.search(query, k + len(engaged))
+        scores, ids = self.index.search(vectors[0], k + len(engaged))  # one search per user vector
+        scores, ids = merge_vector_results(scores[None], ids[None])
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in engaged]
         return [(self.pins[i - 1], s) for i, s in found[:k]]

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from models.retrieval_metrics import KS, RankAccumulator, RankingMetrics, metrics_from_ranks, ranks_from_top_lists
-from models.torch_modes import evaluating
-from models.two_tower import RetrievalModel, Retriever, TwoTower, TwoTowerEnsemble
-from models.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
+from models.retrieval.evaluation import evaluate
+from models.retrieval.ranking_metrics import RankingMetrics
+from models.retrieval.sequences import Sequences, length_buckets, trim_padding
+from models.retrieval.towers import user_item_scores
+from models.retrieval.two_tower import RetrievalModel, TwoTower, TwoTowerEnsemble, two_tower
+from models.retrieval.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,14 @@ def sampled_softmax_loss(
 ) -> torch.Tensor:
     """Mean cross-entropy of each example's positive against the batch's candidates.
 
-    ``users`` (N, dim) unit vectors; ``positives`` (N,) item indices; ``log_q`` (n_items + 1,)
-    log probability that an item is one example's positive (None: no correction).
+    ``users`` (N, n_vectors, dim) unit vectors (a candidate's logit: the best of them);
+    ``positives`` (N,) item indices; ``log_q`` (n_items + 1,) log probability that an item is one
+    example's positive (None: no correction).
     ``user_items`` = (sequences (B, L) of the batch's users, 0-padded; ``row`` (N,) the sequence
     of each example): candidates in the example's own sequence are removed, not negatives."""
     n = len(positives)
     candidates = model.item_tower(positives)
-    logits = users @ candidates.T / model.temperature
+    logits = user_item_scores(users, candidates) / model.temperature
     if log_q is not None:
         logits = logits - (log_q[positives] + math.log(n)).unsqueeze(0)  # P(item in this batch) ~ n * q
     removed = _removed(positives, positives, user_items)
@@ -52,7 +55,7 @@ def sampled_softmax_loss(
     logits = logits.masked_fill(removed, float("-inf"))
     if extra_negatives:
         sampled = torch.randint(1, model.n_items + 1, (extra_negatives,), generator=generator, device=positives.device)
-        extra = users @ model.item_tower(sampled).T / model.temperature
+        extra = user_item_scores(users, model.item_tower(sampled)) / model.temperature
         if log_q is not None:
             extra = extra - math.log(extra_negatives / model.n_items)
         extra = extra.masked_fill(_removed(positives, sampled, user_items), float("-inf"))
@@ -73,48 +76,11 @@ def _removed(
     return removed
 
 
-def length_buckets(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, chunk: int = 50) -> list:
-    """Row indices in batches of similar lengths, in random order: rows are shuffled, sorted by
-    length within chunks of ``chunk`` batches, cut into batches, and the batches shuffled. Short
-    histories then train in short (trimmed) batches instead of padded to the longest."""
-    order = torch.randperm(len(lengths), generator=generator)
-    batches = []
-    for start in range(0, len(order), chunk * batch_size):
-        part = order[start : start + chunk * batch_size]
-        part = part[torch.argsort(lengths[part], stable=True)]
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-
-
-def trim_padding(rows: torch.Tensor) -> torch.Tensor:
-    """``rows`` without the leading columns that are padding in every row (positions are counted
-    from the right, so the towers see the same thing)."""
-    width = int((rows > 0).sum(1).max()) if len(rows) else 0
-    return rows[:, rows.shape[1] - max(width, 1) :]
-
-
 def log_frequencies(counts: torch.Tensor) -> torch.Tensor:
     """log q per item index from training counts (index 0 = padding); add-one smoothed."""
     counts = counts.double() + 1.0
     counts[0] = 0.0
     return (counts / counts.sum()).log().float()
-
-
-@dataclass(frozen=True)
-class Sequences:
-    """Left-padded item sequences (users, max_len + 1): a training row's positions predict the
-    next item; an evaluation row holds the input history in the first max_len columns and the
-    held-out item in the last."""
-
-    rows: torch.Tensor
-
-    @property
-    def histories(self) -> torch.Tensor:
-        return self.rows[:, :-1]
-
-    @property
-    def targets(self) -> torch.Tensor:
-        return self.rows[:, -1]
 
 
 @dataclass
@@ -125,66 +91,6 @@ class TwoTowerFit:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     member_best_epochs: list[int] = field(default_factory=list)
-
-
-def evaluate(model: RetrievalModel, sequences: Sequences, batch: int = 1024) -> RankingMetrics:
-    """Full ranking of each row's held-out item, its history masked."""
-    ranks = RankAccumulator(model.n_items)
-    order = torch.argsort((sequences.histories > 0).sum(1), stable=True)  # similar lengths together
-    with evaluating(model):
-        retriever = Retriever(model)
-        for i in range(0, len(order), batch):
-            rows = sequences.rows[order[i : i + batch]]
-            ranks.add(retriever.scores(trim_padding(rows[:, :-1])), rows[:, -1])
-    return ranks.result()
-
-
-def evaluate_with_items(
-    model: RetrievalModel, model_items: list[str], sequences: Sequences, sequence_items: list[str]
-) -> dict[str, float]:
-    """Full-ranking metrics of ``sequences`` (1-based indices into ``sequence_items``) for a model
-    whose own items are ``model_items``, e.g. production evaluated on a new model's test users:
-    items it does not know leave the histories (which are re-packed to the right and cut to its
-    ``max_len``), and a held-out item it does not know is a miss. HR and NDCG are over all rows."""
-    position = {pin: i + 1 for i, pin in enumerate(model_items)}
-    lut = torch.tensor([0] + [position.get(pin, 0) for pin in sequence_items], dtype=torch.long)
-    rows = lut[sequences.rows]
-    histories = rows[:, :-1]
-    packed = histories.gather(1, torch.argsort((histories > 0).long(), dim=1, stable=True))
-    rows = torch.cat([packed, rows[:, -1:]], 1)[:, -(model.settings.max_len + 1) :]
-    known = rows[:, -1] > 0
-    result = evaluate(model, Sequences(rows[known])).as_dict() if known.any() else {}
-    share = float(known.double().mean()) if len(rows) else 0.0
-    scaled = {k: v * share for k, v in result.items() if k.startswith(("hr@", "ndcg@"))}
-    for k in KS:
-        scaled.setdefault(f"hr@{k}", 0.0)
-        scaled.setdefault(f"ndcg@{k}", 0.0)
-    return {"users": len(rows), "known_targets": int(known.sum()), **scaled}
-
-
-def evaluate_ann(
-    model: RetrievalModel, sequences: Sequences, factory: str, params: str = "", depth: int = max(KS), batch: int = 4096
-) -> dict[str, float]:
-    """HR/NDCG@k of the held-out items when retrieval goes through a FAISS ``factory`` index of
-    the item vectors: each user's top ``depth + max_len`` items are searched, the history
-    dropped, the target's rank read from what is left."""
-    from models.ann import build_index, search
-
-    ranks = []
-    with evaluating(model):
-        retriever = Retriever(model)
-        index = build_index(retriever.items.numpy(), factory, params)
-        for i in range(0, len(sequences.rows), batch):
-            histories, targets = sequences.histories[i : i + batch], sequences.targets[i : i + batch]
-            _, top = search(index, retriever.user_vectors(trim_padding(histories)).numpy(), depth + histories.shape[1])
-            ranks.append(ranks_from_top_lists(torch.from_numpy(top), histories, targets, depth))
-    hr, ndcg = metrics_from_ranks(torch.cat(ranks))
-    return {
-        "factory": factory,
-        "params": params,
-        **{f"hr@{k}": hr[k] for k in KS},
-        **{f"ndcg@{k}": ndcg[k] for k in KS},
-    }
 
 
 def fit(
@@ -237,7 +143,8 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    assert validation_metrics is not None
+    if validation_metrics is None:  # settings.epochs >= 1 and the last epoch always evaluates
+        raise ValueError("two-tower training ended without a validation evaluation")
     return TwoTowerFit(model, best_epoch, validation_metrics, history, time.perf_counter() - started)
 
 
@@ -257,7 +164,7 @@ def fit_members(
     for k in range(settings.members):
         seed = training.seed + k
         torch.manual_seed(seed)
-        member = TwoTower(n_items, dataclasses.replace(settings, members=1), attributes)
+        member = two_tower(n_items, dataclasses.replace(settings, members=1), attributes)
         if settings.members > 1:
             log.info("two-tower member %d of %d (seed %d)", k + 1, settings.members, seed)
         fits.append(fit(member, train, validation, item_counts, dataclasses.replace(training, seed=seed)))
@@ -273,3 +180,68 @@ def fit_members(
         sum(f.seconds for f in fits),
         epochs,
     )
+
+
+@dataclass(frozen=True)
+class TwoTowerData:
+    """What a two-tower trains on, collected from the lake: each user's item indices in event
+    order (1-based into ``item_ids``), training frequencies per item index (0 = padding), and
+    each item's attribute ids (None: IDs only)."""
+
+    sequences: list[list[int]]
+    item_ids: list[str]
+    counts: torch.Tensor
+    attributes: torch.Tensor | None = None
+
+
+@dataclass
+class TrainedTwoTower:
+    model: RetrievalModel
+    item_ids: list[str]
+    metrics: dict
+    sizes: dict
+    test: Sequences  # the gate's evaluation users
+
+
+def train_and_evaluate(
+    data: TwoTowerData,
+    *,
+    model: TwoTowerSettings,
+    training: TwoTowerTrainSettings,
+    index_factory: str,
+    index_params: str,
+) -> TrainedTwoTower:
+    """Split ``data`` leave-one-out, train (:func:`fit_members`, early stopping on the validation
+    items), and evaluate once on the test items: exact full ranking and through a FAISS
+    ``index_factory`` index."""
+    from models.retrieval.evaluation import evaluate_ann
+    from models.retrieval.sequences import leave_one_out
+
+    if not data.sequences:
+        raise ValueError("no engagement sequences to train the two-tower on")
+    n_items = len(data.item_ids)
+    split = leave_one_out(data.sequences, model.max_len)
+    log.info(
+        "two-tower: %s users (%s evaluated), %s items, %s train interactions",
+        f"{len(data.sequences):,}",
+        f"{len(split.test.rows):,}",
+        f"{n_items:,}",
+        f"{int(data.counts.sum()):,}",
+    )
+    result = fit_members(n_items, model, data.attributes, split.train, split.validation, data.counts, training)
+    metrics = {
+        "validation": result.validation.as_dict(),
+        "test": evaluate(result.model, split.test).as_dict(),
+        "test_ann": evaluate_ann(result.model, split.test, index_factory, index_params),
+        "best_epoch": result.best_epoch,
+        **({"member_best_epochs": result.member_best_epochs} if result.member_best_epochs else {}),
+        "history": result.history,
+        "train_seconds": round(result.seconds, 1),
+    }
+    sizes = {
+        "users": len(data.sequences),
+        "evaluated_users": len(split.test.rows),
+        "items": n_items,
+        "attributes": int(data.attributes.max()) if data.attributes is not None else 0,
+    }
+    return TrainedTwoTower(result.model, data.item_ids, metrics, sizes, split.test)

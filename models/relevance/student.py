@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.student_settings import StudentSettings
+from models.relevance.student_settings import StudentSettings
 
 SETTINGS_FILE = "student.json"
 WEIGHTS_FILE = "student.safetensors"

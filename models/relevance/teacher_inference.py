@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.teacher import CrossEncoderTeacher
+from models.relevance.teacher import CrossEncoderTeacher
 from models.torch_modes import evaluating
 
 

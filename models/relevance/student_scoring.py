@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.embedding_lookup import EmbeddingLookup
-from models.student import RELEVANCE, Student, dense_matrix, load_student
+from models.relevance.embedding_lookup import EmbeddingLookup
+from models.relevance.student import RELEVANCE, Student, dense_matrix, load_student
 from schemas import student_features as SF
 
 COUNT_COLUMNS = [SF.DENSE.index(SF.PIN_IMPRESSIONS), SF.DENSE.index(SF.QUERY_PIN_IMPRESSIONS)]

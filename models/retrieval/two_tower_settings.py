@@ -23,6 +23,9 @@ class TwoTowerSettings:
     # Two-towers trained apart (seeds seed, seed+1, ...; each its own early stopping) and served as
     # one whose vectors are theirs side by side: a score is the members' mean cosine.
     members: int = 1
+    # Vectors per user (the user head): 1, or several projections of the user's state; an item's
+    # score is the best of them.
+    user_vectors: int = 1
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -35,6 +38,8 @@ class TwoTowerSettings:
             )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.user_vectors < 1:
+            raise ValueError(f"user_vectors must be >= 1, got {self.user_vectors}")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.fingerprint import folder_fingerprint
-from models.student_settings import EncoderSettings
+from models.artifacts.fingerprint import folder_fingerprint
+from models.relevance.student_settings import EncoderSettings
 
 WEIGHT_SUFFIXES = (".safetensors",)
 

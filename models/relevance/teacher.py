@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.teacher_settings import TeacherSettings
-from models.text_encoder import masked_mean
+from models.relevance.teacher_settings import TeacherSettings
+from models.relevance.text_encoder import masked_mean
 
 # Files a published teacher carries besides the model (written by jobs/train_teacher.py).
 ENCODING_FILE = "encoding.json"  # max_length and query_tokens it was trained with

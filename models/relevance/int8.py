@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.metrics import spearman
+from models.relevance.metrics import spearman
 
 INT8_FILE = "int8.json"
 

@@ -1,7 +1,7 @@
 """The teacher's training task (the loss) and training loop (CPU or one GPU per process).
 
-The model is ``models/teacher.py``; encoding and scoring are ``models/teacher_inference.py``,
-which validation here and batch scoring (``models/scoring.py``) share. Fast on few CPU cores
+The model is ``models/relevance/teacher.py``; encoding and scoring are ``models/relevance/teacher_inference.py``,
+which validation here and batch scoring (``models/relevance/scoring.py``) share. Fast on few CPU cores
 by doing less work, not by cutting corners:
 
 * tokenization happens once per dataset (``encode_pairs``), not once per epoch;
@@ -33,10 +33,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.metrics import RelevanceReport, evaluate_relevance
-from models.teacher import CrossEncoderTeacher, autocast_dtype
-from models.teacher_inference import EncodedPairs, collate, model_device, predict_proba
-from models.teacher_settings import TrainSettings
+from models.relevance.metrics import RelevanceReport, evaluate_relevance
+from models.relevance.teacher import CrossEncoderTeacher, autocast_dtype
+from models.relevance.teacher_inference import EncodedPairs, collate, model_device, predict_proba
+from models.relevance.teacher_settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
