@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import Figure, Record, write_record  # noqa: E402
 from jobs import build_index  # noqa: E402
+from jobs.config import load_config  # noqa: E402
 from models.retrieval.ann import empty_index, recall_at  # noqa: E402
 from models.retrieval.sharded_index import ShardedIndex  # noqa: E402
-from runtime.config import load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.session import spark_session  # noqa: E402
 from schemas import pin_embeddings as PE  # noqa: E402

@@ -38,12 +38,12 @@ from transformers import AutoTokenizer  # noqa: E402
 from bench.record import Figure, Record, write_record  # noqa: E402
 from bench.worker_memory import WorkerMemory  # noqa: E402
 from jobs import pin_features, score_impressions, simulate  # noqa: E402
+from jobs.config import load_config  # noqa: E402
 from models.artifacts.registry import Registry  # noqa: E402
 from models.packaged import minilm_dir  # noqa: E402
 from models.relevance.scoring import ScoringSettings, TeacherScorer, calibrate_teacher_int8  # noqa: E402
 from models.relevance.teacher import CrossEncoderTeacher  # noqa: E402
 from models.relevance.teacher_settings import TeacherSettings  # noqa: E402
-from runtime.config import load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.lake import Lake  # noqa: E402
 from runtime.session import build_session  # noqa: E402

@@ -51,9 +51,9 @@ from jobs import (  # noqa: E402
     train_student,
     train_teacher,
 )
+from jobs.config import PinpipeConfig, load_config  # noqa: E402
 from models.artifacts.registry import Registry  # noqa: E402
 from models.relevance.metrics import CUTS_KAPPA  # noqa: E402
-from runtime.config import PinpipeConfig, load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.lake import Lake  # noqa: E402
 from runtime.session import spark_session  # noqa: E402
@@ -167,7 +167,7 @@ def inference(
     import torch
     from pyspark.sql import functions as F
 
-    from jobs.student_features import embedding_lookup
+    from jobs.embedding_tables import embedding_lookup
     from models.relevance.student_scoring import StudentScorer
     from schemas import student_features as SF
     from udfs.student_scorer import INPUTS, score_arrays, scores, with_positions
@@ -250,7 +250,7 @@ def bf16_metrics(spark, cfg: PinpipeConfig, folder: str, folds: list[int]) -> di
     import numpy as np
     from pyspark.sql import functions as F
 
-    from jobs.student_features import embedding_lookup
+    from jobs.embedding_tables import embedding_lookup
     from jobs.train_student import LEVEL, human_rows
     from models.relevance.levels import LevelThresholds, to_model_levels
     from models.relevance.metrics import evaluate_relevance, quadratic_weighted_kappa

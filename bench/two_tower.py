@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import Figure, Record, write_record  # noqa: E402
 from jobs import ingest, train_two_tower  # noqa: E402
-from jobs.ingest import s3rec_source  # noqa: E402
+from jobs.config import load_config  # noqa: E402
+from jobs.sources.s3rec import s3rec_source  # noqa: E402
 from models.artifacts.registry import Registry  # noqa: E402
-from runtime.config import load_config  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.lake import Lake  # noqa: E402
 from runtime.session import spark_session  # noqa: E402

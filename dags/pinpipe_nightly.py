@@ -34,7 +34,7 @@ try:  # Airflow 3
 except ImportError:  # Airflow 2
     from airflow import DAG
 
-from runtime.config import NIGHTLY_STAGES
+from jobs.table import cluster_stages
 
 HOME = Path(os.environ.get("PINPIPE_HOME", Path(__file__).resolve().parent.parent))
 ENV = os.environ.get("PINPIPE_ENV", "cluster")
@@ -42,8 +42,9 @@ LAKE = os.environ.get("PINPIPE_LAKE", "/shared/lake")
 JARS = os.environ.get("PINPIPE_JARS", ",".join(str(p) for p in sorted((HOME / ".cache" / "jars").glob("*.jar"))))
 CONN = os.environ.get("PINPIPE_SPARK_CONN", "spark_default")
 SCHEDULE = os.environ.get("PINPIPE_SCHEDULE", "0 2 * * *")
-# The cluster nightly: every stage but the embedded default's traffic simulator.
-STAGES = [stage for stage in NIGHTLY_STAGES if stage != "simulate"]
+# The cluster nightly: the job table's nightly stages that run on a cluster (all but the embedded
+# default's traffic simulator).
+STAGES = list(cluster_stages())
 
 
 def stage_arguments(stage: str) -> list[str]:

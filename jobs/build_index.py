@@ -33,18 +33,18 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.config import PinpipeConfig, run_job
 from models.artifacts.registry import Registry, content_key
 from models.retrieval.ann import empty_index, merge_top_k, recall_at, resolve_factory, to_bytes
 from models.retrieval.serving import IndexVersions
 from models.retrieval.sharded_index import INDEX, IndexDescription, ShardInfo
-from runtime.config import PinpipeConfig
-from runtime.entry import run_job
 from runtime.lake import Lake
 from runtime.session import job_description
 from schemas import pin_embeddings as PE
 from udfs import index_shards as S
 
 log = logging.getLogger(__name__)
+
 
 RECALL_K = 10
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from importlib import resources
 
 from jobs import nightly
-from runtime.entry import run_job, with_date_option
+from jobs.config import run_job
+from runtime.entry import with_date_option
 
 DEMO_CONF = resources.files("conf") / "demo.yaml"
 

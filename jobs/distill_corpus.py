@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from runtime.config import PinpipeConfig
-from runtime.entry import run_job
+from jobs.config import PinpipeConfig, run_job
+from runtime.config import require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
 from schemas import human_labels as HL
@@ -41,6 +41,21 @@ from schemas import search_impressions as SI
 from udfs import bm25 as B
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    label_sources: list[str] = setting(
+        "human_labels sources whose queries x products make the distillation corpus; empty = all."
+    )
+    date: dt.date = setting("Date the corpus impressions are written on (YYYY-MM-DD); empty = today (UTC).", dated=True)
+    lexical_per_query: int = setting("Products per query by BM25 (a lexical retriever's candidates).")
+    random_per_query: int = setting("More products per query drawn at random (seeded): easy negatives.")
+    seed: int = setting("Seed of the random draw.")
+
+    def __post_init__(self) -> None:
+        require_at_least(self, "corpus", ("lexical_per_query", "random_per_query"), minimum=0)
+
 
 SOURCE = "corpus"
 

@@ -23,10 +23,9 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.config import PinpipeConfig, run_job
 from models.artifacts.registry import Registry
 from models.retrieval.two_tower import ITEMS_FILE
-from runtime.config import PinpipeConfig
-from runtime.entry import run_job
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
 from schemas import pin_embeddings as PE

@@ -14,8 +14,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jobs.config import config_from_args
 from models.retrieval.serving import IndexVersions
-from runtime.config import add_config_arguments, config_from_args
+from runtime.config import add_config_arguments
 from runtime.errors import one_line_errors
 from runtime.lake import Lake
 

@@ -18,13 +18,42 @@ from dataclasses import dataclass
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from runtime.config import MaintainConfig, PinpipeConfig
-from runtime.entry import run_job
+from jobs.config import PinpipeConfig, run_job
+from runtime.config import require, setting
 from runtime.lake import Lake
 from runtime.session import job_description
 from schemas import TABLES
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaintainConfig:
+    tables: list[str] = setting("Tables to maintain; empty = every pinpipe table present in the lake.")
+    optimize: bool = setting("Compact each table's small files (Delta OPTIMIZE) before vacuuming.")
+    vacuum_retention_hours: float = setting(
+        "VACUUM deletes files no longer referenced by versions newer than this many hours: time travel "
+        "further back, and readers still on older versions, lose their files. Delta's safety floor is 168."
+    )
+    allow_short_retention: bool = setting(
+        "Allow vacuum_retention_hours below 168 (turns off Delta's retention check for this run)."
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            self.vacuum_retention_hours >= 0,
+            "maintain.vacuum_retention_hours",
+            "must be >= 0",
+            self.vacuum_retention_hours,
+        )
+        require(
+            self.vacuum_retention_hours >= 168 or self.allow_short_retention,
+            "maintain.vacuum_retention_hours",
+            "is below Delta's 168-hour safety floor: set maintain.allow_short_retention=true "
+            "if no reader needs the older files",
+            self.vacuum_retention_hours,
+        )
+
 
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 VACUUM_LOGGING = "spark.databricks.delta.vacuum.logging.enabled"

@@ -5,7 +5,7 @@
 A pipeline of jobs (each job's own ``run`` in one Spark session). The date sets every dated
 setting of the stages (``simulate.start_date`` with one day, ``features.as_of``,
 ``scorer.start_date``/``end_date``, ``student_features.as_of``, ``serving_corpus.date``).
-Stages run in the order of ``runtime.config.NIGHTLY_STAGES``; training stages run on their
+Stages run in the order of the job table (``jobs.table``); training stages run on their
 schedule (``nightly.train_every_days``) or when their model family has no production model made
 before this date, and are recorded ``skipped`` otherwise. Each finished stage appends a row to ``pipeline_runs`` (start,
 end, status, its report line); a stage with a ``succeeded`` (or ``skipped``) row for the date is
@@ -31,13 +31,17 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs import table
+from jobs.config import PinpipeConfig, run_job
+from jobs.table import nightly_stages, trained_families, training_stages
 from models.artifacts.registry import Registry
-from runtime.config import NIGHTLY_STAGES, PinpipeConfig, local_folder, trained_families
-from runtime.entry import Report, run_job, with_date_option
+from runtime.config import local_folder, require, setting
+from runtime.entry import Report, with_date_option
 from runtime.errors import explain
 from runtime.lake import Lake, counting_writes
 from runtime.run_lock import RunLock
@@ -46,6 +50,49 @@ from schemas import TABLES
 from schemas import pipeline_runs as PR
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    date: dt.date = setting(
+        "The date the nightly runs for (YYYY-MM-DD); empty = today (UTC). Every dated setting of its "
+        "stages (features.as_of, scorer dates, student_features.as_of, serving_corpus.date) is set to it.",
+        dated=True,
+    )
+    stages: list[str] = setting(
+        "Stages to run, a subset of the job table's nightly stages; they run in the table's order."
+    )
+    train_every_days: dict[str, int] = setting(
+        "Training stages' schedule: the stage runs on days whose number since 1970-01-01 is a multiple "
+        "of this, and on any day its model family has no promoted version; other days it is skipped."
+    )
+    lock_dir: str = setting(
+        "Folder of the nightly's lock files: a POSIX path every machine that may start the nightly "
+        "shares; empty = <lake.root>/_locks (a local lake.root only)."
+    )
+    report_dir: str = setting(
+        "Folder of the nightly's HTML reports (nightly-<date>.html); empty = <lake.root>/_reports (a local "
+        "lake.root only)."
+    )
+    lock_ttl_seconds: float = setting(
+        "Lease of the nightly's lock: a nightly for the same date refuses to start while the lock is "
+        "renewed; a killed run's lock is stale at once on its host, after this many seconds elsewhere."
+    )
+
+    def __post_init__(self) -> None:
+        known = nightly_stages()
+        unknown = sorted(set(self.stages) - set(known))
+        require(not unknown, "nightly.stages", f"unknown stages {unknown}; known: {list(known)}", self.stages)
+        for stage, days in self.train_every_days.items():
+            require(
+                stage in training_stages(),
+                f"nightly.train_every_days.{stage}",
+                "only training stages have a schedule",
+                stage,
+            )
+            require(days >= 1, f"nightly.train_every_days.{stage}", "must be >= 1", days)
+        require(self.lock_ttl_seconds > 0, "nightly.lock_ttl_seconds", "must be > 0", self.lock_ttl_seconds)
+
 
 TABLE = "pipeline_runs"
 EPOCH = dt.date(1970, 1, 1)
@@ -82,17 +129,14 @@ class NightlyReport:
 
 
 def dated(cfg: PinpipeConfig, day: dt.date) -> PinpipeConfig:
-    """``cfg`` with every stage's dated setting on ``day``."""
-    replace = dataclasses.replace
-    return replace(
-        cfg,
-        simulate=replace(cfg.simulate, start_date=day, days=1),
-        features=replace(cfg.features, as_of=day),
-        scorer=replace(cfg.scorer, start_date=day, end_date=day),
-        student_features=replace(cfg.student_features, as_of=day),
-        serving_corpus=replace(cfg.serving_corpus, date=day),
-        nightly=replace(cfg.nightly, date=day),
-    )
+    """``cfg`` with every job's dated settings on ``day`` (the job table's ``dated`` and
+    ``nightly_fixed``)."""
+    changes: dict[str, dict[str, Any]] = {}
+    for job in table.JOBS:
+        if job.dated or job.nightly_fixed:
+            changes.setdefault(job.section, {}).update({**dict.fromkeys(job.dated, day), **job.nightly_fixed})
+    sections = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in changes.items()}
+    return dataclasses.replace(cfg, **sections)
 
 
 def on_schedule(stage: str, day: dt.date, every: Mapping[str, int], has_promoted: bool) -> bool:
@@ -147,7 +191,7 @@ def record(
 
 
 def stage_runner(stage: str) -> Callable[[SparkSession, PinpipeConfig], Report]:
-    return importlib.import_module(f"jobs.{stage}").run
+    return importlib.import_module(table.job(stage).module).run
 
 
 def run_stage(
@@ -202,7 +246,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> NightlyReport:
     with RunLock(lock_path(cfg, day), cfg.nightly.lock_ttl_seconds, what=f"nightly {day}"):
         finished = finished_stages(spark, lake, day)
         try:
-            for stage in [s for s in NIGHTLY_STAGES if s in cfg.nightly.stages]:
+            for stage in [s for s in nightly_stages() if s in cfg.nightly.stages]:
                 done = stage in finished
                 outcomes.append(
                     StageOutcome(stage, "done earlier") if done else run_stage(spark, cfg, stage_cfg, run_id, stage)

@@ -32,10 +32,12 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs.config import PinpipeConfig, run_job
+from jobs.table import trained_families
 from models.artifacts.registry import Registry
 from models.retrieval.serving import IndexVersion, IndexVersions
-from runtime.config import PinpipeConfig, local_folder, trained_families
-from runtime.entry import run_job, with_date_option
+from runtime.config import local_folder
+from runtime.entry import with_date_option
 from runtime.lake import Lake
 from schemas import pipeline_runs as PR
 from schemas import quarantine as Q

@@ -27,8 +27,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType
 
-from runtime.config import FEATURE_FIELDS, PinpipeConfig
-from runtime.entry import run_job
+from jobs.config import PinpipeConfig, run_job
+from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
 from runtime.validation import REASON, split_rejected, to_quarantine
@@ -38,11 +38,40 @@ from schemas import pin_text_features as PTF
 from schemas import pins as P
 from schemas import search_impressions as SI
 from schemas import user_engagements as UE
-from udfs.captioner import CAPTION, ERROR, caption_col, captioner_version
 from udfs.captioner_settings import CaptionerSettings
 from udfs.text_clean import clean_text_col
 
 log = logging.getLogger(__name__)
+
+FEATURE_FIELDS = ("title", "description", "caption", "boards", "queries", "link")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    version: str = setting("feature_version written with pin_text_features; a new version is a new slice.")
+    as_of: dt.date = setting(
+        "Date the features describe (YYYY-MM-DD); empty = today (UTC), resolved at load.", dated=True
+    )
+    top_k_boards: int = setting("Board titles kept per pin, by number of saves.")
+    top_k_queries: int = setting("Engaged queries kept per pin, by clicks + saves.")
+    query_window_days: int = setting("Trailing window of impressions for engaged queries.")
+    caption_arrow_batch_rows: int = setting("Rows per Arrow batch sent to a captioning Python worker.")
+    budgets: dict[str, int] = setting("Character budget of each field in pin_text.", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(bool(self.version.strip()), "features.version", "must not be empty", self.version)
+        require_at_least(
+            self, "features", ("top_k_boards", "top_k_queries", "query_window_days", "caption_arrow_batch_rows")
+        )
+        require(
+            set(self.budgets) == set(FEATURE_FIELDS),
+            "features.budgets",
+            f"must give a budget for each of {list(FEATURE_FIELDS)}",
+            self.budgets,
+        )
+        for k, v in self.budgets.items():
+            require(v >= 1, f"features.budgets.{k}", "must be >= 1", v)
+
 
 SOURCE = "pin_features"
 
@@ -250,6 +279,8 @@ def images_to_caption(pins: DataFrame, captioned: DataFrame | None) -> DataFrame
 
 def caption_images(todo: DataFrame, cfg: CaptionerSettings, version: str) -> DataFrame:
     """``pin_captions`` rows for ``todo`` (columns ``image_signature, image_path``)."""
+    from udfs.captioner import CAPTION, ERROR, caption_col  # torch: only when there is a captioner
+
     result = caption_col(F.col(P.IMAGE_PATH), cfg)
     return todo.select(P.IMAGE_SIGNATURE, P.IMAGE_PATH, result.alias("_r")).select(
         F.col(P.IMAGE_SIGNATURE).alias(PC.IMAGE_SIGNATURE),
@@ -285,6 +316,8 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> FeatureInputs:
     version = captions = None
     if cfg.captioner.model_path:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.features.caption_arrow_batch_rows))
+        from udfs.captioner import captioner_version
+
         version = captioner_version(cfg.captioner)  # hashes the weights: once per run
         if lake.exists(spark, "pin_captions"):
             captions = lake.read(spark, "pin_captions").filter(F.col(PC.CAPTIONER_VERSION) == version)

@@ -20,9 +20,8 @@ from functools import partial
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs.config import PinpipeConfig, run_job
 from models.retrieval.serving import Retrieval
-from runtime.config import PinpipeConfig
-from runtime.entry import run_job
 from runtime.lake import Lake
 from schemas import user_engagements as UE
 

@@ -17,9 +17,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jobs.config import PinpipeConfig, config_from_args
 from models.artifacts.registry import Registry
 from models.retrieval.serving import IndexVersions
-from runtime.config import PinpipeConfig, add_config_arguments, config_from_args
+from runtime.config import add_config_arguments
 from runtime.errors import one_line_errors
 from runtime.lake import Lake
 

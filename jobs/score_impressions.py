@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.relevance.scoring import ScoringSettings
-from runtime.config import PinpipeConfig, ScorerConfig
-from runtime.entry import run_job
+from jobs.config import PinpipeConfig, run_job
+from models.relevance.teacher_settings import ScoringSettings
+from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
 from runtime.validation import REASON, first_failure, is_blank, split_rejected, to_quarantine
@@ -45,6 +45,44 @@ from schemas import teacher_scores as TS
 from udfs.text_clean import normalize_query
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16", "nf4")
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    teacher_family: str = setting("Registry family of the teacher to score with.")
+    teacher_version: str = setting("Version to score with (e.g. v0003); empty = the promoted (CURRENT) one.")
+    start_date: dt.date = setting(
+        "First impression date (YYYY-MM-DD) to score; empty = today (UTC), resolved at load.", dated=True
+    )
+    end_date: dt.date = setting("Last impression date, inclusive; empty = start_date.", same_as="scorer.start_date")
+    feature_version: str = setting(
+        "pin_text_features slice to take pin text from; empty = features.version (resolved at load).",
+        same_as="features.version",
+    )
+    precision: str = setting("auto (int8 on CPU, bf16 on GPU), fp32, int8 (CPU), bf16/fp16 (GPU), nf4 (4-bit, GPU).")
+    batch_size: int = setting("Pairs per model call, at most.")
+    max_batch_tokens: int = setting("Padded tokens per model call, at most (rows x longest pair); 0 = rows only.")
+    max_length: int = setting("Tokens per pair; 0 = as the teacher was trained.")
+    query_tokens: int = setting("Tokens of the query, at most; 0 = as the teacher was trained.")
+    arrow_batch_rows: int = setting("Rows per Arrow batch sent to a Python worker (maxRecordsPerBatch).")
+    arrow_batch_bytes: int = setting("Bytes per Arrow batch sent to a Python worker (maxBytesPerBatch).")
+    max_text_chars: int = setting("Pins whose text is longer than this are quarantined, not scored.")
+    chunks: int = setting(
+        "Commit units: the pairs are scored and committed in this many hash chunks, so a "
+        "killed run loses at most one chunk of work."
+    )
+    partitions: int = setting("Partitions (parallel scoring tasks) per chunk; 0 = spark.default.parallelism.")
+
+    def __post_init__(self) -> None:
+        require(self.precision in PRECISIONS, "scorer.precision", f"must be one of {list(PRECISIONS)}", self.precision)
+        require_at_least(
+            self, "scorer", ("batch_size", "arrow_batch_rows", "arrow_batch_bytes", "max_text_chars", "chunks")
+        )
+        require_at_least(self, "scorer", ("max_batch_tokens", "max_length", "query_tokens", "partitions"), minimum=0)
+        require(self.start_date <= self.end_date, "scorer.end_date", "must not be before start_date", self.end_date)
+
 
 SOURCE = "score_impressions"
 TEXT = "text"

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from runtime.config import PinpipeConfig
-from runtime.entry import run_job
+from jobs.config import PinpipeConfig, run_job
+from runtime.config import require, setting
 from runtime.lake import Lake
 from runtime.session import job_description
 from schemas import engagement_decay as ED
@@ -38,6 +38,36 @@ from schemas import serving_corpus as SC
 from schemas import user_engagements as UE
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingCorpusConfig:
+    date: dt.date = setting(
+        "The corpus date (YYYY-MM-DD): events on days <= date count; empty = today (UTC).", dated=True
+    )
+    sources: list[str] = setting("user_engagements sources whose events count; empty = every source.")
+    half_life_days: dict[str, float] = setting(
+        "Half-life in days of each event type's engagement (types not named here do not count)."
+    )
+    weights: dict[str, float] = setting("Weight of each event type's decayed engagement in a pin's score.")
+    min_score: float = setting("Pins whose score is below this are not in the corpus.")
+    full_recompute: bool = setting(
+        "Sum every event again instead of carrying the latest earlier engagement_decay state forward."
+    )
+
+    def __post_init__(self) -> None:
+        for kind, days in self.half_life_days.items():
+            require(days > 0, f"serving_corpus.half_life_days.{kind}", "must be > 0", days)
+        for kind, weight in self.weights.items():
+            require(weight >= 0, f"serving_corpus.weights.{kind}", "must be >= 0", weight)
+        require(
+            set(self.weights) <= set(self.half_life_days),
+            "serving_corpus.weights",
+            f"names event types without a half-life (half_life_days has {sorted(self.half_life_days)})",
+            sorted(self.weights),
+        )
+        require(self.min_score >= 0, "serving_corpus.min_score", "must be >= 0", self.min_score)
+
 
 STATE = "engagement_decay"
 TABLE = "serving_corpus"

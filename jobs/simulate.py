@@ -32,8 +32,9 @@ from dataclasses import dataclass, fields
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from runtime.config import PinpipeConfig, SimulateConfig
-from runtime.entry import run_job
+from jobs.config import PinpipeConfig, run_job
+from jobs.sources.simulated_words import ADJECTIVES, TAILS, TOPICS, VARIANTS
+from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
 from schemas import boards as B
@@ -44,53 +45,72 @@ from schemas import user_engagements as UE
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    seed: int = setting("Seed: the same seed and sizes give the same data, on any partitioning.")
+    start_date: dt.date = setting("First simulated day (YYYY-MM-DD).")
+    days: int = setting("Number of days of impressions and engagements.")
+    impressions_per_day: int = setting("Impressions per day (rounded down to whole result pages).")
+    page_size: int = setting("Pins per search result page.")
+    n_pins: int = setting("Catalog size.")
+    n_queries: int = setting("Distinct query ids (Zipf-distributed traffic).")
+    n_users: int = setting("Users (Zipf-distributed activity).")
+    n_boards: int = setting("Boards.")
+    n_topics: int = setting("Topics that tie queries, pins and boards together.")
+    n_labels: int = setting("Simulated human-labelled (query, pin) pairs.")
+    query_zipf: float = setting("Zipf exponent of query popularity.")
+    pin_zipf: float = setting("Zipf exponent of pin popularity within a topic.")
+    user_zipf: float = setting("Zipf exponent of user activity.")
+    off_topic_rate: float = setting("Share of impressions showing a pin from another topic.")
+    near_duplicate_rate: float = setting("Share of pins that re-post an earlier pin's image.")
+    click_rate: float = setting("Click probability of a fully relevant pin at position 0.")
+    save_rate: float = setting("Probability that a click is also a save.")
+    position_decay: float = setting("Position bias: click odds scale by 1/(1+position)^decay.")
+    partitions: int = setting("Spark partitions for generation.")
+
+    def __post_init__(self) -> None:
+        require_at_least(
+            self,
+            "simulate",
+            (
+                "days",
+                "impressions_per_day",
+                "page_size",
+                "n_pins",
+                "n_queries",
+                "n_users",
+                "n_boards",
+                "n_topics",
+                "partitions",
+            ),
+        )
+        require_at_least(self, "simulate", ("n_labels",), minimum=0)
+        require(
+            self.impressions_per_day >= self.page_size,
+            "simulate.impressions_per_day",
+            "must be >= page_size",
+            self.impressions_per_day,
+        )
+        require(self.n_pins >= self.n_topics, "simulate.n_pins", "must be >= n_topics", self.n_pins)
+        require(self.n_boards >= self.n_topics, "simulate.n_boards", "must be >= n_topics", self.n_boards)
+        for name in ("query_zipf", "pin_zipf", "user_zipf"):
+            require(getattr(self, name) > 0, f"simulate.{name}", "must be > 0", getattr(self, name))
+        for name in ("off_topic_rate", "near_duplicate_rate", "click_rate", "save_rate"):
+            v = getattr(self, name)
+            require(0.0 <= v <= 1.0, f"simulate.{name}", "must be in [0, 1]", v)
+        require(self.position_decay >= 0, "simulate.position_decay", "must be >= 0", self.position_decay)
+
+
 SOURCE = "simulated"
 _TWO_53 = float(2**53)
 
-TOPICS = {
-    "recipes": ["pasta", "salad", "soup", "cookies", "curry", "smoothie", "bread", "tacos"],
-    "decor": ["living room", "bedroom", "wall art", "rug", "lamp", "shelf", "mirror", "curtains"],
-    "fashion": ["dress", "sneakers", "jacket", "handbag", "jeans", "scarf", "boots", "sweater"],
-    "travel": ["beach", "road trip", "camping", "hotel", "city guide", "hiking", "island", "cabin"],
-    "garden": ["succulents", "raised bed", "herbs", "roses", "patio", "planter", "tomatoes", "lawn"],
-    "fitness": ["yoga", "workout", "running", "stretching", "pilates", "squats", "cardio", "abs"],
-    "wedding": ["bouquet", "cake", "invitation", "veil", "centerpiece", "arch", "favors", "table"],
-    "diy": ["crafts", "candles", "woodwork", "knitting", "macrame", "painting", "pottery", "sewing"],
-    "beauty": ["nails", "makeup", "hairstyle", "skincare", "lipstick", "braids", "eyeliner", "serum"],
-    "kids": ["birthday", "nursery", "toys", "lunchbox", "costume", "playroom", "games", "crafts"],
-    "pets": ["dog bed", "cat tree", "aquarium", "puppy", "kitten", "collar", "treats", "grooming"],
-    "tech": ["desk setup", "keyboard", "headphones", "phone case", "monitor", "laptop", "gadgets", "charger"],
-}
-ADJECTIVES = [
-    "easy",
-    "modern",
-    "vintage",
-    "cozy",
-    "minimalist",
-    "rustic",
-    "boho",
-    "healthy",
-    "cute",
-    "elegant",
-    "budget",
-    "colorful",
-    "simple",
-    "luxury",
-    "summer",
-    "winter",
-    "spring",
-    "autumn",
-    "small",
-    "classic",
-]
-TAILS = ["ideas", "inspiration", "tips", "guide", "for beginners", "hacks", "diy", "aesthetic", "2026", "trends"]
-VARIANTS = ["(repost)", "- saved", "via pinner", "| favorite", "copy"]
 ENGAGEMENT_DELAY_SECONDS = 20
 
 
 @dataclass(frozen=True)
 class Traffic:
-    """The generator's parameters (meanings in ``runtime.config.SimulateConfig``): plain values."""
+    """The generator's parameters (meanings in :class:`SimulateConfig`): plain values."""
 
     seed: int
     start_date: dt.date

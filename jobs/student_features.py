@@ -6,7 +6,7 @@
    * the pairs: every (normalised query, pin) shown in the window, plus every human-labeled pair;
    * embeddings: each distinct query and pin text is hashed (SHA-256); only hashes not in the
      cache are embedded, by the bi-encoder in a pandas UDF (``udfs.text_encoder``); a row keeps
-     the two hashes and the cosine, and readers gather the vectors through ``embedding_lookup``;
+     the two hashes and the cosine, and readers gather the vectors through ``jobs.embedding_tables.embedding_lookup``;
      the feature rows are a function of the cache (``features(vectors)``): ``write`` gives them
      the cache as it stands after this run's embeddings are in it;
    * BM25 of the query against the pin text, with document frequencies and the mean length
@@ -30,16 +30,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType
 
-from models.relevance.embedding_lookup import EmbeddingLookup
+from jobs.config import PinpipeConfig, run_job
+from models.packaged import minilm_dir
 from models.relevance.student_settings import EncoderSettings
-from models.relevance.text_encoder import encoder_version
-from runtime.config import PinpipeConfig
-from runtime.entry import run_job
+from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
 from runtime.validation import REASON, to_quarantine
@@ -53,6 +51,40 @@ from udfs.bm25 import bm25_scores
 from udfs.text_clean import normalize_query
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudentFeaturesConfig:
+    version: str = setting("feature_version written with student_features; a new version is a new slice.")
+    text_feature_version: str = setting(
+        "pin_text_features slice the pin text comes from; empty = features.version.", same_as="features.version"
+    )
+    as_of: dt.date = setting(
+        "Last day of the engagement window (YYYY-MM-DD); empty = today (UTC), resolved at load.", dated=True
+    )
+    window_days: int = setting("Trailing days of search_impressions for pairs and engagement (as_of included).")
+    impression_sources: list[str] = setting("search_impressions sources to read; empty = all.")
+    encoder_path: str = setting(
+        "Local bi-encoder folder; empty = the bundled MiniLM's path.", path=True, when_empty=minilm_dir
+    )
+    encoder_max_length: int = setting("Tokens per text the bi-encoder reads.")
+    encoder_batch_size: int = setting("Texts per bi-encoder forward pass.")
+    prior_impressions: float = setting("Weight of the smoothing prior, in impressions (Bayesian CTR smoothing).")
+    bm25_k1: float = setting("BM25 term-frequency saturation.")
+    bm25_b: float = setting("BM25 length normalisation.")
+
+    def __post_init__(self) -> None:
+        require(bool(self.version.strip()), "student_features.version", "must not be empty", self.version)
+        require_at_least(self, "student_features", ("window_days", "encoder_max_length", "encoder_batch_size"))
+        require(
+            self.prior_impressions >= 0, "student_features.prior_impressions", "must be >= 0", self.prior_impressions
+        )
+        require(0.0 <= self.bm25_b <= 1.0, "student_features.bm25_b", "must be in [0, 1]", self.bm25_b)
+        require(self.bm25_k1 >= 0, "student_features.bm25_k1", "must be >= 0", self.bm25_k1)
+
+    def encoder(self) -> EncoderSettings:
+        return EncoderSettings(self.encoder_path, self.encoder_max_length, self.encoder_batch_size)
+
 
 SOURCE = "student_features"
 TEXT = "text"
@@ -216,6 +248,8 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> StudentFeatureInputs:
     if sf.impression_sources:
         impressions = impressions.filter(F.col(SI.SOURCE).isin(list(sf.impression_sources)))
     encoder = sf.encoder()
+    from models.relevance.text_encoder import encoder_version  # torch: only when the job runs
+
     version = encoder_version(encoder)  # hashes the weights: once per run
     texts = lake.read(spark, "pin_text_features").filter(F.col(PTF.FEATURE_VERSION) == sf.text_feature_version)
     cached = lake.read_or_empty(spark, "text_embeddings").filter(F.col(TE.ENCODER_VERSION) == version)
@@ -319,31 +353,6 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> StudentFeaturesReport:
         bm25=Bm25Params(sf.bm25_k1, sf.bm25_b),
     )
     return write(outputs, Lake.at(cfg.lake.root))
-
-
-def embedding_lookup(embeddings: DataFrame, features: DataFrame) -> EmbeddingLookup:
-    """The embeddings (``text_embeddings`` rows) of every text that ``features``
-    (``student_features`` rows of one encoder version) names: collected to the driver once."""
-    spark = features.sparkSession
-    versions = [r[0] for r in features.select(SF.ENCODER_VERSION).distinct().collect()]
-    if len(versions) > 1:
-        raise ValueError(f"student_features rows of more than one encoder version: {sorted(versions)}")
-    hashes = (
-        features.select(F.col(SF.QUERY_TEXT_HASH).alias(TE.TEXT_HASH))
-        .unionByName(features.select(F.col(SF.PIN_TEXT_HASH).alias(TE.TEXT_HASH)))
-        .distinct()
-    )
-    with job_description(spark, "student_features: collect the embedding lookup"):
-        table = (
-            embeddings.filter(F.col(TE.ENCODER_VERSION).isin(versions))
-            .join(hashes, TE.TEXT_HASH, "left_semi")
-            .select(TE.TEXT_HASH, TE.EMBEDDING)
-            .orderBy(TE.TEXT_HASH)
-            .toArrow()
-        )
-    keys = table.column(TE.TEXT_HASH).to_numpy(zero_copy_only=False)
-    flat = table.column(TE.EMBEDDING).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return EmbeddingLookup(keys, flat.reshape(len(keys), -1) if len(keys) else np.zeros((0, 0), np.float32))
 
 
 def main(argv: Sequence[str] | None = None) -> StudentFeaturesReport:

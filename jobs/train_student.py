@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +40,27 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.student_features import embedding_lookup
-from models.artifacts.gate import GateDecision, GateSettings, gate_version
+from jobs.config import PinpipeConfig, run_job
+from jobs.embedding_tables import embedding_lookup
+from models.artifacts.publishing import PublishSettings
 from models.relevance.embedding_lookup import EmbeddingLookup
-from models.relevance.levels import LevelThresholds, to_model_levels
-from models.relevance.metrics import RelevanceReport, evaluate_predictions, evaluate_with_cuts, quadratic_weighted_kappa
+from models.relevance.levels import to_model_levels
+from models.relevance.metrics import (
+    RELEVANCE_GATE_METRICS,
+)
 from models.relevance.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
+from models.relevance.student_fitting import (
+    CLICKS,
+    IMPRESSIONS,
+    LEVEL,
+    PROBS,
+    SAVES,
+    TrainedStudent,
+    evaluate_published,
+    fit_student,
+)
 from models.relevance.student_settings import StudentSettings, StudentTrainSettings
-from runtime.config import PinpipeConfig, StudentConfig
-from runtime.entry import run_job
+from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake
 from runtime.session import job_description
 from schemas import human_labels as HL
@@ -61,10 +72,41 @@ from udfs.text_clean import normalize_query
 
 log = logging.getLogger(__name__)
 
-LEVEL = "level"  # human relevance on the student's 1..num_levels
-PROBS = "teacher_probs"
-IMPRESSIONS, CLICKS, SAVES = "impressions", "clicks", "saves"
-DECODING_FILE = "decoding.json"
+
+@dataclass(frozen=True)
+class StudentConfig(PublishSettings):
+    GATE_METRICS = RELEVANCE_GATE_METRICS
+
+    model: StudentSettings = setting("The student: kind (mlp | mmoe), widths, experts (mlp | dcn), gates, towers.")
+    training: StudentTrainSettings = setting(
+        "Loop and losses: batch, epochs, lr, patience, distillation (none | pointwise | pairwise | both), "
+        "incremental, loss weights."
+    )
+    teacher_family: str = setting("Registry family of the teacher whose labels the student learns.")
+    teacher_version: str = setting("Teacher version (e.g. v0003); empty = the promoted (CURRENT) one.")
+    feature_version: str = setting(
+        "student_features slice to read; empty = student_features.version.", same_as="student_features.version"
+    )
+    label_sources: list[str] = setting("human_labels sources to mix in and evaluate on; empty = all.")
+    impression_sources: list[str] = setting("labeled_impressions sources to learn from; empty = all.")
+    human_only: bool = setting("Train on human labels only (no teacher-labeled pairs): the baseline.")
+    max_teacher_pairs: int = setting("Learn from at most this many teacher-labeled pairs (seeded sample); 0 = all.")
+    validation_fraction: float = setting(
+        "Share of the non-held-out labeled queries whose labels choose the epoch and level cuts (never trained on)."
+    )
+    split_seed: int = setting("Seed of the validation split and of the teacher-pair sample.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            0.0 < self.validation_fraction < 1.0,
+            "student.validation_fraction",
+            "must be in (0, 1)",
+            self.validation_fraction,
+        )
+        require_at_least(self, "student", ("max_teacher_pairs",), minimum=0)
+
+
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.txt"
 
@@ -101,37 +143,6 @@ def human_rows(labels: DataFrame) -> DataFrame:
 # --------------------------------------------------------------------------- pure transforms (pandas)
 
 
-def student_data(rows: pd.DataFrame, lookup: EmbeddingLookup, query_index: dict[str, int], num_levels: int):
-    """``StudentData`` of rows carrying features, optional teacher probabilities and human level."""
-    from models.relevance.student_scoring import feature_arrays
-    from models.relevance.student_training import StudentData
-
-    query, pin, dense = feature_arrays(rows, lookup)
-    has_teacher = rows[PROBS].notna().to_numpy() if PROBS in rows else np.zeros(len(rows), bool)
-    probs = np.zeros((len(rows), num_levels), dtype=np.float32)
-    if has_teacher.any():
-        probs[has_teacher] = np.stack(rows.loc[has_teacher, PROBS].to_numpy()).astype(np.float32)
-    shown = rows[IMPRESSIONS].fillna(0).to_numpy(np.float32) if IMPRESSIONS in rows else np.zeros(len(rows), np.float32)
-    safe = np.maximum(shown, 1.0)
-
-    def rate(col: str) -> np.ndarray:
-        return (rows[col].fillna(0).to_numpy(np.float32) / safe) if col in rows else np.zeros(len(rows), np.float32)
-
-    human = rows[LEVEL].fillna(0).to_numpy(np.int64) - 1 if LEVEL in rows else np.full(len(rows), -1)
-    return StudentData(
-        query=query,
-        pin=pin,
-        dense=dense,
-        query_ids=rows[SF.QUERY].map(query_index).to_numpy(np.int64),
-        teacher_probs=probs,
-        has_teacher=has_teacher,
-        human_level=human,
-        click_rate=rate(CLICKS),
-        save_rate=rate(SAVES),
-        impressions=shown,
-    )
-
-
 def _keys(frame: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(frame[[SF.QUERY, SF.PIN_ID]])
 
@@ -154,96 +165,6 @@ def training_rows(
 
 def with_features(rows: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     return rows.merge(features, on=[SF.QUERY, SF.PIN_ID], how="inner")
-
-
-# --------------------------------------------------------------------------- fit and evaluate
-
-
-@dataclass
-class TrainedStudent:
-    folder_files: dict[str, bytes]
-    metrics: dict[str, Any]
-    report: str
-
-
-def _report(rows: pd.DataFrame, probs: np.ndarray, levels: list[int], cuts: LevelThresholds) -> RelevanceReport:
-    return evaluate_with_cuts(rows[SF.QUERY].to_numpy(), rows[LEVEL].to_numpy(), probs, levels, cuts)
-
-
-def _bm25_report(val: pd.DataFrame, test: pd.DataFrame, levels: list[int]) -> RelevanceReport:
-    cuts = LevelThresholds.fit(val[SF.BM25].to_numpy(), val[LEVEL], levels)
-    scores = test[SF.BM25].to_numpy()
-    return evaluate_predictions(test[SF.QUERY].to_numpy(), test[LEVEL].to_numpy(), cuts.predict(scores), scores, levels)
-
-
-def _teacher_report(val: pd.DataFrame, test: pd.DataFrame, levels: list[int]) -> RelevanceReport | None:
-    """The teacher on the test rows it labeled (cuts fit on its validation scores)."""
-    val, test = val[val[PROBS].notna()], test[test[PROBS].notna()]
-    if val.empty or test.empty:
-        return None
-    lv = np.asarray(levels, dtype=np.float64)
-    cuts = LevelThresholds.fit(np.stack(val[PROBS].to_numpy()) @ lv, val[LEVEL], levels)
-    return _report(test, np.stack(test[PROBS].to_numpy()).astype(np.float64), levels, cuts)
-
-
-def fit_student(
-    train_rows: pd.DataFrame,
-    val_rows: pd.DataFrame,
-    test_rows: pd.DataFrame,
-    lookup: EmbeddingLookup,
-    *,
-    model_settings: StudentSettings,
-    training: StudentTrainSettings,
-) -> TrainedStudent:
-    """Train on ``train_rows`` (early stopping on ``val_rows`` kappa), fit the level cuts on
-    validation, and score ``test_rows`` once: the student, the teacher and BM25."""
-    import torch
-
-    from models.relevance.student import build_student, save_student
-    from models.relevance.student_scoring import predict_relevance
-    from models.relevance.student_training import train_student
-
-    levels = list(range(1, model_settings.num_levels + 1))
-    queries = pd.concat([train_rows[SF.QUERY], val_rows[SF.QUERY], test_rows[SF.QUERY]]).unique()
-    index = {q: i for i, q in enumerate(sorted(queries))}
-    train, val, test = (
-        student_data(rows, lookup, index, model_settings.num_levels) for rows in (train_rows, val_rows, test_rows)
-    )
-    torch.manual_seed(training.seed)
-    model = build_student(model_settings, train.query.shape[1], train.dense.shape[1])
-    model.inputs.fit(train.dense)
-
-    def predict(data) -> np.ndarray:
-        return predict_relevance(model, data.query, data.pin, data.dense, training.eval_batch_size)
-
-    def validate(_model) -> float:
-        return quadratic_weighted_kappa(val_rows[LEVEL], predict(val).argmax(1) + 1, min(levels), max(levels))
-
-    result = train_student(model, train, training, validate)
-    lv = np.asarray(levels, dtype=np.float64)
-    val_probs = predict(val)
-    cuts = LevelThresholds.fit(val_probs @ lv, val_rows[LEVEL], levels)
-    test_report = _report(test_rows, predict(test), levels, cuts)
-    teacher = _teacher_report(val_rows, test_rows, levels)
-    bm25 = _bm25_report(val_rows, test_rows, levels)
-    metrics = {
-        "test": test_report.to_dict(),
-        "validation": _report(val_rows, val_probs, levels, cuts).to_dict(),
-        "teacher_on_test": teacher.to_dict() if teacher else None,
-        "bm25_on_test": bm25.to_dict(),
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = save_student(model, Path(tmp) / "student")
-        (folder / DECODING_FILE).write_text(json.dumps(cuts.to_dict(), indent=2))
-        files = {p.name: p.read_bytes() for p in folder.iterdir()}
-    table = test_report.table(f"student test ({len(test_rows):,} human labels)")
-    table += "\n\n" + bm25.table("BM25, same rows")
-    if teacher is not None:
-        table += "\n\n" + teacher.table(f"teacher, same rows it labeled ({teacher.n:,})")
-    return TrainedStudent(files, metrics, table)
 
 
 # --------------------------------------------------------------------------- read, transform, write
@@ -376,33 +297,13 @@ def transform(
     return StudentOutputs(trained, {**inputs.versions, **sizes, **protocol}, parts[TEST], lookup)
 
 
-def evaluate_published(folder: Path, rows: pd.DataFrame, lookup: EmbeddingLookup) -> RelevanceReport:
-    """A published student (its weights and level cuts, read from ``folder``) on ``rows``: the
-    same evaluation for the new version and for production."""
-    from models.relevance.student_scoring import StudentScorer
-
-    scorer = StudentScorer(folder)
-    cuts = LevelThresholds(**json.loads((folder / DECODING_FILE).read_text()))
-    probs, _ = scorer.score(rows, lookup)
-    return _report(rows, probs.astype(np.float64), [int(v) for v in scorer.levels], cuts)
-
-
-def gate(registry, family: str, version: str, outputs: StudentOutputs, settings: GateSettings) -> GateDecision | None:
-    """The new ``version`` against production on the test rows; None when there is no gate."""
-    rows, lookup = outputs.test_rows, outputs.lookup
-
-    def measure(folder: Path) -> float:
-        return evaluate_published(folder, rows, lookup).gate_metrics()[settings.metric]
-
-    return gate_version(registry, family, version, settings, measure, len(rows))
-
-
 def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config: dict[str, Any]) -> StudentRunReport:
     """Publish ``outputs`` as a version of ``section.family``; gate and promote it when
     ``section.promote``."""
-    from models.artifacts.registry import Registry, content_key, without_wall_clock
+    from models.artifacts.publishing import publish_gated
+    from models.artifacts.registry import Registry, without_wall_clock
 
-    family, promote = section.family, section.promote
+    family = section.family
 
     trained = outputs.trained
 
@@ -414,15 +315,21 @@ def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config
 
     registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
     m = trained.metrics
-    headline = {key: m[key] for key in ("test", "validation", "teacher_on_test", "bm25_on_test")}
-    key = content_key(config, outputs.inputs)
-    version = registry.publish(family, build, metrics=headline, config=config, inputs=outputs.inputs, key=key)
-    decision = gate(registry, family, version, outputs, section.gate) if promote else None
-    if promote and (decision is None or decision.passed):
-        registry.promote(family, version)
-    print(trained.report)
+    rows, lookup = outputs.test_rows, outputs.lookup
+    published = publish_gated(
+        registry,
+        section,
+        build,
+        metrics={key: m[key] for key in ("test", "validation", "teacher_on_test", "bm25_on_test")},
+        config=config,
+        inputs=outputs.inputs,
+        measure=lambda folder: evaluate_published(folder, rows, lookup).gate_metrics()[section.gate.metric],
+        rows=len(rows),
+    )
+    version, decision = published.version, published.decision
+    log.info("train_student: %s", trained.report)
     if decision is not None:
-        print(decision.line())
+        log.info("train_student: %s", decision.line())
     teacher = m["teacher_on_test"]
     return StudentRunReport(
         version=f"{family}/{version}",

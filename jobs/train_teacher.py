@@ -20,29 +20,24 @@ Cluster:  spark-submit --py-files dist/pinpipe.zip --jars ... jobs/train_teacher
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
-import os
-import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.artifacts.gate import GateDecision, GateSettings, gate_version
-from models.relevance.levels import LevelThresholds
-from models.relevance.metrics import RelevanceReport, evaluate_with_cuts
+from jobs.config import PinpipeConfig, run_job
+from models.artifacts.publishing import PublishSettings
+from models.relevance.metrics import RELEVANCE_GATE_METRICS
 from models.relevance.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
+from models.relevance.teacher_fitting import LEVEL, TEXT, TrainedTeacher, evaluate_published, fit_teacher, untar
 from models.relevance.teacher_settings import TeacherSettings, TrainSettings
-from runtime.config import PinpipeConfig, TeacherConfig
-from runtime.entry import run_job
+from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
 from runtime.validation import REASON, duplicated, first_failure, is_blank, split_rejected, to_quarantine
@@ -51,9 +46,73 @@ from schemas import pin_text_features as PTF
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class TeacherConfig(PublishSettings):
+    GATE_METRICS = RELEVANCE_GATE_METRICS
+
+    model: TeacherSettings = setting(
+        "The cross-encoder: backbone_path (empty = the bundled MiniLM), "
+        "num_levels, pooling, head, LoRA, 4-bit, checkpointing, GPU dtype."
+    )
+    training: TrainSettings = setting(
+        "Training loop: token budgets, batch sizes, epochs, learning rates, early-stopping patience, seed."
+    )
+    label_sources: list[str] = setting("human_labels sources to train on (e.g. [crowdflower]); empty = all.")
+    feature_version: str = setting(
+        "pin_text_features slice joined to the labels; empty = features.version (resolved at load).",
+        same_as="features.version",
+    )
+    validation_fraction: float = setting(
+        "Share of queries (whole queries) held out for validation: early "
+        "stopping, level cuts and the int8 plan are chosen on them."
+    )
+    test_fraction: float = setting(
+        "Share of queries (whole queries) held out for test: the published metrics, on rows that chose nothing."
+    )
+    split_seed: int = setting("Seed of the query-grouped train/validation split.")
+    max_labels: int = setting("Use at most this many labels (a seeded sample); 0 = all.")
+    distributed_processes: int = setting(
+        "0 = train in-process; N = data-parallel over N processes with pyspark's TorchDistributor."
+    )
+    distributed_local_mode: bool = setting(
+        "TorchDistributor local_mode: processes on the driver (true) or in a barrier stage on the executors (false)."
+    )
+    distributed_use_gpu: bool = setting("TorchDistributor use_gpu: one GPU per process.")
+    int8_calibration_pairs: int = setting(
+        "Validation pairs on which the published teacher's CPU int8 plan "
+        "(which layers stay fp32) is chosen; 0 = no plan (all layers int8)."
+    )
+    int8_target_spearman: float = setting(
+        "The int8 plan keeps layers in fp32 until the int8 model's expected "
+        "relevance has this Spearman correlation with fp32's."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            0.0 < self.validation_fraction < 1.0,
+            "teacher.validation_fraction",
+            "must be in (0, 1)",
+            self.validation_fraction,
+        )
+        require(0.0 < self.test_fraction < 1.0, "teacher.test_fraction", "must be in (0, 1)", self.test_fraction)
+        require(
+            self.validation_fraction + self.test_fraction < 1.0,
+            "teacher.test_fraction",
+            "plus validation_fraction must leave queries for training",
+            self.test_fraction,
+        )
+        require(
+            -1.0 <= self.int8_target_spearman <= 1.0,
+            "teacher.int8_target_spearman",
+            "must be in [-1, 1]",
+            self.int8_target_spearman,
+        )
+        require_at_least(self, "teacher", ("max_labels", "distributed_processes", "int8_calibration_pairs"), minimum=0)
+
+
 SOURCE = "train_teacher"
-LEVEL = "level"  # the label on the model's 1..num_levels scale
-TEXT = "text"
 REPORT_FILE = "report.txt"
 METRICS_FILE = "metrics.json"
 
@@ -113,150 +172,6 @@ def labeled_pairs(
 
 
 # --------------------------------------------------------------------------- training (any process)
-
-
-@dataclass
-class TrainedTeacher:
-    """What one training run hands back to the driver."""
-
-    artifact: bytes  # tar of the model folder (backbone or adapter, head, tokenizer, settings)
-    metrics: dict[str, Any]
-    report: str
-
-
-def _tar_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in sorted(folder.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
-    return buffer.getvalue()
-
-
-def _untar(data: bytes, out: Path) -> None:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        tar.extractall(out, filter="data")
-
-
-def _device(use_gpu: bool):
-    import torch
-
-    if use_gpu and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def _evaluate(rows: pd.DataFrame, query_ids, probs: np.ndarray, levels: list[int], cuts: LevelThresholds):
-    """The relevance report of ``probs`` against the rows' levels, with kappa at ``cuts``."""
-    return evaluate_with_cuts(query_ids, rows[LEVEL], probs, levels, cuts)
-
-
-def _int8_plan(folder: Path, val_rows: pd.DataFrame, int8: dict[str, Any], settings: TeacherSettings):
-    """Choose, on validation pairs, which layers stay fp32 when the teacher is scored in int8 on
-    CPU (``models/relevance/int8.py``), and save the plan with it. None for 4-bit (GPU-only) teachers or
-    when ``calibration_pairs`` is 0."""
-    if int8["calibration_pairs"] == 0 or settings.quantize_4bit or val_rows.empty:
-        return None
-    from models.relevance.scoring import calibrate_teacher_int8
-
-    sample = val_rows.sample(n=min(int8["calibration_pairs"], len(val_rows)), random_state=int8["seed"])
-    plan = calibrate_teacher_int8(folder, list(sample[HL.QUERY]), list(sample[TEXT]), int8["target_spearman"])
-    plan.save(folder)
-    log.info(
-        "train_teacher: int8 plan keeps %d of %d linear layers fp32 (Spearman with fp32 %.4f on %d pairs)",
-        len(plan.keep_fp32),
-        len(plan.layer_error),
-        plan.spearman,
-        plan.pairs,
-    )
-    return plan
-
-
-def fit_teacher(
-    train_rows: pd.DataFrame,
-    val_rows: pd.DataFrame,
-    test_rows: pd.DataFrame,
-    teacher: dict[str, Any],
-    use_gpu: bool = False,
-) -> TrainedTeacher | None:
-    """Build, train, calibrate and evaluate a teacher; rank 0 returns it (other ranks None).
-
-    Validation early-stops training and fits the level cuts and the int8 plan; the test rows
-    are only scored, once, at the end. Module-level and fed plain data, so ``TorchDistributor``
-    can ship it to its processes; with ``WORLD_SIZE`` > 1 it joins the process group first.
-    """
-    import torch
-    import torch.distributed as dist
-    from transformers import AutoTokenizer
-
-    from models.relevance.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
-    from models.relevance.teacher_inference import encode_pairs, predict_proba
-    from models.relevance.teacher_training import train
-
-    settings = TeacherSettings(**teacher["model"])
-    training = TrainSettings(**teacher["training"])
-    device = _device(use_gpu)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if distributed else 0
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(settings.backbone_path, local_files_only=True)
-        if tokenizer.pad_token_id is None:  # decoder LLMs often ship without one
-            tokenizer.pad_token = tokenizer.eos_token
-        levels = list(range(1, settings.num_levels + 1))
-
-        def encode(rows: pd.DataFrame):
-            return encode_pairs(
-                tokenizer, list(rows[HL.QUERY]), list(rows[TEXT]), training, list(rows[LEVEL] - 1), list(rows[HL.QUERY])
-            )
-
-        train_set, val_set = encode(train_rows), encode(val_rows)
-        torch.manual_seed(training.seed)
-        model = CrossEncoderTeacher.build(settings, device)
-        result = train(model, train_set, val_set, training, levels, tokenizer.pad_token_id)
-        if rank != 0:
-            return None
-        val_probs = result.val_probabilities
-        cuts = LevelThresholds.fit(val_probs @ np.asarray(levels, dtype=np.float64), val_rows[LEVEL], levels)
-        test_set = encode(test_rows)
-        test_probs = predict_proba(model, test_set, training.eval_batch_size, tokenizer.pad_token_id)
-        val_report = _evaluate(val_rows, val_set.query_ids, val_probs, levels, cuts)
-        test_report = _evaluate(test_rows, test_set.query_ids, test_probs, levels, cuts)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = model.save(Path(tmp) / "teacher", tokenizer)
-            (folder / DECODING_FILE).write_text(json.dumps(cuts.to_dict(), indent=2))
-            (folder / ENCODING_FILE).write_text(
-                json.dumps({"max_length": training.max_length, "query_tokens": training.query_tokens}, indent=2)
-            )
-            metrics = {
-                "test": test_report.to_dict(),
-                "validation": val_report.to_dict(),
-                "evaluation": (
-                    f"test: {len(test_rows)} pairs of {test_rows[HL.QUERY].nunique()} queries, "
-                    f"{teacher['test_set']}; they neither trained the model nor chose its epoch, level "
-                    "cuts or int8 plan (validation did)"
-                ),
-                "best_epoch": result.best_epoch,
-                "history": result.history,
-                "trainable_parameters": model.trainable_parameters(),
-                "world_size": dist.get_world_size() if distributed else 1,
-                "device": str(device),
-            }
-            plan = _int8_plan(folder, val_rows, teacher["int8"], settings)
-            if plan is not None:
-                metrics["int8"] = {
-                    "keep_fp32": list(plan.keep_fp32),
-                    "spearman": plan.spearman,
-                    "calibration_pairs": plan.pairs,
-                }
-            table = test_report.table(
-                f"teacher test ({len(test_rows):,} pairs, {test_rows[HL.QUERY].nunique():,} queries; "
-                f"{teacher['test_set']})"
-            )
-            return TrainedTeacher(_tar_folder(folder), metrics, table)
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------- read, transform, write
@@ -380,30 +295,6 @@ def transform(
     return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol}, parts[TEST], base_model)
 
 
-def evaluate_published(folder: Path, rows: pd.DataFrame) -> RelevanceReport:
-    """A published teacher (its weights and level cuts, from ``folder``) on ``rows``: the same
-    scoring for the new version and for production (fp32 on CPU, the GPU's precision there)."""
-    import torch
-
-    from models.relevance.scoring import ScoringSettings, TeacherScorer
-
-    gpu = torch.cuda.is_available()
-    scorer = TeacherScorer(folder, ScoringSettings(precision="auto" if gpu else "fp32"), _device(gpu))
-    probs, _, _ = scorer.score(list(rows[HL.QUERY]), list(rows[TEXT]))
-    levels = [int(v) for v in scorer.levels]
-    cuts = scorer.cuts or LevelThresholds.fit(probs @ scorer.levels, rows[LEVEL], levels)
-    return evaluate_with_cuts(list(rows[HL.QUERY]), rows[LEVEL], probs.astype(np.float64), levels, cuts)
-
-
-def gate(registry, family: str, version: str, rows: pd.DataFrame, settings: GateSettings) -> GateDecision | None:
-    """The published ``version`` against production on the new split's test pairs."""
-
-    def measure(folder: Path) -> float:
-        return evaluate_published(folder, rows).gate_metrics()[settings.metric]
-
-    return gate_version(registry, family, version, settings, measure, len(rows))
-
-
 def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
     """In-process training, or ``TorchDistributor`` over ``teacher.distributed_processes``."""
     if teacher.distributed_processes == 0:
@@ -426,7 +317,8 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
     """The quarantine slice, then the artifact as the next version of ``section.family`` (a LoRA
     teacher's base model folder is pinned in its manifest: path and checksums); with
     ``section.promote``, gated on the test pairs and promoted when it passes."""
-    from models.artifacts.registry import Registry, content_key, without_wall_clock
+    from models.artifacts.publishing import publish_gated
+    from models.artifacts.registry import Registry, without_wall_clock
 
     family = section.family
 
@@ -434,28 +326,28 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
     trained = outputs.trained
 
     def build(folder: Path) -> None:
-        _untar(trained.artifact, folder)
+        untar(trained.artifact, folder)
         (folder / METRICS_FILE).write_text(json.dumps(without_wall_clock(trained.metrics), indent=2))
         (folder / REPORT_FILE).write_text(trained.report + "\n")
 
     registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
     metrics = {"test": trained.metrics["test"], "validation": trained.metrics["validation"]}
-    inputs = {**outputs.inputs, "quarantined": quarantined}
-    version = registry.publish(
-        family,
+    rows = outputs.test_rows
+    published = publish_gated(
+        registry,
+        section,
         build,
         metrics=metrics,
         config=config,
-        inputs=inputs,
+        inputs={**outputs.inputs, "quarantined": quarantined},
+        measure=lambda folder: evaluate_published(folder, rows).gate_metrics()[section.gate.metric],
+        rows=len(rows),
         external={"base model": outputs.base_model} if outputs.base_model else None,
-        key=content_key(config, inputs),
     )
-    decision = gate(registry, family, version, outputs.test_rows, section.gate) if section.promote else None
-    if section.promote and (decision is None or decision.passed):
-        registry.promote(family, version)
-    print(trained.report)
+    version, decision = published.version, published.decision
+    log.info("train_teacher: %s", trained.report)
     if decision is not None:
-        print(decision.line())
+        log.info("train_teacher: %s", decision.line())
     sizes = outputs.inputs
     return TeacherRunReport(
         version,

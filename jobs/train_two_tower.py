@@ -32,8 +32,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from runtime.config import PinpipeConfig, TwoTowerConfig
-from runtime.entry import run_job
+from jobs.config import PinpipeConfig, run_job
+from models.artifacts.publishing import PublishSettings
+from models.retrieval.two_tower_settings import TWO_TOWER_GATE_METRICS, TwoTowerSettings, TwoTowerTrainSettings
+from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake
 from runtime.session import job_description
 from schemas import item_attributes as IA
@@ -43,6 +45,39 @@ if TYPE_CHECKING:
     from models.retrieval.training import TwoTowerData
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig(PublishSettings):
+    GATE_METRICS = TWO_TOWER_GATE_METRICS
+
+    model: TwoTowerSettings = setting(
+        "The towers: dim, max_len (history read), encoder (transformer | mean), layers, heads, dropouts, "
+        "temperature (learned or fixed), shared item ID table."
+    )
+    training: TwoTowerTrainSettings = setting(
+        "Loop and loss: batch of users, epochs, lr, patience and eval_every (validation NDCG@10), "
+        "logq_correction, extra_negatives (uniform, beside the in-batch ones), exclude_user_items."
+    )
+    source: str = setting("user_engagements source to train and evaluate on, e.g. s3rec_beauty.")
+    item_attributes: bool = setting(
+        "Give the item tower the source's item_attributes (S3-Rec categories, brands, tags) as content "
+        "features, when the table has rows for the source."
+    )
+    max_attributes_per_item: int = setting("At most this many attributes per item (the catalog's most frequent first).")
+    eval_index_factory: str = setting(
+        "FAISS index factory string the test items are also retrieved through (e.g. Flat, IVF256,Flat, HNSW32), "
+        "reported beside the exact full ranking."
+    )
+    eval_index_params: str = setting(
+        "FAISS search parameters of that index, in FAISS's syntax (efSearch=256, nprobe=32); empty = its defaults."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(bool(self.source.strip()), "two_tower.source", "must not be empty", self.source)
+        require_at_least(self, "two_tower", ("registry_keep", "max_attributes_per_item"))
+
 
 ITEM_INDEX = "item_index"
 ITEMS = "items"

@@ -2,7 +2,7 @@
 ``--set``), set up logging, load and resolve the config once (before Spark starts, so a bad
 key fails in a second), run the job in one Spark session, print its report line.
 
-A job module then ends with::
+A job module then ends with (``jobs.config.run_job``: this with the pipeline's config)::
 
     def main(argv=None):
         return run_job("pinpipe ingest", __doc__, run, argv)
@@ -14,11 +14,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pyspark.sql import SparkSession
 
-from runtime.config import PinpipeConfig, add_config_arguments, config_from_args
+from runtime.config import add_config_arguments
 from runtime.errors import explain
 from runtime.session import spark_session
 
@@ -61,16 +61,20 @@ def with_date_option(prog: str, argv: Sequence[str] | None) -> list[str]:
 
 
 def run_job(
-    prog: str, doc: str | None, run: Callable[[SparkSession, PinpipeConfig], R], argv: Sequence[str] | None
+    prog: str,
+    doc: str | None,
+    run: Callable[[SparkSession, Any], R],
+    argv: Sequence[str] | None,
+    load: Callable[[argparse.Namespace], Any],
 ) -> R:
-    """``main`` of a job: config, session, ``run``, the report line on stdout. A failure is one
-    line on stderr and exit status 1 (``runtime.errors.explain``); ``--verbose`` re-raises it,
-    trace and all, and lets Spark's own log through (otherwise it is off: pinpipe's progress
+    """``main`` of a job: config (``load`` from the parsed options), session, ``run``, the report
+    line on stdout. A failure is one line on stderr and exit status 1 (``runtime.errors.explain``);
+    ``--verbose`` re-raises it, trace and all, and lets Spark's own log through (otherwise it is off: pinpipe's progress
     lines are Python logging)."""
     args = job_arguments(prog, doc, argv)
     configure_logging()
     try:
-        cfg = config_from_args(args)
+        cfg = load(args)
         with spark_session(prog.replace(" ", "-"), cfg.spark, quiet=not args.verbose) as spark:
             report = run(spark, cfg)
     except Exception as exc:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import SparkConfig, load_config
+from jobs.config import load_config
+from runtime.config import SparkConfig
 from runtime.lake import Lake
 from runtime.session import build_session
 

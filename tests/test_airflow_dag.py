@@ -14,7 +14,7 @@ def test_the_dagbag_loads_one_spark_submit_task_per_stage_in_nightly_order(monke
     from airflow.models import DagBag
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-    from runtime.config import NIGHTLY_STAGES
+    from jobs.table import JOBS
 
     monkeypatch.setenv("PINPIPE_HOME", "/opt/pinpipe")
     monkeypatch.setenv("PINPIPE_LAKE", "s3a://bucket/lake")
@@ -22,7 +22,7 @@ def test_the_dagbag_loads_one_spark_submit_task_per_stage_in_nightly_order(monke
     bag = DagBag(dag_folder=str(DAGS))  # Airflow 3: example DAGs are not loaded from a folder
     assert bag.import_errors == {}
     dag = bag.dags["pinpipe_nightly"]  # as parsed (get_dag would read the metadata database)
-    stages = [s for s in NIGHTLY_STAGES if s != "simulate"]
+    stages = [job.name for job in JOBS if job.nightly and job.name != "simulate"]  # the table's, in order
     assert [t.task_id for t in dag.topological_sort()] == stages
     for upstream, downstream in zip(stages, stages[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}

@@ -3,7 +3,7 @@ import sys
 import sysconfig
 import zipfile
 
-from runtime import cli
+from jobs import cli
 from runtime.package import PACKAGES, build_pyfiles_zip
 
 
@@ -21,7 +21,7 @@ def test_unknown_command_exits_2(capsys):
 
 def test_bad_config_is_reported_before_spark_starts(capsys):
     proc = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "simulate", "--set", "simulate.dayz=3"],
+        [sys.executable, "-m", "jobs.cli", "simulate", "--set", "simulate.dayz=3"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -33,7 +33,7 @@ def test_bad_config_is_reported_before_spark_starts(capsys):
 
 def pinpipe(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
     )
 
 
@@ -73,8 +73,8 @@ def test_pyfiles_zip_is_importable_and_carries_the_yaml(tmp_path):
     code = (
         f"import sys, importlib.util; sys.path[:0] = [{str(out)!r}]; sys.path += {site_packages!r};"
         "assert importlib.util.find_spec('tests') is None, 'the checkout is importable';"
-        "import runtime.config as c, jobs.simulate as j, udfs.captioner_settings as u;"
-        f"assert all(m.__file__.startswith({str(out)!r}) for m in (c, j, u)), c.__file__;"
+        "import jobs.config as c, jobs.simulate as j, udfs.captioner_settings as u, models.retrieval.towers as t;"
+        f"assert all(m.__file__.startswith({str(out)!r}) for m in (c, j, u, t)), c.__file__;"
         "print(c.load_config('cluster').spark.shuffle_partitions)"
     )
     proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
@@ -86,11 +86,23 @@ def test_pyfiles_zip_is_importable_and_carries_the_yaml(tmp_path):
 def test_every_command_names_a_module_with_main():
     import importlib
 
-    for name, (module, _) in cli.COMMANDS.items():
+    for name, (module, _) in cli.commands().items():
         assert callable(importlib.import_module(module).main), name
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from runtime import cli; cli.main(['--help']); print('torch' in sys.modules)"
+    code = "import sys; from jobs import cli; cli.main(['--help']); print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().endswith("False")
+
+
+def test_loading_the_config_imports_no_torch_or_faiss():
+    """The sections live beside their jobs; loading them must stay cheap (a bad key fails in a
+    second, before Spark or a model stack is loaded)."""
+    code = (
+        "import sys; from jobs.config import load_config; load_config('local');"
+        "print(sorted(m for m in ('torch', 'faiss', 'transformers') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import time_machine
 
+from jobs.config import load_config
 from models.packaged import minilm_dir
-from runtime.config import ENVIRONMENTS, ConfigError, load_config, parse_override
+from runtime.config import ENVIRONMENTS, ConfigError, parse_override
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

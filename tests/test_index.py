@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from jobs import build_index, embed_pins, index_admin, retrieve
+from jobs.config import load_config
 from models.artifacts.registry import Registry, RegistryError
 from models.retrieval.ann import merge_top_k, recall_at, resolve_factory
 from models.retrieval.retriever import Retriever
@@ -23,7 +24,6 @@ from models.retrieval.serving import IndexVersions, Retrieval, VersionMismatch
 from models.retrieval.sharded_index import IndexIntegrityError
 from models.retrieval.two_tower import ITEMS_FILE, MODEL_FOLDER, load_model, new_model
 from models.retrieval.two_tower_settings import TwoTowerSettings
-from runtime.config import load_config
 from runtime.lake import Lake
 from schemas import pin_embeddings as PE
 from schemas import user_engagements as UE

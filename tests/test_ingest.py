@@ -9,10 +9,11 @@ from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import ingest
+from jobs.sources import batch, crowdflower
 from runtime.validation import InputSchemaError
 
 
-def write_cf(folder, rows, header=ingest.CROWDFLOWER_COLUMNS):
+def write_cf(folder, rows, header=crowdflower.CROWDFLOWER_COLUMNS):
     """``rows`` as a CrowdFlower CSV in ``folder`` (None -> empty field); its path."""
     path = folder / f"labels-{len(list(folder.glob('labels-*.csv')))}.csv"
     with path.open("w", newline="") as f:
@@ -302,7 +303,7 @@ def test_s3rec_attributes_become_rows_and_bad_entries_are_quarantined(spark, lak
 def test_an_attributes_file_that_is_not_one_is_refused_naming_it(spark, tmp_path, content, message):
     path = tmp_path / "Tiny_item2attributes.json"
     path.write_bytes(content)
-    with pytest.raises(ingest.IngestFileError, match=message):
+    with pytest.raises(batch.IngestFileError, match=message):
         ingest.read_attributes(spark, str(path))
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from jobs import ingest, nightly, nightly_report, serving_corpus
-from runtime.config import ConfigError, load_config
+from jobs.config import load_config
+from runtime.config import ConfigError
 from runtime.run_lock import LockHeld
 from schemas import pipeline_runs as PR
 from tests.test_run_lock import holder_process

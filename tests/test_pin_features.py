@@ -6,9 +6,8 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import ingest, pin_features, simulate
-from jobs.pin_features import assemble_pin_text, board_titles, engaged_queries, truncate
+from jobs.pin_features import FEATURE_FIELDS, assemble_pin_text, board_titles, engaged_queries, truncate
 from models.random_models import save_random_blip
-from runtime.config import FEATURE_FIELDS
 from schemas import boards as B
 from schemas import pin_captions as PC
 from schemas import pins as P

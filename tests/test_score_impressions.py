@@ -11,12 +11,12 @@ from pyspark.testing import assertDataFrameEqual
 from transformers import AutoTokenizer
 
 from jobs import score_impressions
+from jobs.config import load_config
 from models.artifacts.registry import Registry
 from models.random_models import save_random_backbone
 from models.relevance.scoring import ScoringSettings, TeacherScorer
 from models.relevance.teacher import CrossEncoderTeacher
 from models.relevance.teacher_settings import TeacherSettings
-from runtime.config import load_config
 from schemas import pin_text_features as PTF
 from schemas import pins as P
 from schemas import search_impressions as SI

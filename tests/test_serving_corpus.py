@@ -4,7 +4,8 @@ import random
 import pytest
 
 from jobs import serving_corpus
-from runtime.config import ConfigError, load_config
+from jobs.config import load_config
+from runtime.config import ConfigError
 from schemas import TABLES
 from schemas import engagement_decay as ED
 from schemas import serving_corpus as SC

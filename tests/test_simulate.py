@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import simulate
-from runtime.config import load_config
+from jobs.config import load_config
 
 SMALL = [
     "simulate.days=2",

@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import student_features
-from jobs.student_features import embedding_lookup
+from jobs.embedding_tables import embedding_lookup
 from models.random_models import save_random_backbone
 from models.relevance.bm25 import BM25
 from models.relevance.student_settings import EncoderSettings

@@ -6,7 +6,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import score_impressions, student_features, train_student
-from jobs.student_features import embedding_lookup
+from jobs.embedding_tables import embedding_lookup
 from jobs.train_student import LEVEL, PROBS, training_rows
 from models.artifacts.registry import Registry
 from models.random_models import save_random_backbone

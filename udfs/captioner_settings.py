@@ -4,18 +4,20 @@ worker's model cache is keyed by exactly these values and nothing a job tunes ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from models.relevance.teacher_settings import GPU_DTYPE_NAMES
 
 
 @dataclass(frozen=True)
 class CaptionerSettings:
-    model_path: str = ""  # local folder of a BLIP captioning model; empty: no captions
-    max_new_tokens: int = 24
-    num_beams: int = 1
-    batch_size: int = 16  # images per model call
-    gpu_dtype: str = "bfloat16"  # weights dtype on GPU (CPU is float32)
+    model_path: str = field(
+        default="", metadata={"help": "local folder of a BLIP captioning model; empty: no captions", "path": True}
+    )
+    max_new_tokens: int = field(default=24, metadata={"help": "Longest caption, in tokens."})
+    num_beams: int = field(default=1, metadata={"help": "Beam search width (1 = greedy)."})
+    batch_size: int = field(default=16, metadata={"help": "images per model call"})
+    gpu_dtype: str = field(default="bfloat16", metadata={"help": "weights dtype on GPU (CPU is float32)"})
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "num_beams", "batch_size"):

@@ -9,16 +9,20 @@ itself is a pure comparison. Higher is better for every gated metric (kappa, NDC
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    metric: str = "kappa"  # the gated metric, a key of the family's evaluation report
-    tolerance: float = 0.01  # production - candidate may be at most this (absolute); 0 = never worse
-    enabled: bool = True  # false: every published candidate is promoted (no re-evaluation of production)
+    metric: str = field(default="kappa", metadata={"help": "the gated metric, a key of the family's evaluation report"})
+    tolerance: float = field(
+        default=0.01, metadata={"help": "production - candidate may be at most this (absolute); 0 = never worse"}
+    )
+    enabled: bool = field(
+        default=True, metadata={"help": "false: every published candidate is promoted (no re-evaluation of production)"}
+    )
 
     def __post_init__(self) -> None:
         if not self.metric.strip():
@@ -32,10 +36,10 @@ class GateDecision:
     family: str
     candidate_version: str
     production_version: str | None
-    metric: str
+    metric: str  # kappa of the levels production decodes (validation cuts); or kappa (argmax), ...
     candidate: float
     production: float | None
-    tolerance: float
+    tolerance: float  # absolute; 0 = never worse
     rows: int  # evaluation rows both were measured on
     passed: bool
     reason: str

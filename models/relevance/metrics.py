@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+# The figures a relevance model's promotion gate may compare (RelevanceReport.gate_metrics).
+RELEVANCE_GATE_METRICS = ("kappa_cuts", "kappa", "ndcg_at_20", "accuracy")
+
 
 def _as_int(values: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(values)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +28,11 @@ from models.relevance.int8 import Int8Plan, calibrate_int8, quantize_int8
 from models.relevance.levels import LevelThresholds
 from models.relevance.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
 from models.relevance.teacher_inference import encode_pairs, predict_proba
+from models.relevance.teacher_settings import ScoringSettings
 
 log = logging.getLogger(__name__)
 
 GPU_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "nf4": "bfloat16", "fp32": "float32"}
-
-
-@dataclass(frozen=True)
-class ScoringSettings:
-    precision: str = "auto"
-    batch_size: int = 128
-    max_batch_tokens: int = 8192  # 0: rows only
-    max_length: int = 0  # 0: as trained
-    query_tokens: int = 0  # 0: as trained
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

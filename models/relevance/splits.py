@@ -8,7 +8,7 @@ teacher and the students alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,23 @@ import pandas as pd
 from schemas import human_labels as HL
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The ``evaluation`` section: which human labels only ever evaluate."""
+
+    holdout_folds: list[int] = field(
+        metadata={
+            "help": "Human labels whose fold is listed here train nothing (no training, validation, level cuts or "
+            "int8 plan) and are the rows the published metrics are computed on. Empty: a query-grouped test slice "
+            "(teacher.test_fraction)."
+        }
+    )
+
+    def __post_init__(self) -> None:
+        if any(fold < 0 for fold in self.holdout_folds):
+            raise ValueError(f"holdout_folds: folds must be >= 0, got {self.holdout_folds}")
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ DISTILLATION = ("none", "pointwise", "pairwise", "both")
 
 @dataclass(frozen=True)
 class EncoderSettings:
-    model_path: str  # local folder: config.json, safetensors weights, tokenizer
-    max_length: int = 64  # tokens per text
-    batch_size: int = 64  # texts per forward pass
+    model_path: str = field(metadata={"help": "local folder: config.json, safetensors weights, tokenizer"})
+    max_length: int = field(default=64, metadata={"help": "tokens per text"})
+    batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
 
     def __post_init__(self) -> None:
         if not self.model_path:
@@ -24,16 +24,16 @@ class EncoderSettings:
 
 @dataclass(frozen=True)
 class StudentSettings:
-    kind: str = "mlp"  # mlp | mmoe
-    num_levels: int = 4
-    hidden: list[int] = field(default_factory=lambda: [256, 128])  # MLP student, and each MLP expert
-    dropout: float = 0.1
-    experts: list[str] = field(default_factory=lambda: ["mlp", "mlp", "dcn"])  # MMoE only
-    expert_dim: int = 128  # every expert's output width
-    cross_layers: int = 2  # DCNv2 experts
-    cross_rank: int = 64  # 0 = full-rank cross weights
-    gate_hidden: int = 0  # 0 = a single linear layer + softmax per task
-    tower_hidden: int = 64
+    kind: str = field(default="mlp", metadata={"help": "mlp | mmoe"})
+    num_levels: int = field(default=4, metadata={"help": "Relevance levels the student predicts (the teacher's)."})
+    hidden: list[int] = field(default_factory=lambda: [256, 128], metadata={"help": "MLP student, and each MLP expert"})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout between hidden layers."})
+    experts: list[str] = field(default_factory=lambda: ["mlp", "mlp", "dcn"], metadata={"help": "MMoE only"})
+    expert_dim: int = field(default=128, metadata={"help": "every expert's output width"})
+    cross_layers: int = field(default=2, metadata={"help": "DCNv2 experts"})
+    cross_rank: int = field(default=64, metadata={"help": "0 = full-rank cross weights"})
+    gate_hidden: int = field(default=0, metadata={"help": "0 = a single linear layer + softmax per task"})
+    tower_hidden: int = field(default=64, metadata={"help": "Width of each task tower's hidden layer (MMoE)."})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -50,21 +50,37 @@ class StudentSettings:
 
 @dataclass(frozen=True)
 class StudentTrainSettings:
-    batch_size: int = 512
-    eval_batch_size: int = 4096
-    epochs: int = 30
-    lr: float = 1.0e-3
-    weight_decay: float = 1.0e-4
-    patience: int = 3  # epochs without a better validation kappa before stopping
-    seed: int = 0
-    distillation: str = "pointwise"  # none | pointwise | pairwise | both
-    incremental: bool = False  # True: no distillation term, whatever ``distillation`` says
-    soft_weight: float = 1.0
-    hard_weight: float = 1.0
-    pairwise_weight: float = 1.0
-    pairwise_margin: float = 0.25
-    human_weight: float = 1.0
-    engagement_weight: float = 0.1
+    batch_size: int = field(default=512, metadata={"help": "Training rows per step."})
+    eval_batch_size: int = field(default=4096, metadata={"help": "Rows per forward pass when evaluating."})
+    epochs: int = field(
+        default=30, metadata={"help": "Most passes over the training rows (early stopping may end sooner)."}
+    )
+    lr: float = field(default=1.0e-3, metadata={"help": "Adam learning rate."})
+    weight_decay: float = field(default=1.0e-4, metadata={"help": "AdamW weight decay."})
+    patience: int = field(default=3, metadata={"help": "epochs without a better validation kappa before stopping"})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and dropout."})
+    distillation: str = field(default="pointwise", metadata={"help": "none | pointwise | pairwise | both"})
+    incremental: bool = field(
+        default=False, metadata={"help": "True: no distillation term, whatever ``distillation`` says"}
+    )
+    soft_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the pointwise distillation loss (cross-entropy with the teacher's probabilities)."
+        },
+    )
+    hard_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the cross-entropy with the teacher's most likely level."}
+    )
+    pairwise_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the pairwise distillation loss (the teacher's order of two pins for a query)."},
+    )
+    pairwise_margin: float = field(default=0.25, metadata={"help": "Margin of the pairwise loss."})
+    human_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the human labels' loss, where a row has one."}
+    )
+    engagement_weight: float = field(default=0.1, metadata={"help": "Weight of the engagement task's loss (MMoE)."})
 
     def __post_init__(self) -> None:
         if self.distillation not in DISTILLATION:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-KS = (5, 10, 20)
+from models.retrieval.two_tower_settings import RANKING_KS
+
+KS = RANKING_KS
 
 
 @dataclass(frozen=True)

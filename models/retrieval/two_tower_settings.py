@@ -2,30 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ENCODERS = ("transformer", "mean")
+RANKING_KS = (5, 10, 20)  # the cut-offs of HR@k, NDCG@k and coverage@k
+# The figures a two-tower's promotion gate may compare.
+TWO_TOWER_GATE_METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr") for k in RANKING_KS)
 
 
 @dataclass(frozen=True)
 class TwoTowerSettings:
-    dim: int = 64  # width of ID embeddings and of both towers' outputs
-    max_len: int = 50  # most recent engaged items the user tower reads
-    encoder: str = "transformer"  # transformer (causal self-attention) | mean (pooling)
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.2  # inside the user tower's encoder
-    history_dropout: float = 0.5  # on the embeddings of the items a user tower reads
-    id_dropout: float = 0.0  # on candidate items' ID embeddings; the homefeed recipe (0.5) leans on content features
-    temperature: float = 0.05  # initial softmax temperature of the cosine scores
-    learn_temperature: bool = True
-    share_item_embeddings: bool = True  # the user tower reads history through the item tower's ID table
-    # Two-towers trained apart (seeds seed, seed+1, ...; each its own early stopping) and served as
-    # one whose vectors are theirs side by side: a score is the members' mean cosine.
-    members: int = 1
-    # Vectors per user (the user head): 1, or several projections of the user's state; an item's
-    # score is the best of them.
-    user_vectors: int = 1
+    dim: int = field(default=64, metadata={"help": "width of ID embeddings and of both towers' outputs"})
+    max_len: int = field(default=50, metadata={"help": "most recent engaged items the user tower reads"})
+    encoder: str = field(
+        default="transformer", metadata={"help": "transformer (causal self-attention) | mean (pooling)"}
+    )
+    layers: int = field(default=2, metadata={"help": "Transformer layers of the history encoder."})
+    heads: int = field(default=2, metadata={"help": "Attention heads per layer (dim must divide by it)."})
+    dropout: float = field(default=0.2, metadata={"help": "inside the user tower's encoder"})
+    history_dropout: float = field(default=0.5, metadata={"help": "on the embeddings of the items a user tower reads"})
+    id_dropout: float = field(
+        default=0.0,
+        metadata={"help": "on candidate items' ID embeddings; the homefeed recipe (0.5) leans on content features"},
+    )
+    temperature: float = field(default=0.05, metadata={"help": "initial softmax temperature of the cosine scores"})
+    learn_temperature: bool = field(
+        default=True, metadata={"help": "Learn the softmax temperature (from temperature) instead of keeping it fixed."}
+    )
+    share_item_embeddings: bool = field(
+        default=True, metadata={"help": "the user tower reads history through the item tower's ID table"}
+    )
+    members: int = field(
+        default=1,
+        metadata={
+            "help": (
+                "Two-towers trained apart (seeds seed, seed+1, ...; each its own early stopping) and "
+                "served as one whose vectors are theirs side by side: a score is the members' mean "
+                "cosine."
+            )
+        },
+    )
+    user_vectors: int = field(
+        default=1,
+        metadata={
+            "help": (
+                "Vectors per user (the user head): 1, or several projections of the user's state; an "
+                "item's score is the best of them."
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -51,19 +76,37 @@ class TwoTowerSettings:
 
 @dataclass(frozen=True)
 class TwoTowerTrainSettings:
-    batch_size: int = 128  # users per step; every position of their sequences is a training example
-    epochs: int = 200
-    lr: float = 1.0e-3
-    weight_decay: float = 0.0
-    patience: int = 10  # evaluations without a better validation NDCG@10 before stopping
-    eval_every: int = 2  # epochs between validation evaluations
-    logq_correction: bool = True
-    extra_negatives: int = 0  # uniformly sampled negatives per step, beside the in-batch ones
-    # Candidates the example's own user engaged with (anywhere in the sequence) are not negatives:
-    # a long history otherwise makes its other items the negatives of each of its positions.
-    exclude_user_items: bool = False
-    seed: int = 0
-    progress: bool = True
+    batch_size: int = field(
+        default=128, metadata={"help": "users per step; every position of their sequences is a training example"}
+    )
+    epochs: int = field(
+        default=200, metadata={"help": "Most passes over the training rows (early stopping may end sooner)."}
+    )
+    lr: float = field(default=1.0e-3, metadata={"help": "Adam learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    patience: int = field(
+        default=10, metadata={"help": "evaluations without a better validation NDCG@10 before stopping"}
+    )
+    eval_every: int = field(default=2, metadata={"help": "epochs between validation evaluations"})
+    logq_correction: bool = field(
+        default=True,
+        metadata={"help": "Subtract each candidate's log sampling probability from its logit (in-batch negatives)."},
+    )
+    extra_negatives: int = field(
+        default=0, metadata={"help": "uniformly sampled negatives per step, beside the in-batch ones"}
+    )
+    exclude_user_items: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Candidates the example's own user engaged with (anywhere in the sequence) are not "
+                "negatives: a long history otherwise makes its other items the negatives of each of its "
+                "positions."
+            )
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and dropout."})
+    progress: bool = field(default=True, metadata={"help": "Log a progress line per epoch."})
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.epochs, self.patience, self.eval_every) < 1:
