@@ -5,7 +5,9 @@
   DataFrames (and plain values) out; no session, no paths, no config sections;
 * ``write(outputs, lake) -> report``: commits, counts, and a report with a one-line ``line()``;
 * ``run(spark, cfg)``: ``write(transform(read(...), ...), lake)`` in a few lines;
-* ``main(argv)``: ``runtime.entry.run_job``, also what ``spark-submit jobs/<name>.py`` runs.
+* ``main(argv)``: ``jobs.config.run_job``, also what ``spark-submit jobs/<name>.py`` runs.
 
-``demo`` is a pipeline of jobs (their ``run`` in one session), not a job of its own.
+Every command is a row of the job table (``jobs.table``): its module, its config section (the
+settings dataclass in its module), its place in the nightly. ``demo`` and ``nightly`` are
+pipelines of jobs (their ``run`` in one session); ``sources`` holds the ingest job's adapters.
 """
