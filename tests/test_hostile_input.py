@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from jobs import ingest
-from jobs.sources import batch, crowdflower
+from jobs.sources import crowdflower
+from jobs.sources.batch import IngestFileError
 from runtime.lake import ShrinkRefused
 from runtime.validation import InputSchemaError
 
@@ -164,11 +165,11 @@ BAD_FILES = {
     "latin-1 read as utf-8": (
         (HEADER + row("1", query="café")).encode("latin-1"),
         "utf-8",
-        batch.IngestFileError,
+        IngestFileError,
         r"labels.csv is not valid utf-8: byte\(s\) e9 at offset \d+ \(line 2\); set ingest.encodings",
     ),
-    "utf-16 read as utf-8": ((HEADER + row("1")).encode("utf-16"), "utf-8", batch.IngestFileError, "not valid"),
-    "binary garbage": (bytes(range(256)) * 4, "utf-8", batch.IngestFileError, "not valid utf-8"),
+    "utf-16 read as utf-8": ((HEADER + row("1")).encode("utf-16"), "utf-8", IngestFileError, "not valid"),
+    "binary garbage": (bytes(range(256)) * 4, "utf-8", IngestFileError, "not valid utf-8"),
     "empty file": (b"", "utf-8", InputSchemaError, "no header row"),
     "only blank lines": (b"\n \n\r\n", "utf-8", InputSchemaError, "no header row"),
     "repeated column": (
@@ -208,9 +209,9 @@ def test_configured_encoding_and_a_byte_order_mark_are_read_as_text(spark, tmp_p
 @pytest.mark.parametrize(
     ("content", "error", "pattern"),
     [
-        (b'{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [', batch.IngestFileError, "not a COCO"),
-        (b"[1, 2, 3]", batch.IngestFileError, "not a COCO"),
-        ('{"images": [{"id": 1, "file_name": "é.jpg"}]}'.encode("latin-1"), batch.IngestFileError, "not valid"),
+        (b'{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [', IngestFileError, "not a COCO"),
+        (b"[1, 2, 3]", IngestFileError, "not a COCO"),
+        ('{"images": [{"id": 1, "file_name": "é.jpg"}]}'.encode("latin-1"), IngestFileError, "not valid"),
         (b'{"images": []}', InputSchemaError, r"missing sections \['annotations'\]"),
         (b"{}", InputSchemaError, r"missing sections \['images', 'annotations'\]"),
     ],

@@ -9,7 +9,8 @@ from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import ingest
-from jobs.sources import batch, crowdflower
+from jobs.sources import crowdflower
+from jobs.sources.batch import IngestFileError
 from runtime.validation import InputSchemaError
 
 
@@ -303,7 +304,7 @@ def test_s3rec_attributes_become_rows_and_bad_entries_are_quarantined(spark, lak
 def test_an_attributes_file_that_is_not_one_is_refused_naming_it(spark, tmp_path, content, message):
     path = tmp_path / "Tiny_item2attributes.json"
     path.write_bytes(content)
-    with pytest.raises(batch.IngestFileError, match=message):
+    with pytest.raises(IngestFileError, match=message):
         ingest.read_attributes(spark, str(path))
 
 

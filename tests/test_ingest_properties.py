@@ -3,6 +3,7 @@ accounted for, valid CSV round-trips, and any file ends in records read = rows k
 quarantined, or in one clear error — never a crash, a hang or silent loss."""
 
 import csv
+import datetime as dt
 import io
 
 import pytest
@@ -10,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobs import ingest
-from jobs.sources import crowdflower, s3rec
+from jobs.sources.batch import IngestFileError
+from jobs.sources.crowdflower import CROWDFLOWER_COLUMNS
 from runtime.validation import InputSchemaError
 from udfs.csv_records import BAD_LINE, BLANK, HEADER, RECORD, parse_csv, physical_lines
 
@@ -51,16 +53,14 @@ def test_valid_csv_round_trips(rows):
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
-@given(
-    st.binary(max_size=400) | csv_text.map(lambda t: (",".join(crowdflower.CROWDFLOWER_COLUMNS) + "\n" + t).encode())
-)
+@given(st.binary(max_size=400) | csv_text.map(lambda t: (",".join(CROWDFLOWER_COLUMNS) + "\n" + t).encode()))
 def test_any_crowdflower_file_reconciles_or_fails_clearly(spark, tmp_path, data):
     path = tmp_path / "labels.csv"
     path.write_bytes(data)
     try:
         records = ingest.read_crowdflower(spark, str(path))
         batch = ingest.transform_crowdflower(records, scale_max=4)
-    except (batch.IngestFileError, InputSchemaError):
+    except (IngestFileError, InputSchemaError):
         return
     read = batch.ledgers[0].read.count()
     assert read == batch.outputs["human_labels"].count() + batch.quarantine.count()
@@ -74,7 +74,7 @@ def test_any_crowdflower_file_reconciles_or_fails_clearly(spark, tmp_path, data)
 def test_any_s3rec_file_reconciles(spark, tmp_path, data):
     path = tmp_path / "Any.txt"
     path.write_bytes(data)
-    batch = ingest.transform_s3rec(ingest.read_lines(spark, str(path)), "Any", s3rec.dt.datetime(2020, 1, 1), 1)
+    batch = ingest.transform_s3rec(ingest.read_lines(spark, str(path)), "Any", dt.datetime(2020, 1, 1), 1)
     read = batch.ledgers[0].read.count()
     users = batch.outputs["user_engagements"].select("user_id").distinct().count()
     assert read == users + batch.quarantine.count()
