@@ -100,6 +100,7 @@ def image_pins(spark, tmp_path):
     return folder, spark.createDataFrame(rows, PINS)
 
 
+@pytest.mark.slow  # ~80 s on 2 cores (BLIP captions twice through Spark): in `make test-slow`, which CI runs
 def test_captions_are_incremental_and_features_idempotent(spark, lake, cfg_for, image_pins, tmp_path):
     folder, pins = image_pins
     lake.replace_slice(pins, "pins", "source = 'test'")

@@ -227,6 +227,7 @@ def test_a_run_that_crosses_midnight_scores_the_day_it_was_started_for(spark, la
     assert report.scored > 0
 
 
+@pytest.mark.slow  # ~40 s on 2 cores (a run killed, then resumed): in `make test-slow`, which CI runs
 def test_killed_run_resumes_to_exactly_the_uninterrupted_result(
     spark, lake, cfg_for, scoring_lake, tmp_path, monkeypatch
 ):
