@@ -45,9 +45,7 @@ from jobs.embedding_tables import embedding_lookup
 from models.artifacts.publishing import PublishSettings
 from models.relevance.embedding_lookup import EmbeddingLookup
 from models.relevance.levels import to_model_levels
-from models.relevance.metrics import (
-    RELEVANCE_GATE_METRICS,
-)
+from models.relevance.metrics import RELEVANCE_GATE_METRICS
 from models.relevance.splits import TEST, TRAIN, VALIDATION, QuerySplit, assign_sides
 from models.relevance.student_fitting import (
     CLICKS,

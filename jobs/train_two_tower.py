@@ -76,7 +76,7 @@ class TwoTowerConfig(PublishSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(bool(self.source.strip()), "two_tower.source", "must not be empty", self.source)
-        require_at_least(self, "two_tower", ("registry_keep", "max_attributes_per_item"))
+        require_at_least(self, "two_tower", ("max_attributes_per_item",))
 
 
 ITEM_INDEX = "item_index"
