@@ -192,7 +192,7 @@ def load_model(folder: str | Path, device: torch.device | None = None) -> Retrie
 # Tensor names of artifacts saved before the towers were composed from parts (their values load
 # unchanged): the item tower's features, the user tower's history encoder and head.
 _LEGACY_NAMES = (
-    (re.compile(r"(^|\.)item_tower\.(ids|attributes|attribute_bag)\."), r"\1item_tower.features.\2."),
+    (re.compile(r"(^|\.)item_tower\.(ids|attribute_bag)\."), r"\1item_tower.features.\2."),
     (re.compile(r"(^|\.)item_tower\.attributes$"), r"\1item_tower.features.attributes"),
     (re.compile(r"(^|\.)user_tower\.(positions|encoder)\."), r"\1user_tower.history.\2."),
     (re.compile(r"(^|\.)user_tower\.(norm|project)\."), r"\1user_tower.head.\2."),
