@@ -2,11 +2,16 @@
 
 The user's history is read from ``user_engagements`` (the source the model was trained on, in
 event order); the user tower embeds it and the sharded index returns the best pins the user has
-not engaged with. Refused, with the reason, when the promoted model is not the one the index
-was built from, when a shard is missing or its bytes are not the published ones, or when the
-user has no history the model knows.
+not engaged with. A model with several interest vectors per user (capsules) searches once per
+interest (``--interests K``: the K heaviest; default ``index.interests_per_user``) and merges
+round-robin; each pin's line names the interest that found it. A conditional model retrieves
+within one interest (``--interest``: a name of the model's interests, e.g. an S3-Rec attribute
+``s3rec-beauty:a17``): the user tower is conditioned on it and the index searched among its pins
+only. Refused, with the reason, when the promoted model is not the one the index was built
+from, when a shard is missing or its bytes are not the published ones, or when the user has no
+history the model knows.
 
-Local:    pinpipe retrieve --user A1YJEY40YUW4SE -k 10 [--json]
+Local:    pinpipe retrieve --user A1YJEY40YUW4SE -k 10 [--interest s3rec-beauty:a17] [--json]
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import PinpipeConfig, run_job
-from models.retrieval.serving import Retrieval
+from models.retrieval.serving import Candidate, Retrieval
 from runtime.lake import Lake
 from schemas import user_engagements as UE
 
@@ -32,14 +37,33 @@ class RetrieveReport:
     history: int
     index: str
     model: str
-    results: list[tuple[str, float]]
+    results: list[Candidate]
     as_json: bool
+    interest: str | None = None
+    interests: int = 1  # user vectors searched
 
     def line(self) -> str:
         if self.as_json:
-            return json.dumps({"user": self.user, "index": self.index, "model": self.model, "results": self.results})
-        rows = [f"{rank:>4}  {pin}  {score:.6f}" for rank, (pin, score) in enumerate(self.results, 1)]
+            results = [[c.pin, c.score, c.interest] for c in self.results]
+            return json.dumps(
+                {
+                    "user": self.user,
+                    "index": self.index,
+                    "model": self.model,
+                    "interest": self.interest,
+                    "results": results,
+                }
+            )
+        several = self.interests > 1
+        rows = [
+            f"{rank:>4}  {c.pin}  {c.score:.6f}" + (f"  interest {c.interest}" if several else "")
+            for rank, c in enumerate(self.results, 1)
+        ]
         head = f"retrieve: user={self.user} history={self.history} index={self.index} model={self.model}"
+        if self.interest is not None:
+            head += f" interest={self.interest}"
+        if several:
+            head += f" interests searched={self.interests} (round-robin; 0 = the heaviest)"
         return "\n".join([*rows, head])
 
 
@@ -50,16 +74,28 @@ def user_history(spark: SparkSession, lake: Lake, source: str, user: str) -> lis
     return [e[UE.PIN_ID] for e in (row["e"] if row and row["e"] else [])]
 
 
-def run(spark: SparkSession, cfg: PinpipeConfig, *, user: str, k: int, as_json: bool = False) -> RetrieveReport:
+def run(
+    spark: SparkSession,
+    cfg: PinpipeConfig,
+    *,
+    user: str,
+    k: int,
+    as_json: bool = False,
+    interest: str | None = None,
+    interests: int | None = None,
+) -> RetrieveReport:
     lake = Lake.at(cfg.lake.root)
-    retrieval = Retrieval.open(lake.artifacts_path(), cfg.index.name)
+    retrieval = Retrieval.open(lake.artifacts_path(), cfg.index.name, cfg.index.exact_filter_below)
     source = retrieval.model_source
     history = user_history(spark, lake, source, user)
     if not history:
         raise ValueError(f"user {user!r} has no engagements in source {source!r}: nothing to retrieve from")
     d = retrieval.description
     index = f"{cfg.index.name}/{retrieval.index_version}"
-    return RetrieveReport(user, len(history), index, d.model, retrieval.top_k(history, k), as_json)
+    kept = cfg.index.interests_per_user if interests is None else interests
+    results = retrieval.top_k(history, k, interest=interest, interests=kept)
+    searched = retrieval.model.n_vectors if kept == 0 else min(kept, retrieval.model.n_vectors)
+    return RetrieveReport(user, len(history), index, d.model, results, as_json, interest, searched)
 
 
 def main(argv: Sequence[str] | None = None) -> RetrieveReport:
@@ -67,12 +103,19 @@ def main(argv: Sequence[str] | None = None) -> RetrieveReport:
     parser.add_argument("--user", help="user_id in user_engagements (required)")
     parser.add_argument("-k", type=int, default=10, help="pins to return (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--interest", help="retrieve within this interest (a conditional model's)")
+    parser.add_argument(
+        "--interests",
+        type=int,
+        help="interest vectors to search, heaviest first (0 = all; default index.interests_per_user)",
+    )
     own, rest = parser.parse_known_args(argv)
     if any(a in ("-h", "--help") for a in rest):
         print(parser.format_help())  # then run_job prints the common options and exits
     elif not own.user:
         parser.error("--user is required")
-    return run_job("pinpipe retrieve", __doc__, partial(run, user=own.user, k=own.k, as_json=own.json), rest)
+    job = partial(run, user=own.user, k=own.k, as_json=own.json, interest=own.interest, interests=own.interests)
+    return run_job("pinpipe retrieve", __doc__, job, rest)
 
 
 if __name__ == "__main__":

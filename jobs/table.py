@@ -152,6 +152,15 @@ JOBS: tuple[Job, ...] = (
         nightly=True,
     ),
     Job(
+        "retrieve_candidates",
+        "jobs.retrieve_candidates",
+        "every user's top-k pins from the promoted model and index, into user_candidates (model_version, dt)",
+        "retrieve_candidates",
+        "jobs.retrieve_candidates:CandidatesConfig",
+        dated=("date",),
+        nightly=True,
+    ),
+    Job(
         "index",
         "jobs.index_admin",
         "list | promote VERSION | rollback the index versions (with their model)",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,8 +87,10 @@ ATTRIBUTE_INDEX = "attribute_index"
 @dataclass
 class TwoTowerInputs:
     engagements: DataFrame
-    attributes: DataFrame | None  # item_attributes of the source, when the item tower uses them
+    attributes: DataFrame | None  # item_attributes of the source, when the item tower or the interests use them
     versions: dict[str, Any]
+    attribute_features: bool = True  # the item tower reads the attributes (else: interests only)
+    interests: bool = False  # each item's interest (its broadest attribute) for a conditional model
 
 
 @dataclass
@@ -98,8 +100,10 @@ class TwoTowerPrepared:
     items: DataFrame  # (pin_id, item_index 1..n)
     sequences: DataFrame  # (user_id, items): item indices in event order
     counts: DataFrame  # (item_index, count) over the train parts
-    attributes: DataFrame | None  # (item_index, attribute_index, rank)
+    attributes: DataFrame | None  # (item_index, attribute_index, rank, attribute)
     versions: dict[str, Any]
+    attribute_features: bool = True
+    interests: bool = False
 
 
 @dataclass
@@ -109,6 +113,7 @@ class TwoTowerOutputs:
     metrics: dict[str, Any]
     inputs: dict[str, Any]
     test: Any  # models.retrieval.sequences.Sequences: the gate's evaluation users
+    interest_names: list[str] = field(default_factory=list)  # a conditional model's
 
 
 @dataclass(frozen=True)
@@ -157,8 +162,9 @@ def train_counts(sequences: DataFrame) -> DataFrame:
 
 
 def item_attributes(attributes: DataFrame, index: DataFrame, max_per_item: int) -> DataFrame:
-    """(item_index, attribute_index, rank): each known item's attributes as dense indices
-    1..A (the catalog's most frequent attribute is 1), its ``max_per_item`` most frequent kept."""
+    """(item_index, attribute_index, rank, attribute): each known item's attributes as dense
+    indices 1..A (the catalog's most frequent attribute is 1), its ``max_per_item`` most frequent
+    kept; rank 1 is the item's broadest attribute, its *interest* for a conditional model."""
     known = attributes.join(index, IA.PIN_ID).select(ITEM_INDEX, IA.ATTRIBUTE).distinct()
     frequency = known.groupBy(IA.ATTRIBUTE).count()
     by_frequency = Window.orderBy(F.desc("count"), IA.ATTRIBUTE)
@@ -166,7 +172,7 @@ def item_attributes(attributes: DataFrame, index: DataFrame, max_per_item: int) 
     ranked = known.join(dense, IA.ATTRIBUTE).withColumn(
         "rank", F.row_number().over(Window.partitionBy(ITEM_INDEX).orderBy(ATTRIBUTE_INDEX))
     )
-    return ranked.filter(F.col("rank") <= max_per_item).select(ITEM_INDEX, ATTRIBUTE_INDEX, "rank")
+    return ranked.filter(F.col("rank") <= max_per_item).select(ITEM_INDEX, ATTRIBUTE_INDEX, "rank", IA.ATTRIBUTE)
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerInputs:
@@ -174,12 +180,13 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerInputs:
     engagements = lake.read(spark, "user_engagements").filter(F.col(UE.SOURCE) == source)
     versions = {"source": source, "user_engagements_version": lake.version(spark, "user_engagements")}
     attributes = None
-    if cfg.two_tower.item_attributes:
+    features, interests = cfg.two_tower.item_attributes, cfg.two_tower.model.conditional
+    if features or interests:
         attributes = lake.read_or_empty(spark, "item_attributes").filter(F.col(IA.SOURCE) == source)
         versions["item_attributes_version"] = (
             lake.version(spark, "item_attributes") if lake.exists(spark, "item_attributes") else None
         )
-    return TwoTowerInputs(engagements, attributes, versions)
+    return TwoTowerInputs(engagements, attributes, versions, features, interests)
 
 
 def transform(inputs: TwoTowerInputs, *, max_attributes_per_item: int = 16) -> TwoTowerPrepared:
@@ -190,7 +197,15 @@ def transform(inputs: TwoTowerInputs, *, max_attributes_per_item: int = 16) -> T
         item_attributes(inputs.attributes, index, max_attributes_per_item) if inputs.attributes is not None else None
     )
     sequences = user_sequences(inputs.engagements, index)
-    return TwoTowerPrepared(index, sequences, train_counts(sequences), attributes, inputs.versions)
+    return TwoTowerPrepared(
+        index,
+        sequences,
+        train_counts(sequences),
+        attributes,
+        inputs.versions,
+        inputs.attribute_features,
+        inputs.interests,
+    )
 
 
 def collect(prepared: TwoTowerPrepared) -> TwoTowerData:
@@ -215,7 +230,13 @@ def collect(prepared: TwoTowerPrepared) -> TwoTowerData:
     counts = torch.zeros(n_items + 1, dtype=torch.long)
     for r in counts_rows:
         counts[r[ITEM_INDEX]] = r["count"]
-    if prepared.attributes is not None and not attribute_rows:
+    if prepared.interests and not attribute_rows:
+        raise ValueError(
+            f"train_two_tower: two_tower.model.conditional needs each item's interest, but source "
+            f"{prepared.versions['source']!r} has no item_attributes for its items (ingest its "
+            "<Name>_item2attributes.json, or turn conditional off)"
+        )
+    if prepared.attribute_features and prepared.attributes is not None and not attribute_rows:
         log.warning(
             "train_two_tower: two_tower.item_attributes is on but source %r has no item_attributes "
             "for its items (ingest its <Name>_item2attributes.json); the item tower uses IDs only",
@@ -232,7 +253,19 @@ def collect(prepared: TwoTowerPrepared) -> TwoTowerData:
             f"{int((attributes[1:] > 0).any(1).sum()):,}",
             f"{n_items:,}",
         )
-    return TwoTowerData([list(items) for items in rows[ITEMS]], item_ids, counts, attributes)
+    interests, interest_names = None, []
+    if prepared.interests:
+        names = {r[ATTRIBUTE_INDEX]: r[IA.ATTRIBUTE] for r in attribute_rows}
+        interest_names = [names.get(i, "") for i in range(1, int(attributes.max()) + 1)]
+        interests = attributes[:, 0].clone()  # rank 1: the item's broadest attribute
+        log.info(
+            "train_two_tower: %s interests over %s items",
+            f"{int(interests.unique().numel()) - int((interests == 0).any()):,}",
+            f"{int((interests[1:] > 0).sum()):,}",
+        )
+    sequences = [list(items) for items in rows[ITEMS]]
+    features = attributes if prepared.attribute_features else None
+    return TwoTowerData(sequences, item_ids, counts, features, interests, interest_names)
 
 
 def trained(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerOutputs:
@@ -249,7 +282,12 @@ def trained(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerOutputs:
         index_params=t.eval_index_params,
     )
     return TwoTowerOutputs(
-        result.model, result.item_ids, result.metrics, {**prepared.versions, **result.sizes}, result.test
+        result.model,
+        result.item_ids,
+        result.metrics,
+        {**prepared.versions, **result.sizes},
+        result.test,
+        result.interest_names,
     )
 
 
@@ -273,11 +311,13 @@ def write(
     and make it the candidate when it passes."""
     from models.artifacts.publishing import publish_gated
     from models.artifacts.registry import Registry, without_wall_clock
-    from models.retrieval.two_tower import ITEMS_FILE, MODEL_FOLDER
+    from models.retrieval.two_tower import INTERESTS_FILE, ITEMS_FILE, MODEL_FOLDER
 
     def build(folder: Path) -> None:
         outputs.model.save(folder / MODEL_FOLDER)
         (folder / ITEMS_FILE).write_text(json.dumps(outputs.item_ids))
+        if outputs.interest_names:
+            (folder / INTERESTS_FILE).write_text(json.dumps(outputs.interest_names))
         (folder / "metrics.json").write_text(json.dumps(without_wall_clock(outputs.metrics), indent=2))
 
     registry = Registry(lake.artifacts_path(), keep=section.registry_keep)

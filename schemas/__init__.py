@@ -29,6 +29,7 @@ from schemas import (
     student_features,
     teacher_scores,
     text_embeddings,
+    user_candidates,
     user_engagements,
 )
 
@@ -62,6 +63,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("pin_embeddings", pin_embeddings.PIN_EMBEDDINGS_V1, ("model_version",)),
         TableSpec("engagement_decay", engagement_decay.ENGAGEMENT_DECAY_V1, ("as_of",)),
         TableSpec("serving_corpus", serving_corpus.SERVING_CORPUS_V1, ("dt",)),
+        TableSpec("user_candidates", user_candidates.USER_CANDIDATES_V1, ("model_version", "dt")),
         TableSpec("pipeline_runs", pipeline_runs.PIPELINE_RUNS_V2),
     )
 }

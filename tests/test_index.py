@@ -180,9 +180,9 @@ def test_retrieval_matches_exact_scoring_of_the_promoted_model(built):
         got = retrieval.top_k(pins, 10)
         history = retrieval.history_row(pins)
         top, scores = exact.top_k(history, 10)
-        assert [p for p, _ in got] == [f"p{int(i) - 1:04d}" for i in top[0]]
-        np.testing.assert_allclose([s for _, s in got], scores[0].numpy(), atol=1e-5)
-        assert not {p for p, _ in got} & set(pins)  # engaged pins are never returned
+        assert [c.pin for c in got] == [f"p{int(i) - 1:04d}" for i in top[0]]
+        np.testing.assert_allclose([c.score for c in got], scores[0].numpy(), atol=1e-5)
+        assert not {c.pin for c in got} & set(pins)  # engaged pins are never returned
 
 
 @SPARK_BUILT

@@ -111,8 +111,8 @@ def test_a_saved_three_vector_model_serves_through_a_sharded_index(trained, tmp_
     history = [pins[i - 1] for i in histories[0].tolist() if i > 0]
     got = retrieval.top_k(history, 5)
     expected_items, expected_scores = Retriever(loaded).top_k(histories[:1], 5)
-    assert [p for p, _ in got] == [pins[i - 1] for i in expected_items[0].tolist()]
-    assert [s for _, s in got] == pytest.approx(expected_scores[0].tolist(), abs=1e-5)
+    assert [c.pin for c in got] == [pins[i - 1] for i in expected_items[0].tolist()]
+    assert [c.score for c in got] == pytest.approx(expected_scores[0].tolist(), abs=1e-5)
 
 
 def test_an_artifact_saved_before_the_parts_loads_its_tensors_under_their_new_names():

@@ -46,6 +46,19 @@ class IndexSettings:
     seed: int = field(metadata={"help": "Seed of the training and query samples."})
     keep: int = field(metadata={"help": "Index versions kept; the promoted one is never pruned."})
     promote: bool = field(metadata={"help": "Promote the new index, and the model it was built from, once published."})
+    interests_per_user: int = field(
+        default=0,
+        metadata={
+            "help": "Interest vectors searched per user of a multi-interest model, heaviest first (0 = all of them)."
+        },
+    )
+    exact_filter_below: int = field(
+        default=20_000,
+        metadata={
+            "help": "An interest filter allowing at most this many pins is searched exactly over them; larger ones "
+            "through faiss's selectors (with an exact retry of any query they leave short)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("name", "model_family"):
@@ -54,7 +67,7 @@ class IndexSettings:
         for name in ("embed_batch_size", "train_sample", "recall_queries", "keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("partitions", "flat_below"):
+        for name in ("partitions", "flat_below", "interests_per_user", "exact_filter_below"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_recall_at_10 <= 1.0:

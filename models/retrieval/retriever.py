@@ -66,3 +66,25 @@ def merge_vector_results(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarra
             out_scores[u, j], out_ids[u, j] = flat_scores[u, i], item
             j += 1
     return out_scores, out_ids
+
+
+def round_robin(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-interest top lists of one user, ``ids``/``scores`` (n_interests, depth) heaviest
+    interest first (-1: none), merged round-robin into at most ``k`` items: every interest's
+    best, then every interest's second best, ..., an item found again skipped. Returns (ids,
+    scores, the interest each came from), in that order."""
+    out_ids, out_scores, origin = [], [], []
+    seen: set[int] = set()
+    n_interests, depth = ids.shape
+    for rank in range(depth):
+        for interest in range(n_interests):
+            item = int(ids[interest, rank])
+            if item < 0 or item in seen:
+                continue
+            seen.add(item)
+            out_ids.append(item)
+            out_scores.append(float(scores[interest, rank]))
+            origin.append(interest)
+            if len(out_ids) == k:
+                return np.array(out_ids), np.array(out_scores), np.array(origin)
+    return np.array(out_ids, dtype=np.int64), np.array(out_scores, dtype=np.float32), np.array(origin, dtype=np.int64)

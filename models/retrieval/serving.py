@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from models.artifacts.registry import Registry, RegistryError
-from models.retrieval.retriever import merge_vector_results
-from models.retrieval.sharded_index import IndexDescription, ShardedIndex
-from models.retrieval.two_tower import RetrievalModel, load_artifact
+from models.retrieval.retriever import round_robin
+from models.retrieval.sharded_index import EXACT_FILTER_BELOW, IndexDescription, ShardedIndex
+from models.retrieval.two_tower import RetrievalModel, load_artifact, load_interest_names
 
 INDEXES = "indexes"  # the index registry's folder under the artifacts root
 
@@ -80,39 +80,69 @@ class IndexVersions:
         return version, description
 
 
+@dataclass(frozen=True)
+class Candidate:
+    pin: str
+    score: float  # cosine with the user vector that found it
+    interest: int  # that vector: 0 is the user's heaviest interest (always 0 with one vector)
+
+
 class Retrieval:
-    """Top-k items for a user history: the promoted model's user tower, the promoted index."""
+    """Top-k items for a user history: the promoted model's user tower, the promoted index.
+
+    A user with several interest vectors (a capsule tower) is searched once per vector, the
+    ``interests`` heaviest kept (0: all), and the lists merged round-robin; several projections
+    of one state are merged by best score. A conditional model retrieves for one interest
+    (``interest=``, a name of its ``interests.json``): the user tower is conditioned on it and
+    the index searched only among that interest's items."""
 
     def __init__(
-        self, model: RetrievalModel, pins: list[str], index: ShardedIndex, index_version: str, model_source: str = ""
+        self,
+        model: RetrievalModel,
+        pins: list[str],
+        index: ShardedIndex,
+        index_version: str,
+        model_source: str = "",
+        interest_names: list[str] | None = None,
     ) -> None:
         self.model, self.pins, self.index, self.index_version = model, pins, index, index_version
         self.model_source = model_source  # the engagement source the model was trained on
         self.positions = {pin: i + 1 for i, pin in enumerate(pins)}
+        self.interest_names = list(interest_names or [])
+        self.interest_ids = {name: i + 1 for i, name in enumerate(self.interest_names)}
 
     @classmethod
-    def open(cls, artifacts: str | Path, name: str) -> Retrieval:
+    def open(
+        cls, artifacts: str | Path, name: str, exact_filter_below: int = EXACT_FILTER_BELOW, version: str | None = None
+    ) -> Retrieval:
+        """The promoted index and model (refused when they are not a pair), or index ``version``
+        and the model version its manifest names (a batch job pins the pair it started with)."""
         versions = IndexVersions(artifacts, name)
-        index_version = versions.indexes.resolve(name)
+        index_version = versions.indexes.resolve(name, version) if version else versions.indexes.resolve(name)
         description = versions.describe(index_version)
         family = description.model_family
-        promoted = versions.models.current(family)
-        if promoted != description.model_version:
-            raise VersionMismatch(
-                f"index {name}/{index_version} holds the item vectors of {description.model}, but the promoted "
-                f"{family} model is {promoted or 'none'}: its users would be scored against another model's items. "
-                f"Promote them together (pinpipe index promote {index_version}) or roll back (pinpipe index rollback)"
-            )
+        model_version = description.model_version
+        if version is None:
+            promoted = versions.models.current(family)
+            if promoted != model_version:
+                raise VersionMismatch(
+                    f"index {name}/{index_version} holds the item vectors of {description.model}, but the promoted "
+                    f"{family} model is {promoted or 'none'}: its users would be scored against another model's "
+                    f"items. Promote them together (pinpipe index promote {index_version}) or roll back "
+                    "(pinpipe index rollback)"
+                )
         try:
-            versions.models.verify(family, promoted)
+            versions.models.verify(family, model_version)
         except RegistryError as err:
-            raise RegistryError(f"the promoted user model: {err}") from err
-        folder = versions.models.path(family, promoted)
+            whose = "the promoted user model" if version is None else f"the user model of index {name}/{index_version}"
+            raise RegistryError(f"{whose}: {err}") from err
+        folder = versions.models.path(family, model_version)
         index = ShardedIndex.open(
             versions.indexes.path(name, index_version), description, f"index {name}/{index_version}"
         )
-        source = str(versions.models.manifest(family, promoted).get("inputs", {}).get("source", ""))
-        return cls(*load_artifact(folder), index, index_version, source)
+        index.exact_filter_below = exact_filter_below
+        source = str(versions.models.manifest(family, model_version).get("inputs", {}).get("source", ""))
+        return cls(*load_artifact(folder), index, index_version, source, load_interest_names(folder))
 
     @property
     def description(self) -> IndexDescription:
@@ -129,15 +159,101 @@ class Retrieval:
             )
         return torch.tensor([[0] * (width - len(items)) + items], dtype=torch.long)
 
+    def interest_items(self, interest: str) -> tuple[int, np.ndarray]:
+        """A conditional model's interest id for ``interest`` and the item indices it covers."""
+        item_interests = self.model.item_interests
+        if item_interests is None:
+            raise ValueError(
+                f"{self.description.model} is not a conditional model (two_tower.model.conditional): "
+                "it retrieves without an interest"
+            )
+        if interest not in self.interest_ids:
+            shown = ", ".join(self.interest_names[:5])
+            raise ValueError(
+                f"unknown interest {interest!r}: {self.description.model} knows {len(self.interest_names):,} "
+                f"interests ({shown}, ...)"
+            )
+        iid = self.interest_ids[interest]
+        return iid, np.flatnonzero(item_interests.cpu().numpy() == iid).astype(np.int64)
+
+    def top_k(self, history: list[str], k: int, *, interest: str | None = None, interests: int = 0) -> list[Candidate]:
+        """The ``k`` best pins the history has not engaged with (:meth:`candidates` for one user;
+        every pin of ``history`` is left out, also those older than the ``max_len`` it reads)."""
+        engaged = {self.positions[p] for p in history if p in self.positions}
+        return self.candidates(self.history_row(history), k, interest=interest, interests=interests, engaged=[engaged])[
+            0
+        ]
+
     @torch.no_grad()
-    def top_k(self, history: list[str], k: int) -> list[tuple[str, float]]:
-        """The ``k`` best pins (id, cosine score) the history has not engaged with, best first."""
+    def candidates(
+        self,
+        rows: torch.Tensor,
+        k: int,
+        *,
+        interest: str | None = None,
+        interests: int = 0,
+        engaged: list[set[int]] | None = None,
+    ) -> list[list[Candidate]]:
+        """Each user's ``k`` best pins (left-padded item-index ``rows``), the ``engaged`` item
+        indices left out (default: those of ``rows``): one batched encoding and one batched index
+        search for all of them."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        row = self.history_row(history)
-        vectors = self.model.user_tower.encode(row).numpy().astype(np.float32)  # (1, n_vectors, dim)
-        engaged = set(row[row > 0].tolist())
-        scores, ids = self.index.search(vectors[0], k + len(engaged))  # one search per user vector
-        scores, ids = merge_vector_results(scores[None], ids[None])
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in engaged]
-        return [(self.pins[i - 1], s) for i, s in found[:k]]
+        if interests < 0:
+            raise ValueError(f"interests must be >= 0 (0 = all), got {interests}")
+        allowed, condition = None, None
+        if interest is not None:
+            iid, allowed = self.interest_items(interest)
+            condition = torch.full((len(rows),), iid, dtype=torch.long)
+        vectors, mass = self.model.user_tower.encode_with_mass(rows, interests=condition)
+        kept = vectors.shape[1] if interests == 0 else min(interests, vectors.shape[1])
+        vectors, mass = vectors[:, :kept].numpy().astype(np.float32), mass[:, :kept].numpy()
+        if engaged is None:
+            engaged = [set(r[r > 0].tolist()) for r in rows]
+        depth = k + max(len(e) for e in engaged)
+        scores, ids = self.index.search(vectors.reshape(-1, vectors.shape[-1]), depth, allowed)
+        scores, ids = scores.reshape(len(rows), kept, depth), ids.reshape(len(rows), kept, depth)
+        by_round_robin = self.model.user_tower.label_aware
+        out = []
+        for u in range(len(rows)):
+            live = np.flatnonzero(mass[u] > 0) if by_round_robin else np.arange(kept)
+            user_ids, user_scores = without(ids[u, live], scores[u, live], engaged[u])
+            if by_round_robin:
+                found, found_scores, origin = round_robin(user_ids, user_scores, k)
+                origin = live[origin]
+            else:
+                found, found_scores, origin = _best_score(user_ids, user_scores, k)
+            out.append(
+                [
+                    Candidate(self.pins[i - 1], float(s), int(o))
+                    for i, s, o in zip(found, found_scores, origin, strict=True)
+                ]
+            )
+        return out
+
+
+def without(ids: np.ndarray, scores: np.ndarray, engaged: set[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vector lists (n_vectors, depth) with the ``engaged`` ids taken out and each list
+    closed up (-1 padding its end), so every list's first entries are its best new items."""
+    keep = (ids >= 0) & ~np.isin(ids, list(engaged))
+    out_ids, out_scores = np.full_like(ids, -1), np.full_like(scores, -np.inf)
+    for v in range(len(ids)):
+        row = ids[v][keep[v]]
+        out_ids[v, : len(row)], out_scores[v, : len(row)] = row, scores[v][keep[v]]
+    return out_ids, out_scores
+
+
+def _best_score(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-vector lists (n_vectors, depth) merged by score: an item once, at its best score,
+    with the vector that gave it."""
+    order = np.argsort(-np.where(ids >= 0, scores, -np.inf), axis=None, kind="stable")
+    out: dict[int, tuple[float, int]] = {}
+    for flat in order:
+        vector, rank = divmod(int(flat), ids.shape[1])
+        item = int(ids[vector, rank])
+        if item >= 0 and item not in out:
+            out[item] = (float(scores[vector, rank]), vector)
+            if len(out) == k:
+                break
+    items = np.array(list(out), dtype=np.int64)
+    return items, np.array([v[0] for v in out.values()]), np.array([v[1] for v in out.values()], dtype=np.int64)

@@ -22,9 +22,11 @@ import numpy as np
 
 from models.artifacts.fingerprint import file_sha256
 from models.retrieval.ann import merge_top_k, set_search_params
+from models.retrieval.filtered_search import ShardFilter
 
 INDEX = "index"  # the manifest's key for the description
 METRIC = "inner_product"
+EXACT_FILTER_BELOW = 20_000  # a filter allowing at most this many ids is answered exactly
 
 
 class IndexIntegrityError(RuntimeError):
@@ -86,9 +88,13 @@ def write_shard(index: faiss.Index, folder: Path, partition: int, ids: np.ndarra
 class ShardedIndex:
     """Every shard of one index version, checked and loaded; searched as one index."""
 
-    def __init__(self, description: IndexDescription, shards: list[faiss.Index]) -> None:
+    def __init__(
+        self, description: IndexDescription, shards: list[faiss.Index], exact_filter_below: int = EXACT_FILTER_BELOW
+    ) -> None:
         self.description = description
         self.shards = shards
+        self.exact_filter_below = exact_filter_below
+        self._filters: list[ShardFilter] | None = None
 
     @classmethod
     def open(cls, folder: str | Path, description: IndexDescription, where: str) -> ShardedIndex:
@@ -116,9 +122,33 @@ class ShardedIndex:
             loaded.append(set_search_params(index, description.search_params))
         return cls(description, loaded)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of each query's ``k`` best vectors over all shards (ids -1 pad)."""
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *, exact: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of each query's ``k`` best vectors over all shards (ids -1 pad only when
+        fewer than ``k`` vectors qualify).
+
+        ``allowed``: only these ids (conditional retrieval). A filter allowing at most
+        ``exact_filter_below`` ids is searched exactly (``exact`` forces either way); otherwise
+        through faiss's selectors (:mod:`models.retrieval.filtered_search`), and a query the
+        selector answered with fewer than ``k`` ids is answered exactly instead."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.description.dim:
             raise ValueError(f"queries must be (n, {self.description.dim}), got {queries.shape}")
-        return merge_top_k([shard.search(queries, k) for shard in self.shards], k)
+        if allowed is None:
+            return merge_top_k([shard.search(queries, k) for shard in self.shards], k)
+        allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+        if self._filters is None:
+            self._filters = [ShardFilter(shard, self.description.search_params) for shard in self.shards]
+        if exact is None:
+            exact = len(allowed) <= self.exact_filter_below
+        if exact:
+            return merge_top_k([f.exact_search(queries, k, allowed) for f in self._filters], k)
+        widen = self.description.rows / max(len(allowed), 1)
+        scores, ids = merge_top_k([f.selector_search(queries, k, allowed, widen) for f in self._filters], k)
+        short = np.flatnonzero((ids >= 0).sum(1) < min(k, len(allowed)))
+        if len(short):
+            scores[short], ids[short] = merge_top_k(
+                [f.exact_search(queries[short], k, allowed) for f in self._filters], k
+            )
+        return scores, ids

@@ -6,7 +6,11 @@ is the same item features read over the user's history, a *history encoder* (cau
 self-attention or a running mean: position ``t`` has seen items ``..t`` only, so one forward
 pass gives a training example per position) and a *user head* that turns each position's state
 into ``n_vectors`` unit vectors: the user side is ``(batch, n_vectors, dim)`` everywhere, one
-vector for :class:`SingleVector`, several for :class:`MultiVector`.
+vector for :class:`SingleVector`, several for :class:`MultiVector` (projections of the state) and
+:class:`CapsuleInterests` (the history clustered into interests). A head also gives each vector's
+*mass* (how much of the history it stands for: 1 for projections, the items a capsule was
+assigned), its vectors heaviest first, so serving keeps the first ``K``. A *conditional* user
+tower (:class:`InterestFusion`) also takes an interest id, fused into the state before the head.
 
 Items are dense indices ``1..n_items``; 0 pads a history, which is *left*-padded so that its most
 recent item is the last position. :func:`history_encoder` and :func:`user_head` choose a part
@@ -109,20 +113,24 @@ class SingleVector(nn.Module):
     """User head: one unit vector per position (layer norm, projection)."""
 
     n_vectors = 1
+    label_aware = False
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.project = nn.Linear(dim, dim)
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """(..., dim) states -> (..., 1, dim) unit vectors."""
-        return F.normalize(self.project(self.norm(states)), dim=-1).unsqueeze(-2)
+    def forward(self, states: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., dim) states -> (..., 1, dim) unit vectors and their mass (ones)."""
+        vectors = F.normalize(self.project(self.norm(states)), dim=-1).unsqueeze(-2)
+        return vectors, vectors.new_ones(vectors.shape[:-1])
 
 
 class MultiVector(nn.Module):
     """User head: ``n_vectors`` unit vectors per position, one projection each of the normed
     state (a user with several interests can point at several regions of the item space)."""
+
+    label_aware = False
 
     def __init__(self, dim: int, n_vectors: int) -> None:
         super().__init__()
@@ -132,37 +140,195 @@ class MultiVector(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.project = nn.Linear(dim, dim * n_vectors)
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """(..., dim) states -> (..., n_vectors, dim) unit vectors."""
+    def forward(self, states: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., dim) states -> (..., n_vectors, dim) unit vectors and their mass (ones)."""
         x = self.project(self.norm(states))
-        return F.normalize(x.view(*states.shape[:-1], self.n_vectors, self.dim), dim=-1)
+        vectors = F.normalize(x.view(*states.shape[:-1], self.n_vectors, self.dim), dim=-1)
+        return vectors, vectors.new_ones(vectors.shape[:-1])
+
+
+class CapsuleInterests(nn.Module):
+    """User head: the history clustered into up to ``n_vectors`` interests (a capsule network in
+    the manner of MIND / ComiRec-DR, modified as Pinterest's homefeed describes it).
+
+    Each visible history state (position ``j <= t`` of a present item, so position ``t`` clusters
+    what it has seen) is mapped by one shared bilinear matrix. *Maxmin initialisation*: the first
+    centre is the most recent item, each next one the item farthest (cosine) from its nearest
+    chosen centre — distinct interests from the first iteration, so few routing iterations do.
+    *Single-assignment routing*: each item belongs to exactly one interest (its most similar
+    centre), an interest is the mean of its items, repeated ``iterations`` times. The assignment
+    is hard in the forward pass and the softmax over interests in the backward pass (a
+    straight-through estimate), so the interests are differentiable in the item embeddings.
+
+    The mass of an interest is the number of items assigned to it; vectors come heaviest first.
+    An interest that got no item (a history with fewer distinct items than ``n_vectors``) has mass
+    0 and repeats the heaviest one, so it changes no score and serving skips it."""
+
+    label_aware = True  # training scores the positive against the interest nearest to it
+
+    def __init__(self, dim: int, n_vectors: int, iterations: int = 3, temperature: float = 0.1) -> None:
+        super().__init__()
+        if n_vectors < 1 or iterations < 1:
+            raise ValueError(f"n_vectors and iterations must be >= 1, got {n_vectors}, {iterations}")
+        self.n_vectors, self.iterations, self.temperature = n_vectors, iterations, temperature
+        self.norm = nn.LayerNorm(dim)
+        self.bilinear = nn.Linear(dim, dim, bias=False)
+        self.project = nn.Linear(dim, dim)
+
+    def forward(self, states: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, length, dim) states, ``present`` (batch, length, 1) -> (batch, length,
+        n_vectors, dim) unit vectors of each position's interests, heaviest first, and their
+        masses (batch, length, n_vectors)."""
+        if states.dim() != 3:
+            raise ValueError(
+                f"capsule interests cluster a sequence: states must be (batch, length, dim), got {tuple(states.shape)}"
+            )
+        batch, length, _ = states.shape
+        if present is None:
+            present = states.new_ones(batch, length, 1)
+        items = self.bilinear(self.norm(states))
+        unit = F.normalize(items, dim=-1)
+        causal = torch.ones(length, length, dtype=torch.bool, device=states.device).tril()
+        visible = causal.unsqueeze(0) & (present.squeeze(-1) > 0).unsqueeze(1)  # [b, t, j]: t sees item j
+        centres = maxmin_centres(unit.detach(), visible, self.n_vectors)  # (batch, length, n_vectors)
+        interests = unit.gather(1, centres.reshape(batch, -1, 1).expand(-1, -1, unit.shape[-1]))
+        interests = interests.view(batch, length, self.n_vectors, -1)
+        for _ in range(self.iterations):
+            similarity = torch.einsum("btmd,bjd->btjm", F.normalize(interests, dim=-1), unit)
+            soft = (similarity / self.temperature).softmax(-1)
+            hard = F.one_hot(similarity.argmax(-1), self.n_vectors).to(soft.dtype)
+            assign = (hard + soft - soft.detach()) * visible.unsqueeze(-1)
+            mass = (hard * visible.unsqueeze(-1)).sum(2)  # (batch, length, n_vectors)
+            means = torch.einsum("btjm,bjd->btmd", assign, items) / mass.clamp_min(1.0).unsqueeze(-1)
+            interests = torch.where((mass > 0).unsqueeze(-1), means, interests)  # an empty one keeps its centre
+        vectors = F.normalize(self.project(interests), dim=-1)
+        order = mass.argsort(dim=-1, descending=True, stable=True)
+        mass = mass.gather(-1, order)
+        vectors = vectors.gather(2, order.unsqueeze(-1).expand_as(vectors))
+        vectors = torch.where((mass > 0).unsqueeze(-1), vectors, vectors[:, :, :1])
+        return vectors, mass
+
+
+def maxmin_centres(unit: torch.Tensor, visible: torch.Tensor, n: int) -> torch.Tensor:
+    """Maxmin (farthest-point) initial centres per position: ``unit`` (batch, length, dim) unit
+    vectors, ``visible`` (batch, length, length) what position t may use -> (batch, length, n)
+    item positions: position t's own item first, then repeatedly the visible item whose cosine
+    distance to its nearest chosen centre is largest. With fewer visible items than ``n`` the
+    remaining centres repeat chosen ones."""
+    batch, length, _ = unit.shape
+    cosine = unit @ unit.transpose(1, 2)  # [b, i, j]
+    chosen = [torch.arange(length, device=unit.device).expand(batch, length)]
+    nearest = (1.0 - cosine).masked_fill(~visible, float("-inf"))  # distance of j to t's nearest centre
+    for _ in range(n - 1):
+        following = nearest.argmax(-1)  # (batch, length)
+        chosen.append(following)
+        rows = cosine.gather(1, following.unsqueeze(-1).expand(-1, -1, length))  # cosine[b, following[b, t], j]
+        nearest = torch.minimum(nearest, 1.0 - rows)
+    return torch.stack(chosen, -1)
+
+
+class InterestFusion(nn.Module):
+    """Conditional retrieval: an interest id (an item category, a topic; 0 = none) fused with
+    the user's state before the user head — early fusion, so the one user vector is the user's
+    taste *within* that interest, and an ANN search filtered to the interest's items finds it.
+
+    ``item_interests[i]`` is item i's interest (saved with the model: serving filters by it);
+    in training a position is conditioned on its positive's interest, dropped to 0 with
+    probability ``dropout`` so the model also serves users without a condition."""
+
+    def __init__(self, item_interests: torch.Tensor, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.register_buffer("item_interests", item_interests.long(), persistent=True)
+        self.embedding = nn.Embedding(int(item_interests.max()) + 1, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=dim**-0.5)
+        self.dropout = dropout
+        self.norm = nn.LayerNorm(dim)
+        self.fuse = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    @property
+    def n_interests(self) -> int:
+        return self.embedding.num_embeddings - 1
+
+    def forward(self, states: torch.Tensor, interests: torch.Tensor | None) -> torch.Tensor:
+        """``states`` (batch, [length,] dim), ``interests`` (batch,) or (batch, length) ids or
+        None (no condition) -> states of the same shape."""
+        if interests is None:
+            interests = torch.zeros(states.shape[:-1], dtype=torch.long, device=states.device)
+        elif interests.dim() < states.dim() - 1:
+            interests = interests.unsqueeze(-1).expand(states.shape[:-1])
+        if self.training and self.dropout > 0:
+            interests = interests.masked_fill(torch.rand(interests.shape, device=interests.device) < self.dropout, 0)
+        return states + self.fuse(torch.cat([self.norm(states), self.embedding(interests)], -1))
 
 
 class UserTower(nn.Module):
     """A left-padded history -> ``(batch, n_vectors, dim)`` unit vectors: the history's item
-    features (dropped out in training), encoded by ``history``, turned into vectors by ``head``."""
+    features (dropped out in training), encoded by ``history``, fused with an interest by
+    ``condition`` (a conditional tower), turned into vectors by ``head``."""
 
     def __init__(
-        self, items: ItemFeatures, history: nn.Module, head: nn.Module, dim: int, history_dropout: float
+        self,
+        items: ItemFeatures,
+        history: nn.Module,
+        head: nn.Module,
+        dim: int,
+        history_dropout: float,
+        condition: InterestFusion | None = None,
     ) -> None:
         super().__init__()
         self.items, self.history, self.head, self.dim = items, history, head, dim
         self.history_dropout = nn.Dropout(history_dropout)
+        self.condition = condition
 
     @property
     def n_vectors(self) -> int:
         return int(self.head.n_vectors)
 
-    def forward(self, history: torch.Tensor, every_position: bool = False) -> torch.Tensor:
-        """``history`` (batch, length), left-padded -> (batch, n_vectors, dim) at the last
-        position, or (batch, length, n_vectors, dim) at every position with ``every_position``."""
+    @property
+    def label_aware(self) -> bool:
+        """Whether training scores a positive against the user vector nearest to it only."""
+        return bool(self.head.label_aware)
+
+    def interests(
+        self, history: torch.Tensor, every_position: bool = False, interests: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` and each vector's mass ((batch, [length,] n_vectors))."""
         present = (history > 0).unsqueeze(-1).float()
         x = self.history_dropout(self.items(history)) * present
-        vectors = self.head(self.history(x, present))
-        return vectors if every_position else vectors[:, -1]
+        states = self.history(x, present)
+        if self.condition is not None:
+            states = self.condition(states, interests)
+        elif interests is not None:
+            raise ValueError("this user tower is not conditional: it takes no interest")
+        vectors, mass = self.head(states, present)
+        return (vectors, mass) if every_position else (vectors[:, -1], mass[:, -1])
+
+    def forward(
+        self, history: torch.Tensor, every_position: bool = False, interests: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``history`` (batch, length), left-padded -> (batch, n_vectors, dim) at the last
+        position, or (batch, length, n_vectors, dim) at every position with ``every_position``;
+        ``interests`` (batch,) or (batch, length): the condition of a conditional tower."""
+        return self.interests(history, every_position, interests)[0]
 
     @torch.no_grad()
-    def encode(self, histories: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    def encode_with_mass(
+        self, histories: torch.Tensor, batch: int = 1024, interests: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` and each vector's mass (n, n_vectors)."""
+        lengths = (histories > 0).sum(1).clamp(1, histories.shape[1])
+        out = torch.empty(len(histories), self.n_vectors, self.dim, device=histories.device)
+        mass = torch.empty(len(histories), self.n_vectors, device=histories.device)
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().squeeze(1)
+            for i in range(0, len(rows), batch):
+                part = rows[i : i + batch]
+                condition = interests[part] if interests is not None else None
+                out[part], mass[part] = self.interests(histories[part, -length:], interests=condition)
+        return out, mass
+
+    @torch.no_grad()
+    def encode(self, histories: torch.Tensor, batch: int = 1024, interests: torch.Tensor | None = None) -> torch.Tensor:
         """(n, n_vectors, dim) unit vectors of left-padded histories, each encoded at its own length.
 
         Padding slots are not masked out of attention (they are zero vectors that still pass
@@ -170,14 +336,7 @@ class UserTower(nn.Module):
         much padding it carries; training batches histories of similar length with little of it.
         Encoding every history without padding makes a user's vectors the same whatever they are
         batched with — in evaluation, through FAISS, and at serving time."""
-        lengths = (histories > 0).sum(1).clamp(1, histories.shape[1])
-        out = torch.empty(len(histories), self.n_vectors, self.dim, device=histories.device)
-        for length in lengths.unique().tolist():
-            rows = (lengths == length).nonzero().squeeze(1)
-            for i in range(0, len(rows), batch):
-                part = rows[i : i + batch]
-                out[part] = self(histories[part, -length:])
-        return out
+        return self.encode_with_mass(histories, batch, interests)[0]
 
 
 HISTORY_ENCODERS: dict[str, Callable[[TwoTowerSettings], nn.Module]] = {
@@ -192,7 +351,10 @@ def history_encoder(settings: TwoTowerSettings) -> nn.Module:
 
 
 def user_head(settings: TwoTowerSettings) -> nn.Module:
-    """One vector per user, or ``settings.user_vectors`` of them."""
+    """One vector per user, ``settings.user_vectors`` projections of the state, or that many
+    capsule interests (``settings.user_head``)."""
+    if settings.user_head == "capsules":
+        return CapsuleInterests(settings.dim, settings.user_vectors, settings.routing_iterations)
     if settings.user_vectors == 1:
         return SingleVector(settings.dim)
     return MultiVector(settings.dim, settings.user_vectors)

@@ -47,6 +47,8 @@ def sampled_softmax_loss(
     of each example): candidates in the example's own sequence are removed, not negatives."""
     n = len(positives)
     candidates = model.item_tower(positives)
+    if model.user_tower.label_aware and users.shape[1] > 1:
+        users = nearest_vector(users, candidates)
     logits = user_item_scores(users, candidates) / model.temperature
     if log_q is not None:
         logits = logits - (log_q[positives] + math.log(n)).unsqueeze(0)  # P(item in this batch) ~ n * q
@@ -61,6 +63,16 @@ def sampled_softmax_loss(
         extra = extra.masked_fill(_removed(positives, sampled, user_items), float("-inf"))
         logits = torch.cat([logits, extra], dim=1)
     return F.cross_entropy(logits, torch.arange(n, device=logits.device))
+
+
+def nearest_vector(users: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Label-aware selection (MIND, ComiRec): of each example's user vectors (N, n_vectors, dim)
+    the one nearest to its positive's vector (N, dim), as (N, 1, dim). The example's negatives
+    are then scored against that interest only: the loss trains the interest that explains the
+    positive, and the others stay free to point elsewhere; scoring every candidate by its best
+    vector instead would push every interest away from every negative, towards one another."""
+    nearest = torch.einsum("nvd,nd->nv", users.detach(), positives.detach()).argmax(1)
+    return users[torch.arange(len(users), device=users.device), nearest].unsqueeze(1)
 
 
 def _removed(
@@ -118,7 +130,8 @@ def fit(
             batch = trim_padding(rows[batch_rows])
             inputs, nexts = batch[:, :-1], batch[:, 1:]
             keep = (inputs > 0) & (nexts > 0)
-            users = model.user_tower(inputs, every_position=True)[keep]
+            condition = model.item_interests[nexts] if model.item_interests is not None else None
+            users = model.user_tower(inputs, every_position=True, interests=condition)[keep]
             row = torch.arange(len(batch)).unsqueeze(1).expand_as(keep)[keep]
             own = (batch, row) if settings.exclude_user_items else None
             loss = sampled_softmax_loss(users, nexts[keep], model, log_q, settings.extra_negatives, generator, own)
@@ -156,6 +169,7 @@ def fit_members(
     validation: Sequences,
     item_counts: torch.Tensor,
     training: TwoTowerTrainSettings,
+    interests: torch.Tensor | None = None,
 ) -> TwoTowerFit:
     """The model of ``settings``: ``settings.members`` two-towers, member ``k`` initialised and
     trained (:func:`fit`, with its own early stopping) under seed ``training.seed + k``; more than
@@ -164,7 +178,7 @@ def fit_members(
     for k in range(settings.members):
         seed = training.seed + k
         torch.manual_seed(seed)
-        member = two_tower(n_items, dataclasses.replace(settings, members=1), attributes)
+        member = two_tower(n_items, dataclasses.replace(settings, members=1), attributes, interests)
         if settings.members > 1:
             log.info("two-tower member %d of %d (seed %d)", k + 1, settings.members, seed)
         fits.append(fit(member, train, validation, item_counts, dataclasses.replace(training, seed=seed)))
@@ -185,13 +199,16 @@ def fit_members(
 @dataclass(frozen=True)
 class TwoTowerData:
     """What a two-tower trains on, collected from the lake: each user's item indices in event
-    order (1-based into ``item_ids``), training frequencies per item index (0 = padding), and
-    each item's attribute ids (None: IDs only)."""
+    order (1-based into ``item_ids``), training frequencies per item index (0 = padding), each
+    item's attribute ids (None: IDs only), and each item's interest id (1-based into
+    ``interest_names``; 0: none; None: no interests, a conditional model cannot train)."""
 
     sequences: list[list[int]]
     item_ids: list[str]
     counts: torch.Tensor
     attributes: torch.Tensor | None = None
+    interests: torch.Tensor | None = None
+    interest_names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -201,6 +218,7 @@ class TrainedTwoTower:
     metrics: dict
     sizes: dict
     test: Sequences  # the gate's evaluation users
+    interest_names: list[str] = field(default_factory=list)
 
 
 def train_and_evaluate(
@@ -228,7 +246,9 @@ def train_and_evaluate(
         f"{n_items:,}",
         f"{int(data.counts.sum()):,}",
     )
-    result = fit_members(n_items, model, data.attributes, split.train, split.validation, data.counts, training)
+    result = fit_members(
+        n_items, model, data.attributes, split.train, split.validation, data.counts, training, data.interests
+    )
     metrics = {
         "validation": result.validation.as_dict(),
         "test": evaluate(result.model, split.test).as_dict(),
@@ -244,4 +264,6 @@ def train_and_evaluate(
         "items": n_items,
         "attributes": int(data.attributes.max()) if data.attributes is not None else 0,
     }
-    return TrainedTwoTower(result.model, data.item_ids, metrics, sizes, split.test)
+    if model.conditional:
+        sizes["interests"] = len(data.interest_names)
+    return TrainedTwoTower(result.model, data.item_ids, metrics, sizes, split.test, data.interest_names)

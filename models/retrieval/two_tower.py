@@ -24,7 +24,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.retrieval.towers import ItemFeatures, ItemTower, UserTower, history_encoder, user_head
+from models.retrieval.towers import (
+    InterestFusion,
+    ItemFeatures,
+    ItemTower,
+    UserTower,
+    history_encoder,
+    user_head,
+)
 from models.retrieval.two_tower_settings import TwoTowerSettings
 
 WEIGHTS = "two_tower.safetensors"
@@ -33,6 +40,7 @@ SETTINGS = "two_tower.json"
 # each item index (a JSON list: item i is at position i - 1).
 MODEL_FOLDER = "model"
 ITEMS_FILE = "items.json"
+INTERESTS_FILE = "interests.json"  # a conditional model's interest names: interest id i at position i - 1
 
 
 class TwoTower(nn.Module):
@@ -62,6 +70,12 @@ class TwoTower(nn.Module):
     def n_vectors(self) -> int:
         return self.user_tower.n_vectors
 
+    @property
+    def item_interests(self) -> torch.Tensor | None:
+        """Item i's interest id at [i] (conditional models), else None."""
+        condition = self.user_tower.condition
+        return condition.item_interests if condition is not None else None
+
     def all_items(self, batch: int = 8192) -> torch.Tensor:
         """Unit vectors of items ``1..n_items`` (row i-1 is item i)."""
         ids = torch.arange(1, self.n_items + 1, device=self.device)
@@ -79,22 +93,41 @@ class TwoTower(nn.Module):
 
 
 def towers(
-    n_items: int, settings: TwoTowerSettings, attributes: torch.Tensor | None = None
+    n_items: int,
+    settings: TwoTowerSettings,
+    attributes: torch.Tensor | None = None,
+    interests: torch.Tensor | None = None,
 ) -> tuple[ItemTower, UserTower]:
     """The towers ``settings`` describe: item features (shared by the user tower's history when
     ``share_item_embeddings``), the history encoder ``settings.encoder``, the user head of
-    ``settings.user_vectors`` vectors."""
+    ``settings.user_vectors`` vectors, and for a ``conditional`` model the fusion of an interest
+    (``interests[i]``: item i's interest id, 1..; 0 pads)."""
     features = ItemFeatures(n_items, settings.dim, settings.id_dropout, attributes)
     item_tower = ItemTower(features, settings.dim)
     history_items = features if settings.share_item_embeddings else ItemFeatures(n_items, settings.dim, 0.0)
     history = history_encoder(settings)
-    user_tower = UserTower(history_items, history, user_head(settings), settings.dim, settings.history_dropout)
+    condition = None
+    if settings.conditional:
+        if interests is None or len(interests) != n_items + 1 or not bool((interests[1:] > 0).any()):
+            raise ValueError(
+                "a conditional two-tower needs each item's interest (the source's item_attributes): "
+                "none were given for its items"
+            )
+        condition = InterestFusion(interests, settings.dim, settings.condition_dropout)
+    user_tower = UserTower(
+        history_items, history, user_head(settings), settings.dim, settings.history_dropout, condition
+    )
     return item_tower, user_tower
 
 
-def two_tower(n_items: int, settings: TwoTowerSettings, attributes: torch.Tensor | None = None) -> TwoTower:
+def two_tower(
+    n_items: int,
+    settings: TwoTowerSettings,
+    attributes: torch.Tensor | None = None,
+    interests: torch.Tensor | None = None,
+) -> TwoTower:
     """One untrained two-tower of ``settings``."""
-    return TwoTower(n_items, settings, *towers(n_items, settings, attributes))
+    return TwoTower(n_items, settings, *towers(n_items, settings, attributes, interests))
 
 
 class _SideBySide:
@@ -110,8 +143,21 @@ class _SideBySide:
         return torch.cat([tower(*args, **kwargs) for tower in self.towers], -1) * self.scale
 
     @torch.no_grad()
-    def encode(self, histories: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-        return torch.cat([tower.encode(histories, batch) for tower in self.towers], -1) * self.scale
+    def encode(self, histories: torch.Tensor, batch: int = 1024, interests: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([tower.encode(histories, batch, interests) for tower in self.towers], -1) * self.scale
+
+    @torch.no_grad()
+    def encode_with_mass(
+        self, histories: torch.Tensor, batch: int = 1024, interests: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Side by side vectors of members with projection heads (every mass 1: members' capsule
+        interests would not line up, and settings refuse them)."""
+        vectors = self.encode(histories, batch, interests)
+        return vectors, vectors.new_ones(vectors.shape[:-1])
+
+    @property
+    def label_aware(self) -> bool:
+        return False
 
 
 class TwoTowerEnsemble(nn.Module):
@@ -139,6 +185,10 @@ class TwoTowerEnsemble(nn.Module):
     def n_vectors(self) -> int:
         return self.members[0].n_vectors
 
+    @property
+    def item_interests(self) -> torch.Tensor | None:
+        return self.members[0].item_interests
+
     def all_items(self, batch: int = 8192) -> torch.Tensor:
         return self._all_items(batch)
 
@@ -146,7 +196,8 @@ class TwoTowerEnsemble(nn.Module):
         """A member's shared view, or the catalogue's attributes of a member after the first
         (every member is built on the same attributes tensor: saved once)."""
         _, k, rest = key.split(".", 2)
-        return self.members[int(k)]._shared_view(rest) or (k != "0" and rest == "item_tower.features.attributes")
+        shared = ("item_tower.features.attributes", "user_tower.condition.item_interests")
+        return self.members[int(k)]._shared_view(rest) or (k != "0" and rest in shared)
 
     def save(self, folder: str | Path) -> Path:
         return _save(self, folder)
@@ -155,12 +206,17 @@ class TwoTowerEnsemble(nn.Module):
 RetrievalModel = TwoTower | TwoTowerEnsemble
 
 
-def new_model(n_items: int, settings: TwoTowerSettings, attributes: torch.Tensor | None = None) -> RetrievalModel:
+def new_model(
+    n_items: int,
+    settings: TwoTowerSettings,
+    attributes: torch.Tensor | None = None,
+    interests: torch.Tensor | None = None,
+) -> RetrievalModel:
     """An untrained model of ``settings``: one two-tower, or ``settings.members`` of them."""
     if settings.members == 1:
-        return two_tower(n_items, settings, attributes)
+        return two_tower(n_items, settings, attributes, interests)
     member = dataclasses.replace(settings, members=1)
-    return TwoTowerEnsemble([two_tower(n_items, member, attributes) for _ in range(settings.members)])
+    return TwoTowerEnsemble([two_tower(n_items, member, attributes, interests) for _ in range(settings.members)])
 
 
 def _save(model: RetrievalModel, folder: str | Path) -> Path:
@@ -181,7 +237,8 @@ def load_model(folder: str | Path, device: torch.device | None = None) -> Retrie
     meta = json.loads((folder / SETTINGS).read_text())
     state = upgrade_state(load_file(folder / WEIGHTS))
     attributes = next((v for k, v in state.items() if k.endswith("features.attributes")), None)
-    model = new_model(meta["n_items"], TwoTowerSettings(**meta["settings"]), attributes)
+    interests = next((v for k, v in state.items() if k.endswith("condition.item_interests")), None)
+    model = new_model(meta["n_items"], TwoTowerSettings(**meta["settings"]), attributes, interests)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = sorted(k for k in missing if not model._shared_view(k))
     if unexpected or missing:
@@ -218,3 +275,10 @@ def load_artifact(folder: str | Path, device: torch.device | None = None) -> tup
     """The model of a published two-tower artifact and its items' pin ids."""
     folder = Path(folder)
     return load_model(folder / MODEL_FOLDER, device), json.loads((folder / ITEMS_FILE).read_text())
+
+
+def load_interest_names(folder: str | Path) -> list[str]:
+    """A published conditional two-tower's interest names (interest id i at position i - 1);
+    empty for an unconditional one."""
+    path = Path(folder) / INTERESTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ENCODERS = ("transformer", "mean")
+USER_HEADS = ("projections", "capsules")
 RANKING_KS = (5, 10, 20)  # the cut-offs of HR@k, NDCG@k and coverage@k
 # The figures a two-tower's promotion gate may compare.
 TWO_TOWER_GATE_METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr") for k in RANKING_KS)
@@ -52,7 +53,39 @@ class TwoTowerSettings:
         },
     )
 
+    user_head: str = field(
+        default="projections",
+        metadata={
+            "help": (
+                "projections (user_vectors linear maps of the user's state) | capsules (the history "
+                "clustered into up to user_vectors interests: maxmin initialisation, single-assignment "
+                "routing; training scores a positive against its nearest interest)"
+            )
+        },
+    )
+    routing_iterations: int = field(default=3, metadata={"help": "Routing iterations of the capsule head."})
+    conditional: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Conditional retrieval: the user tower also takes an interest id (an item's broadest "
+                "attribute: its catalogue's most frequent one), fused with the user's state before the head; "
+                "serving filters the index to that interest's items."
+            )
+        },
+    )
+    condition_dropout: float = field(
+        default=0.25,
+        metadata={"help": "Share of training positions conditioned on no interest (so unconditional serving works)."},
+    )
+
     def __post_init__(self) -> None:
+        if self.user_head not in USER_HEADS:
+            raise ValueError(f"user_head must be one of {list(USER_HEADS)}, got {self.user_head!r}")
+        if self.routing_iterations < 1:
+            raise ValueError(f"routing_iterations must be >= 1, got {self.routing_iterations}")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {self.encoder!r}")
         if min(self.dim, self.max_len, self.layers, self.heads) < 1 or self.dim % self.heads:
@@ -67,6 +100,8 @@ class TwoTowerSettings:
             raise ValueError(f"user_vectors must be >= 1, got {self.user_vectors}")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
+        if self.members > 1 and (self.user_head == "capsules" or self.conditional):
+            raise ValueError("an ensemble (members > 1) of capsule or conditional towers is not supported")
 
     @property
     def width(self) -> int:

@@ -1,0 +1,89 @@
+"""Retrieval for every user as a Spark ``mapInArrow`` function.
+
+Input rows carry a ``user_id`` and ``history`` (all the user's engaged pin ids, oldest first:
+the user tower reads the most recent ``max_len``, and none of them is a candidate). Each
+Python worker opens the pinned index version and the model version it was built from once
+(:class:`models.retrieval.serving.Retrieval`, checksums verified) and answers its users in
+batches: one batched user-tower pass and one batched index search per batch. A user none of
+whose pins the model knows gets no rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+import torch
+from pyspark.sql.types import FloatType, IntegerType, StringType, StructField, StructType
+
+from models.retrieval.serving import Retrieval
+from schemas import user_candidates as UC
+from udfs.task_resources import worker_model
+
+HISTORY = "history"
+
+CANDIDATE_SCHEMA = StructType(
+    [
+        StructField(UC.USER_ID, StringType(), nullable=False),
+        StructField(UC.RANK, IntegerType(), nullable=False),
+        StructField(UC.PIN_ID, StringType(), nullable=False),
+        StructField(UC.SCORE, FloatType(), nullable=False),
+        StructField(UC.INTEREST, IntegerType(), nullable=False),
+    ]
+)
+
+
+def candidate_partitions(
+    artifacts: str,
+    index: str,
+    version: str,
+    k: int,
+    *,
+    interests: int = 0,
+    interest: str | None = None,
+    exact_filter_below: int = 20_000,
+    batch_users: int = 256,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function from (user_id, history) rows to :data:`CANDIDATE_SCHEMA`: each
+    user's ``k`` best pins from index ``index``/``version`` and its model."""
+
+    def retrieve(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        retrieval = worker_model(
+            ("retrieval", artifacts, index, version),
+            lambda device: Retrieval.open(artifacts, index, exact_filter_below, version=version),
+        )
+        width = retrieval.model.settings.max_len
+        for batch in batches:
+            users = batch.column(UC.USER_ID).to_pylist()
+            histories = batch.column(HISTORY).to_pylist()
+            for start in range(0, len(users), batch_users):
+                known_users, rows, engaged = [], [], []
+                part = slice(start, start + batch_users)
+                for user, history in zip(users[part], histories[part], strict=True):
+                    items = [retrieval.positions[p] for p in history or [] if p in retrieval.positions]
+                    if items:
+                        known_users.append(user)
+                        rows.append([0] * max(0, width - len(items)) + items[-width:])
+                        engaged.append(set(items))
+                if not rows:
+                    continue
+                found = retrieval.candidates(
+                    torch.tensor(rows, dtype=torch.long), k, interest=interest, interests=interests, engaged=engaged
+                )
+                out = [
+                    (u, rank, c.pin, c.score, c.interest)
+                    for u, cs in zip(known_users, found, strict=True)
+                    for rank, c in enumerate(cs, 1)
+                ]
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.array([r[0] for r in out], pa.string()),
+                        pa.array([r[1] for r in out], pa.int32()),
+                        pa.array([r[2] for r in out], pa.string()),
+                        pa.array([r[3] for r in out], pa.float32()),
+                        pa.array([r[4] for r in out], pa.int32()),
+                    ],
+                    names=[UC.USER_ID, UC.RANK, UC.PIN_ID, UC.SCORE, UC.INTEREST],
+                )
+
+    return retrieve
