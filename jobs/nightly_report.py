@@ -44,6 +44,7 @@ from schemas import quarantine as Q
 from schemas import search_impressions as SI
 from schemas import serving_corpus as SC
 from schemas import teacher_scores as TS
+from schemas import user_candidates as UC
 
 BINS = 30
 
@@ -67,6 +68,19 @@ class ReportData:
     histograms: list[Histogram] = field(default_factory=list)
     indexes: list[IndexVersion] = field(default_factory=list)
     index_name: str = ""
+    candidates: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)
+    # (model, index, users, candidates, distinct pins, interests) of user_candidates on the date
+
+
+def candidate_rows(spark: SparkSession, lake: Lake, day: dt.date) -> list[tuple[str, str, int, int, int, int]]:
+    """Per (model, index) of ``user_candidates`` on ``day``: users, rows, distinct pins, interests."""
+    if not lake.exists(spark, "user_candidates"):
+        return []
+    rows = lake.read(spark, "user_candidates").filter(F.col(UC.DT) == F.lit(day))
+    grouped = rows.groupBy(UC.MODEL_VERSION, UC.INDEX_VERSION).agg(
+        F.countDistinct(UC.USER_ID), F.count(F.lit(1)), F.countDistinct(UC.PIN_ID), F.countDistinct(UC.INTEREST)
+    )
+    return sorted((r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in grouped.collect())
 
 
 # --------------------------------------------------------------------------- gather (I/O)
@@ -140,6 +154,7 @@ def gather(spark: SparkSession, cfg: PinpipeConfig, day: dt.date) -> ReportData:
         histograms=[h for h in histograms if h is not None],
         indexes=versions.list(),
         index_name=cfg.index.name,
+        candidates=candidate_rows(spark, lake, day),
     )
 
 
@@ -269,6 +284,14 @@ def index_section(name: str, versions: list[IndexVersion]) -> str:
     return f"<h2>Index {html.escape(name)} (* promoted)</h2>" + _table(header, rows)
 
 
+def candidates_section(day: dt.date, rows: list[tuple[str, str, int, int, int, int]]) -> str:
+    title = f"<h2>Retrieval candidates of {day} (user_candidates)</h2>"
+    if not rows:
+        return title + "<p>No candidates for this date.</p>"
+    shown = [(m, i, f"{u:,}", f"{c:,}", f"{p:,}", n) for m, i, u, c, p, n in rows]
+    return title + _table(("model", "index", "users", "candidates", "distinct pins", "interests"), shown)
+
+
 STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 6px;"
@@ -286,6 +309,7 @@ def render(data: ReportData) -> str:
             stage_section(data.stages),
             model_section(data.production, data.gates),
             index_section(data.index_name, data.indexes),
+            candidates_section(data.date, data.candidates),
             histogram_section(data.histograms),
             quarantine_section(data.quarantine),
         ]

@@ -50,6 +50,7 @@ def test_the_report_is_one_self_contained_page_with_every_section():
         histograms=[Histogram("teacher", [1.0 + 0.1 * i for i in range(31)], [i % 4 for i in range(30)])],
         indexes=[IndexVersion("v0001", "two_tower/v0001", 2000, 2, "Flat", 0.9987, "2026-11-01", True)],
         index_name="two_tower_items",
+        candidates=[("two_tower/v0001", "two_tower_items/v0001", 1090, 109000, 2417, 4)],
     )
     page = render(data)
     assert page.startswith("<!doctype html>") and "FAILED at serving_corpus" in page
@@ -57,6 +58,7 @@ def test_the_report_is_one_self_contained_page_with_every_section():
     assert "human_labels=7,109, pins=20,000" in page
     assert "relevance 9 outside 1..4" in page and "0.9987" in page and "student: production v0001" in page
     assert "rejected" in page and "No gate decisions yet." in page
+    assert "Retrieval candidates of 2026-11-01" in page and "109,000" in page and "2,417" in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 3  # stage durations, the student's gate history, one histogram
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
@@ -66,3 +68,4 @@ def test_the_report_is_one_self_contained_page_with_every_section():
 def test_a_date_with_nothing_run_still_renders():
     page = render(ReportData(dt.date(2026, 11, 2), "/lake", [], [], {}, {}))
     assert "No stage has run for this date." in page and "No quarantined rows." in page
+    assert "No candidates for this date." in page

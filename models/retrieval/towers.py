@@ -109,6 +109,14 @@ class RunningMean(nn.Module):
         return x.cumsum(1) / present.cumsum(1).clamp_min(1.0)
 
 
+class ItemsAsTheyAre(nn.Module):
+    """History encoder: none — each position's state is its item's features (a capsule head
+    clusters the history's items themselves, as MIND and ComiRec-DR do)."""
+
+    def forward(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 class SingleVector(nn.Module):
     """User head: one unit vector per position (layer norm, projection)."""
 
@@ -342,6 +350,7 @@ class UserTower(nn.Module):
 HISTORY_ENCODERS: dict[str, Callable[[TwoTowerSettings], nn.Module]] = {
     "transformer": CausalTransformer,
     "mean": lambda settings: RunningMean(),
+    "none": lambda settings: ItemsAsTheyAre(),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ENCODERS = ("transformer", "mean")
+ENCODERS = ("transformer", "mean", "none")
 USER_HEADS = ("projections", "capsules")
 RANKING_KS = (5, 10, 20)  # the cut-offs of HR@k, NDCG@k and coverage@k
 # The figures a two-tower's promotion gate may compare.
@@ -16,7 +16,10 @@ class TwoTowerSettings:
     dim: int = field(default=64, metadata={"help": "width of ID embeddings and of both towers' outputs"})
     max_len: int = field(default=50, metadata={"help": "most recent engaged items the user tower reads"})
     encoder: str = field(
-        default="transformer", metadata={"help": "transformer (causal self-attention) | mean (pooling)"}
+        default="transformer",
+        metadata={
+            "help": "transformer (causal self-attention) | mean (pooling) | none (the items themselves: for capsules)"
+        },
     )
     layers: int = field(default=2, metadata={"help": "Transformer layers of the history encoder."})
     heads: int = field(default=2, metadata={"help": "Attention heads per layer (dim must divide by it)."})
