@@ -75,10 +75,14 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0]) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)]))
 
 
-def timed(fn) -> tuple[np.ndarray, float]:
+def timed(fn, *args) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    ids = fn()
+    ids = fn(*args)
     return ids, time.perf_counter() - started
+
+
+def through_selectors(filters: list[ShardFilter], queries: np.ndarray, k: int, allowed: np.ndarray, widen: float):
+    return merge_top_k([f.selector_search(queries, k, allowed, widen) for f in filters], k)[1]
 
 
 def main() -> None:
@@ -106,15 +110,10 @@ def main() -> None:
     figures = [Figure("build seconds", round(build_seconds, 1))]
     for share in SELECTIVITIES:
         allowed = np.sort(rng.choice(np.arange(1, args.rows + 1), max(k, int(args.rows * share)), replace=False))
-        exact, exact_s = timed(lambda: exact_filtered(x, queries, allowed, k))
-        plain, plain_s = timed(
-            lambda: merge_top_k([f.selector_search(queries, k, allowed, 1.0) for f in filters], k)[1]
-        )
-        widen = args.rows / len(allowed)
-        widened, widened_s = timed(
-            lambda: merge_top_k([f.selector_search(queries, k, allowed, widen) for f in filters], k)[1]
-        )
-        served, served_s = timed(lambda: index.search(queries, k, allowed)[1])
+        exact, exact_s = timed(exact_filtered, x, queries, allowed, k)
+        plain, plain_s = timed(through_selectors, filters, queries, k, allowed, 1.0)
+        widened, widened_s = timed(through_selectors, filters, queries, k, allowed, args.rows / len(allowed))
+        served, served_s = timed(lambda q, a: index.search(q, k, a)[1], queries, allowed)
         label = f"{share:.1%}"
         per_query = 1000 / len(queries)
         figures += [
