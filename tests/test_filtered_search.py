@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
-from models.retrieval.ann import empty_index, from_bytes, to_bytes
+from models.retrieval.ann import empty_index, from_bytes, merge_top_k, to_bytes
 from models.retrieval.filtered_search import ShardFilter, bitmap, parse_params
 from models.retrieval.sharded_index import IndexDescription, ShardedIndex, ShardInfo
 
@@ -103,3 +103,18 @@ def test_a_small_filter_is_answered_exactly_and_an_empty_one_with_nothing():
     few = np.array([11, 12], dtype=np.int64)  # fewer allowed than k: those, then -1
     ids = index.search(queries, 4, few)[1]
     assert (np.sort(ids[:, :2], axis=1) == few).all() and (ids[:, 2:] == -1).all()
+
+
+def test_queries_the_selector_answers_short_are_answered_exactly(monkeypatch):
+    """Widening usually saves a restrictive filter; when it does not (faiss #3186: HNSW's walk
+    dead-ends among rejected nodes), the short queries are retried exactly."""
+    x = vectors()
+    index = sharded("HNSW16", "efSearch=16", x)
+    allowed = np.arange(1, N + 1, 1000, dtype=np.int64) + 7
+    queries = vectors(20, seed=1)
+    as_faiss_is = ShardFilter.selector_search
+    monkeypatch.setattr(ShardFilter, "selector_search", lambda self, q, k, a, widen: as_faiss_is(self, q, k, a, 1.0))
+    filters = [ShardFilter(shard, "efSearch=16") for shard in index.shards]
+    assert (merge_top_k([f.selector_search(queries, 5, allowed, 9.0) for f in filters], 5)[1] == -1).any()
+    _, ids = index.search(queries, 5, allowed, exact=False)
+    np.testing.assert_array_equal(ids, exact_filtered(x, queries, allowed, 5))
