@@ -12,6 +12,9 @@ users* who train nothing and choose nothing; the rest train (every position of t
 but the last two items), stop early on their second-to-last item, and are ranked on their last
 item (leave-one-out, full ranking, history masked).
 
+Another 10% are held-out *validation* users: ``--evaluate-on validation`` ranks them instead of the
+test users, to choose settings (``--multi-set``) without looking at test figures.
+
 Protocols, per dataset, each figure the mean ± sd over the model seeds:
 
 * **leave-one-out** HR@10 / NDCG@10 of the train users' last items from a 10-pin candidate list
@@ -54,8 +57,13 @@ from models.retrieval.training import TwoTowerData, fit_members  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
 from runtime.session import spark_session  # noqa: E402
 
-HELD_OUT = 0.1  # share of users held out for the multi-target and conditional protocols
+HELD_OUT = 0.1  # share of users held out (test; as many again for validation) from training
 SPLIT_SEED = 0
+# The multi-interest tower: the defaults with a capsule head of --interests interests over the
+# history's items themselves (encoder none, as MIND / ComiRec-DR); chosen over capsules on the
+# transformer's states by multi-target Recall@50 of LastFM's *validation* users
+# (--evaluate-on validation; reports/multi_interest_choice_lastfm.json).
+MULTI = {"user_head": "capsules", "encoder": "none"}
 
 
 def load(work: Path, data_root: str, dataset: str, extra: list[str]) -> tuple[TwoTowerData, Any]:
@@ -81,12 +89,14 @@ def load(work: Path, data_root: str, dataset: str, extra: list[str]) -> tuple[Tw
     return data, cfg.two_tower
 
 
-def split_users(sequences: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
-    """(train users, held-out users with at least 5 items), by a seeded permutation."""
+def split_users(sequences: list[list[int]]) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """(train users, held-out test users, held-out validation users; held-out ones with at least
+    5 items), by a seeded permutation."""
     order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
     cut = int(len(order) * HELD_OUT)
-    held = [sequences[i] for i in order[:cut] if len(sequences[i]) >= 5]
-    return [sequences[i] for i in order[cut:]], held
+    test = [sequences[i] for i in order[:cut] if len(sequences[i]) >= 5]
+    validation = [sequences[i] for i in order[cut : 2 * cut] if len(sequences[i]) >= 5]
+    return [sequences[i] for i in order[2 * cut :]], test, validation
 
 
 def counts_of(train: Sequences, n_items: int) -> torch.Tensor:
@@ -204,20 +214,35 @@ def conditional(conditional_model, single_model, held, interests: torch.Tensor, 
     return out
 
 
+def _typed(base, values: dict[str, str]) -> dict[str, object]:
+    """``values`` converted to the types of ``base``'s fields."""
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        current = getattr(base, key)
+        if isinstance(current, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        else:
+            out[key] = type(current)(value)
+    return out
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def run_dataset(args, dataset: str, work: Path) -> None:
     data, section = load(work, args.data_root, dataset, args.set)
-    train_users, held = split_users(data.sequences)
+    train_users, test_users, validation_users = split_users(data.sequences)
+    held = validation_users if args.evaluate_on == "validation" else test_users
     n_items = len(data.item_ids)
     base = dataclasses.replace(section.model, conditional=False)
+    multi = {**MULTI, **dict(kv.split("=", 1) for kv in args.multi_set)}
     towers = {
         "single": base,
-        "multi": dataclasses.replace(base, user_head="capsules", user_vectors=args.interests),
+        "multi": dataclasses.replace(base, **_typed(base, multi), user_vectors=args.interests),
         "conditional": dataclasses.replace(base, conditional=True),
     }
+    towers = {name: settings for name, settings in towers.items() if name in args.towers}
     split = leave_one_out(train_users, base.max_len)
     counts = counts_of(split.train, n_items)
     head = head_interests(split.train, data.interests)
@@ -237,10 +262,11 @@ def run_dataset(args, dataset: str, work: Path) -> None:
             row.update(multi_target(model, held, data.interests, n_items))
             results[name].append(row)
             print(f"{dataset} seed {seed} {name}: {row}", flush=True)
-        results["conditional"][-1].update(
-            conditional(fitted["conditional"], fitted["single"], held, data.interests, head)
-        )
-        print(f"{dataset} seed {seed} conditional: {results['conditional'][-1]}", flush=True)
+        if "conditional" in fitted and "single" in fitted:
+            results["conditional"][-1].update(
+                conditional(fitted["conditional"], fitted["single"], held, data.interests, head)
+            )
+            print(f"{dataset} seed {seed} conditional: {results['conditional'][-1]}", flush=True)
     figures = []
     for name, rows in results.items():
         for key in rows[0]:
@@ -262,9 +288,10 @@ def run_dataset(args, dataset: str, work: Path) -> None:
         ),
         Figure("tail recall@20 conditional vs post-filter (ratio)", round(tail_gain, 4), kind="derived", headline=True),
     ]
+    suffix = "" if args.evaluate_on == "test" else "_validation"
     write_record(
         Record(
-            f"multi_interest_{dataset.lower()}",
+            f"{args.name}_{dataset.lower()}{suffix}",
             f"Multi-interest (capsules, {args.interests}) and conditional vs single two-tower on S3-Rec {dataset}, "
             f"{args.seeds} seeds",
             "bench/multi_interest.py " + " ".join(sys.argv[1:]),
@@ -274,6 +301,7 @@ def run_dataset(args, dataset: str, work: Path) -> None:
                 "users": len(data.sequences),
                 "train_users": len(train_users),
                 "held_out_users": len(held),
+                "evaluated_on": f"held-out {args.evaluate_on} users",
                 "items": n_items,
                 "interests": len(data.interest_names),
                 "head_interests": len(head),
@@ -295,6 +323,17 @@ def main() -> None:
     parser.add_argument("--interests", type=int, default=4, help="capsule interests per user (M)")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--set", action="append", default=[], help="config override for every model, KEY=VALUE")
+    parser.add_argument(
+        "--multi-set", action="append", default=[], help="two_tower.model setting of the multi tower only, KEY=VALUE"
+    )
+    parser.add_argument("--towers", nargs="+", default=["single", "multi", "conditional"])
+    parser.add_argument(
+        "--evaluate-on",
+        choices=("test", "validation"),
+        default="test",
+        help="held-out users the protocols rank: validation ones to choose settings, test ones to report",
+    )
+    parser.add_argument("--name", default="multi_interest", help="record name prefix")
     args = parser.parse_args()
     configure_logging()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-multi-interest-"))

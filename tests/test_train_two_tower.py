@@ -171,3 +171,40 @@ def test_asking_for_attributes_a_source_lacks_trains_on_ids_and_says_so(spark, l
         out = train_two_tower.trained(spark, cfg)
     assert out.inputs["attributes"] == 0 and out.model.item_tower.features.attribute_bag is None
     assert "'s3rec_bare' has no item_attributes" in caplog.text
+
+
+@pytest.mark.slow  # Spark prep and a 2-epoch job (~75 s): in `make test-slow`
+def test_a_conditional_job_learns_each_items_broadest_attribute_as_its_interest(spark, lake, cfg_for):
+    """Items' interests come from item_attributes (the catalogue's most frequent attribute of
+    each item), are saved with the model and named in interests.json; without attributes a
+    conditional model is refused."""
+    cfg = learnable_lake(spark, lake, cfg_for)(
+        "two_tower.item_attributes=false", "two_tower.model.conditional=true", "two_tower.training.epochs=2"
+    )
+    extra = [("i001", "a9", "s3rec_tiny"), ("i002", "a9", "s3rec_tiny")]  # a rarer second attribute
+    lake.replace_slice(
+        lake.read(spark, "item_attributes").union(
+            spark.createDataFrame(extra, "pin_id string, attribute string, source string")
+        ),
+        "item_attributes",
+        "source = 's3rec_tiny'",
+    )
+    prepared = train_two_tower.transform(train_two_tower.read(spark, cfg))
+    data = train_two_tower.collect(prepared)
+    assert data.attributes is None  # item_attributes=false: no content features, interests only
+    names = {i: data.interest_names[int(data.interests[i]) - 1] for i in range(1, len(data.item_ids) + 1)}
+    assert {data.item_ids[i - 1]: n for i, n in names.items()} == {
+        f"i{i:03d}": f"a{i % 5}" for i in range(1, 26)
+    }  # a9 (2 items) never beats the item's a<i % 5> (5 items)
+    report = train_two_tower.run(spark, cfg)
+    folder = Registry(lake.artifacts_path()).path("two_tower", report.version)
+    assert json.loads((folder / "interests.json").read_text()) == data.interest_names
+    assert torch.equal(load_model(folder / "model").item_interests, data.interests)
+
+    lake.replace_slice(
+        spark.createDataFrame([], "pin_id string, attribute string, source string"),
+        "item_attributes",
+        "source = 's3rec_tiny'",
+    )
+    with pytest.raises(ValueError, match="conditional needs each item's interest"):
+        train_two_tower.collect(train_two_tower.transform(train_two_tower.read(spark, cfg)))
