@@ -6,8 +6,6 @@ Delta lake."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import shutil
 
 import faiss
@@ -22,11 +20,11 @@ from models.retrieval.ann import merge_top_k, recall_at, resolve_factory
 from models.retrieval.retriever import Retriever
 from models.retrieval.serving import IndexVersions, Retrieval, VersionMismatch
 from models.retrieval.sharded_index import IndexIntegrityError
-from models.retrieval.two_tower import ITEMS_FILE, MODEL_FOLDER, load_model, new_model
+from models.retrieval.two_tower import MODEL_FOLDER, load_model, new_model
 from models.retrieval.two_tower_settings import TwoTowerSettings
 from runtime.lake import Lake
 from schemas import pin_embeddings as PE
-from schemas import user_engagements as UE
+from tests.retrieval_lake import publish, write_sequences
 
 # The tests below share one lake where two model versions were embedded and indexed by the real
 # jobs (about a minute of Spark): in `make test-slow`, which CI runs too.
@@ -84,13 +82,7 @@ WIDTHS = {"v0001": 16, "v0002": 32}
 def publish_model(lake: Lake, seed: int, members: int = 1, user_vectors: int = 1) -> str:
     torch.manual_seed(seed)
     settings = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, members=members, user_vectors=user_vectors)
-    model = new_model(N_ITEMS, settings).eval()
-
-    def build(folder):
-        model.save(folder / MODEL_FOLDER)
-        (folder / ITEMS_FILE).write_text(json.dumps([f"p{i:04d}" for i in range(N_ITEMS)]))
-
-    return Registry(lake.artifacts_path()).publish("two_tower", build, inputs={"source": SOURCE})
+    return publish(lake, new_model(N_ITEMS, settings).eval(), SOURCE)
 
 
 def cfg(lake: Lake, *overrides: str):
@@ -101,13 +93,7 @@ def cfg(lake: Lake, *overrides: str):
 def built(spark, tmp_path_factory):
     """Two model versions, each embedded and indexed (v1 exact, v2 IVF), v2 promoted."""
     lake = Lake.at(str(tmp_path_factory.mktemp("index") / "lake"))
-    start = dt.datetime(2020, 1, 1)
-    rows = [
-        (user, pin, UE.EVENT_INTERACTION, start + dt.timedelta(hours=k), start.date(), k, None, None, SOURCE)
-        for user, pins in USERS.items()
-        for k, pin in enumerate(pins)
-    ]
-    lake.replace_slice(spark.createDataFrame(rows, UE.USER_ENGAGEMENTS_V1), "user_engagements", f"source = '{SOURCE}'")
+    write_sequences(spark, lake, USERS, SOURCE)
     reports = {}
     for seed, members, vectors, extra in (
         (1, 1, 1, ()),

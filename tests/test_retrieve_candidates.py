@@ -6,7 +6,6 @@ A real multi-interest (capsule) two-tower, published, embedded and indexed by th
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
@@ -19,12 +18,11 @@ import torch
 
 from jobs import build_index, embed_pins, retrieve_candidates
 from jobs.config import load_config
-from models.artifacts.registry import Registry
 from models.retrieval.serving import Retrieval
-from models.retrieval.two_tower import ITEMS_FILE, MODEL_FOLDER, new_model
+from models.retrieval.two_tower import new_model
 from models.retrieval.two_tower_settings import TwoTowerSettings
 from runtime.lake import Lake
-from schemas import user_engagements as UE
+from tests.retrieval_lake import publish, write_sequences
 
 pytestmark = pytest.mark.slow  # Spark jobs and a killed pinpipe process: in `make test-slow`, which CI runs
 
@@ -50,22 +48,10 @@ def overrides(lake: Lake) -> list[str]:
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     lake = Lake.at(str(tmp_path_factory.mktemp("candidates") / "lake"))
-    start = dt.datetime(2020, 1, 1)
-    rows = [
-        (user, pin, UE.EVENT_INTERACTION, start + dt.timedelta(hours=k), start.date(), k, None, None, SOURCE)
-        for user, pins in USERS.items()
-        for k, pin in enumerate(pins)
-    ]
-    lake.replace_slice(spark.createDataFrame(rows, UE.USER_ENGAGEMENTS_V1), "user_engagements", f"source = '{SOURCE}'")
+    write_sequences(spark, lake, USERS, SOURCE)
     torch.manual_seed(3)
     settings = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, user_head="capsules", user_vectors=3)
-    model = new_model(N_ITEMS, settings).eval()
-
-    def build(folder):
-        model.save(folder / MODEL_FOLDER)
-        (folder / ITEMS_FILE).write_text(json.dumps([f"p{i:04d}" for i in range(N_ITEMS)]))
-
-    Registry(lake.artifacts_path()).publish("two_tower", build, inputs={"source": SOURCE})
+    publish(lake, new_model(N_ITEMS, settings).eval(), SOURCE)
     cfg = load_config("local", overrides=overrides(lake))
     embed_pins.run(spark, cfg)
     build_index.run(spark, cfg)
