@@ -62,7 +62,7 @@ SPLIT_SEED = 0
 # The multi-interest tower: the defaults with a capsule head of --interests interests over the
 # history's items themselves (encoder none, as MIND / ComiRec-DR); chosen over capsules on the
 # transformer's states by multi-target Recall@50 of LastFM's *validation* users
-# (--evaluate-on validation; reports/multi_interest_choice_lastfm.json).
+# (--evaluate-on validation: 0.0986 vs 0.0521, seed 0; reports/multi_interest_choice_lastfm_validation.txt).
 MULTI = {"user_head": "capsules", "encoder": "none"}
 
 
@@ -273,21 +273,17 @@ def run_dataset(args, dataset: str, work: Path) -> None:
             mean, sd = mean_sd([r[key] for r in rows])
             figures.append(Figure(f"{name} {key}", round(mean, 4)))
             figures.append(Figure(f"{name} {key} sd", round(sd, 4)))
-    single_r50 = mean_sd([r["recall@50"] for r in results["single"]])[0]
-    multi_r50 = mean_sd([r["recall@50"] for r in results["multi"]])[0]
-    tail = results["conditional"]
-    tail_gain = mean_sd([r["recall@20_tail_conditional"] for r in tail])[0] / max(
-        mean_sd([r["recall@20_tail_post"] for r in tail])[0], 1e-12
-    )
-    figures += [
-        Figure(
-            "multi vs single recall@50 (ratio)",
-            round(multi_r50 / max(single_r50, 1e-12), 4),
-            kind="derived",
-            headline=True,
-        ),
-        Figure("tail recall@20 conditional vs post-filter (ratio)", round(tail_gain, 4), kind="derived", headline=True),
-    ]
+    if "single" in results and "multi" in results:
+        single_r50 = mean_sd([r["recall@50"] for r in results["single"]])[0]
+        multi_r50 = mean_sd([r["recall@50"] for r in results["multi"]])[0]
+        ratio = round(multi_r50 / max(single_r50, 1e-12), 4)
+        figures.append(Figure("multi vs single recall@50 (ratio)", ratio, kind="derived", headline=True))
+    if "recall@20_tail_post" in results.get("conditional", [{}])[0]:
+        tail = results["conditional"]
+        conditioned = mean_sd([r["recall@20_tail_conditional"] for r in tail])[0]
+        post = mean_sd([r["recall@20_tail_post"] for r in tail])[0]
+        gain = round(conditioned - post, 4)
+        figures.append(Figure("tail recall@20 conditional minus post-filter", gain, kind="derived", headline=True))
     suffix = "" if args.evaluate_on == "test" else "_validation"
     write_record(
         Record(
