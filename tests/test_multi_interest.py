@@ -163,7 +163,7 @@ def test_conditional_retrieval_returns_only_that_interests_pins_ranked_by_the_co
     assert "p2" not in {c.pin for c in got} and "p6" not in {c.pin for c in got}  # engaged: left out
     row = retrieval.history_row(history)
     user = model.user_tower.encode(row, interests=torch.tensor([3]))[0, 0]
-    scores = model.all_items() @ user
+    scores = (model.all_items() @ user).detach()
     allowed = [i for i in range(1, N_ITEMS + 1) if INTERESTS[i] == 3 and i not in (2, 6)]
     want = sorted(allowed, key=lambda i: -float(scores[i - 1]))[:5]
     assert [c.pin for c in got] == [f"p{i}" for i in want]
@@ -180,7 +180,7 @@ def test_multi_interest_retrieval_merges_per_interest_lists_round_robin():
     row = retrieval.history_row(history)
     vectors, mass = model.user_tower.encode_with_mass(row)
     live = [v for v in range(3) if mass[0, v] > 0]
-    scores = vectors[0] @ model.all_items().T
+    scores = (vectors[0] @ model.all_items().T).detach()
     engaged = {1, 9, 17, 4, 30, 22}
     lists = [[i + 1 for i in scores[v].argsort(descending=True).tolist() if i + 1 not in engaged] for v in live]
     want = round_robin(np.array(lists), np.zeros((len(live), len(lists[0]))), 9)

@@ -1,6 +1,7 @@
 """The serving side of a two-tower model: the item vectors computed once, users scored against
 all of them (an item's score the best of the user's vectors) with the items they already
-engaged with masked out; and the merge of per-vector top lists from an ANN index."""
+engaged with masked out; and the merges of per-vector top lists from an ANN index (by best
+score, or round-robin over a multi-interest user's interests)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,30 @@ def round_robin(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray
             if len(out_ids) == k:
                 return np.array(out_ids), np.array(out_scores), np.array(origin)
     return np.array(out_ids, dtype=np.int64), np.array(out_scores, dtype=np.float32), np.array(origin, dtype=np.int64)
+
+
+def without(ids: np.ndarray, scores: np.ndarray, engaged: set[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vector lists (n_vectors, depth) with the ``engaged`` ids taken out and each list
+    closed up (-1 padding its end), so every list's first entries are its best new items."""
+    keep = (ids >= 0) & ~np.isin(ids, list(engaged))
+    out_ids, out_scores = np.full_like(ids, -1), np.full_like(scores, -np.inf)
+    for v in range(len(ids)):
+        row = ids[v][keep[v]]
+        out_ids[v, : len(row)], out_scores[v, : len(row)] = row, scores[v][keep[v]]
+    return out_ids, out_scores
+
+
+def best_score(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-vector lists (n_vectors, depth) merged by score: an item once, at its best score,
+    with the vector that gave it."""
+    order = np.argsort(-np.where(ids >= 0, scores, -np.inf), axis=None, kind="stable")
+    out: dict[int, tuple[float, int]] = {}
+    for flat in order:
+        vector, rank = divmod(int(flat), ids.shape[1])
+        item = int(ids[vector, rank])
+        if item >= 0 and item not in out:
+            out[item] = (float(scores[vector, rank]), vector)
+            if len(out) == k:
+                break
+    items = np.array(list(out), dtype=np.int64)
+    return items, np.array([v[0] for v in out.values()]), np.array([v[1] for v in out.values()], dtype=np.int64)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from models.artifacts.registry import Registry, RegistryError
-from models.retrieval.retriever import round_robin
+from models.retrieval.retriever import best_score, round_robin, without
 from models.retrieval.sharded_index import EXACT_FILTER_BELOW, IndexDescription, ShardedIndex
 from models.retrieval.two_tower import RetrievalModel, load_artifact, load_interest_names
 
@@ -222,7 +222,7 @@ class Retrieval:
                 found, found_scores, origin = round_robin(user_ids, user_scores, k)
                 origin = live[origin]
             else:
-                found, found_scores, origin = _best_score(user_ids, user_scores, k)
+                found, found_scores, origin = best_score(user_ids, user_scores, k)
             out.append(
                 [
                     Candidate(self.pins[i - 1], float(s), int(o))
@@ -230,30 +230,3 @@ class Retrieval:
                 ]
             )
         return out
-
-
-def without(ids: np.ndarray, scores: np.ndarray, engaged: set[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-vector lists (n_vectors, depth) with the ``engaged`` ids taken out and each list
-    closed up (-1 padding its end), so every list's first entries are its best new items."""
-    keep = (ids >= 0) & ~np.isin(ids, list(engaged))
-    out_ids, out_scores = np.full_like(ids, -1), np.full_like(scores, -np.inf)
-    for v in range(len(ids)):
-        row = ids[v][keep[v]]
-        out_ids[v, : len(row)], out_scores[v, : len(row)] = row, scores[v][keep[v]]
-    return out_ids, out_scores
-
-
-def _best_score(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-vector lists (n_vectors, depth) merged by score: an item once, at its best score,
-    with the vector that gave it."""
-    order = np.argsort(-np.where(ids >= 0, scores, -np.inf), axis=None, kind="stable")
-    out: dict[int, tuple[float, int]] = {}
-    for flat in order:
-        vector, rank = divmod(int(flat), ids.shape[1])
-        item = int(ids[vector, rank])
-        if item >= 0 and item not in out:
-            out[item] = (float(scores[vector, rank]), vector)
-            if len(out) == k:
-                break
-    items = np.array(list(out), dtype=np.int64)
-    return items, np.array([v[0] for v in out.values()]), np.array([v[1] for v in out.values()], dtype=np.int64)
