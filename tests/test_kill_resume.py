@@ -171,7 +171,7 @@ RUN_TIME_COLUMNS = {
 }
 WHOLE_NIGHTLY_STAGES = (
     "[simulate, ingest, pin_features, train_teacher, score_impressions, student_features, train_student, "
-    "train_two_tower, serving_corpus, embed_pins, build_index]"
+    "train_two_tower, serving_corpus, embed_pins, build_index, retrieve_candidates]"
 )
 
 
@@ -243,10 +243,11 @@ def published(lake: Lake) -> dict[str, object]:
     return found
 
 
-def test_the_whole_nightly_killed_three_times_resumes_to_the_uninterrupted_tables_and_artifacts(spark, tmp_path):
-    """One lake runs the nightly uninterrupted; another is SIGKILLed three times, each re-run
+def test_the_whole_nightly_killed_four_times_resumes_to_the_uninterrupted_tables_and_artifacts(spark, tmp_path):
+    """One lake runs the nightly uninterrupted; another is SIGKILLed four times, each re-run
     resuming where the last was killed: a random moment into train_teacher, just after the
-    student is published (before its stage is recorded), a random moment into build_index."""
+    student is published (before its stage is recorded), a random moment into build_index, a
+    random moment into retrieve_candidates."""
     from schemas import TABLES
 
     whole, killed = Lake.at(str(tmp_path / "whole")), Lake.at(str(tmp_path / "killed"))
@@ -274,6 +275,7 @@ def test_the_whole_nightly_killed_three_times_resumes_to_the_uninterrupted_table
         "during train_teacher": after_stage("pin_features", 4.0),
         "student published, not yet recorded": lambda: (artifacts / "student" / "v0001" / "manifest.json").is_file(),
         "during build_index": after_stage("embed_pins", 3.0),
+        "during retrieve_candidates": after_stage("build_index", 1.0),
     }
     sets = whole_nightly_sets(tmp_path, Path(killed.root))
     for point, when in kill_points.items():
@@ -284,7 +286,8 @@ def test_the_whole_nightly_killed_three_times_resumes_to_the_uninterrupted_table
     tables = {t: RUN_TIME_COLUMNS.get(t, []) for t in TABLES if t != "pipeline_runs" and whole.exists(spark, t)}
     assert {"serving_corpus", "pin_embeddings", "labeled_impressions", "student_features"} <= set(tables)
     assert_tables_equal(spark, whole, killed, tables, non_empty=False)  # quarantine may hold no rows
-    for table in ("serving_corpus", "pin_embeddings", "labeled_impressions", "student_features", "teacher_scores"):
+    tables_with_rows = ("serving_corpus", "pin_embeddings", "labeled_impressions", "student_features", "teacher_scores")
+    for table in (*tables_with_rows, "user_candidates"):
         assert whole.read(spark, table).count() > 0, table
     assert published(killed) == published(whole)
     assert {"teacher", "student", "two_tower", "indexes/two_tower_items"} <= set(published(whole))
