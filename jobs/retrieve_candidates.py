@@ -96,20 +96,12 @@ def user_histories(engagements: DataFrame) -> DataFrame:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> CandidatesInputs:
-    from models.retrieval.serving import IndexVersions, VersionMismatch
+    from models.retrieval.serving import IndexVersions
 
     lake, name = Lake.at(cfg.lake.root), cfg.index.name
     versions = IndexVersions(lake.artifacts_path(), name)
-    index_version = versions.indexes.resolve(name)
-    description = versions.describe(index_version)
-    promoted = versions.models.current(description.model_family)
-    if promoted != description.model_version:
-        raise VersionMismatch(
-            f"index {name}/{index_version} holds the item vectors of {description.model}, but the promoted "
-            f"{description.model_family} model is {promoted or 'none'}: promote them together "
-            f"(pinpipe index promote {index_version}) or roll back (pinpipe index rollback)"
-        )
-    manifest = versions.models.manifest(description.model_family, promoted)
+    index_version, description = versions.promoted_pair()
+    manifest = versions.models.manifest(description.model_family, description.model_version)
     source = str(manifest.get("inputs", {}).get("source", ""))
     engagements = lake.read(spark, "user_engagements").filter(F.col(UE.SOURCE) == source)
     if cfg.retrieve_candidates.users:

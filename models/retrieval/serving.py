@@ -72,6 +72,21 @@ class IndexVersions:
         self.indexes.promote(self.name, version)
         return description
 
+    def promoted_pair(self) -> tuple[str, IndexDescription]:
+        """The promoted index version and its description, refused (:class:`VersionMismatch`)
+        when the promoted model is not the one the index was built from."""
+        version = self.indexes.resolve(self.name)
+        description = self.describe(version)
+        promoted = self.models.current(description.model_family)
+        if promoted != description.model_version:
+            raise VersionMismatch(
+                f"index {self.name}/{version} holds the item vectors of {description.model}, but the promoted "
+                f"{description.model_family} model is {promoted or 'none'}: its users would be scored against "
+                f"another model's items. Promote them together (pinpipe index promote {version}) or roll back "
+                "(pinpipe index rollback)"
+            )
+        return version, description
+
     def rollback(self) -> tuple[str, IndexDescription]:
         """Promote the previous index version and its model; returns (version, description)."""
         version = self.indexes.rollback(self.name)
@@ -118,19 +133,12 @@ class Retrieval:
         """The promoted index and model (refused when they are not a pair), or index ``version``
         and the model version its manifest names (a batch job pins the pair it started with)."""
         versions = IndexVersions(artifacts, name)
-        index_version = versions.indexes.resolve(name, version) if version else versions.indexes.resolve(name)
-        description = versions.describe(index_version)
-        family = description.model_family
-        model_version = description.model_version
         if version is None:
-            promoted = versions.models.current(family)
-            if promoted != model_version:
-                raise VersionMismatch(
-                    f"index {name}/{index_version} holds the item vectors of {description.model}, but the promoted "
-                    f"{family} model is {promoted or 'none'}: its users would be scored against another model's "
-                    f"items. Promote them together (pinpipe index promote {index_version}) or roll back "
-                    "(pinpipe index rollback)"
-                )
+            index_version, description = versions.promoted_pair()
+        else:
+            index_version = versions.indexes.resolve(name, version)
+            description = versions.describe(index_version)
+        family, model_version = description.model_family, description.model_version
         try:
             versions.models.verify(family, model_version)
         except RegistryError as err:
