@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from bench.record import Figure, Record, write_record  # noqa: E402
 from jobs.config import load_config  # noqa: E402
 from models.retrieval.ann import empty_index, from_bytes, merge_top_k, resolve_factory, set_search_params, to_bytes  # noqa: E402
-from models.retrieval.filtered_search import ShardFilter  # noqa: E402
+from models.retrieval.filtered_search import ShardFilter, bitmap  # noqa: E402
 from models.retrieval.sharded_index import IndexDescription, ShardedIndex, ShardInfo  # noqa: E402
 
 SELECTIVITIES = (0.1, 0.01, 0.001)
@@ -82,7 +82,8 @@ def timed(fn, *args) -> tuple[np.ndarray, float]:
 
 
 def through_selectors(filters: list[ShardFilter], queries: np.ndarray, k: int, allowed: np.ndarray, widen: float):
-    return merge_top_k([f.selector_search(queries, k, allowed, widen) for f in filters], k)[1]
+    bits = bitmap(allowed)
+    return merge_top_k([f.selector_search(queries, k, bits, widen) for f in filters], k)[1]
 
 
 def main() -> None:

@@ -70,8 +70,8 @@ class RetrieveReport:
 def user_history(spark: SparkSession, lake: Lake, source: str, user: str) -> list[str]:
     """The user's engaged pin ids, oldest first (event time, then sequence index, then pin id)."""
     events = lake.read(spark, "user_engagements").filter((F.col(UE.SOURCE) == source) & (F.col(UE.USER_ID) == user))
-    row = events.select(UE.event_order()).agg(F.sort_array(F.collect_list("e")).alias("e")).first()
-    return [e[UE.PIN_ID] for e in (row["e"] if row and row["e"] else [])]
+    row = UE.in_event_order(events, UE.PIN_ID, "history").first()
+    return list(row["history"]) if row else []
 
 
 def run(
@@ -94,7 +94,7 @@ def run(
     index = f"{cfg.index.name}/{retrieval.index_version}"
     kept = cfg.index.interests_per_user if interests is None else interests
     results = retrieval.top_k(history, k, interest=interest, interests=kept)
-    searched = retrieval.model.n_vectors if kept == 0 else min(kept, retrieval.model.n_vectors)
+    searched = retrieval.vectors_searched(kept)
     return RetrieveReport(user, len(history), index, d.model, results, as_json, interest, searched)
 
 

@@ -59,7 +59,7 @@ class CandidatesConfig:
 
 @dataclass(frozen=True)
 class CandidatesInputs:
-    histories: DataFrame  # (user_id, history: pin ids oldest first, the most recent max_len)
+    histories: DataFrame  # (user_id, history): every engaged pin id of the user, oldest first
     artifacts: str
     index: str
     index_version: str
@@ -87,16 +87,9 @@ def candidates_slice(model_version: str, day: dt.date) -> str:
     return f"{UC.MODEL_VERSION} = {sql_literal(model_version)} AND {UC.DT} = DATE '{day.isoformat()}'"
 
 
-def user_histories(engagements: DataFrame) -> DataFrame:
-    """(user_id, history): each user's engaged pins, oldest first (the user tower reads the most
-    recent ``max_len`` of them; none of them is a candidate)."""
-    events = engagements.select(UE.USER_ID, UE.event_order())
-    ordered = events.groupBy(UE.USER_ID).agg(F.sort_array(F.collect_list("e")).alias("e"))
-    return ordered.select(UE.USER_ID, F.col(f"e.{UE.PIN_ID}").alias("history"))
-
-
 def read(spark: SparkSession, cfg: PinpipeConfig) -> CandidatesInputs:
     from models.retrieval.serving import IndexVersions
+    from udfs.user_candidates import HISTORY
 
     lake, name = Lake.at(cfg.lake.root), cfg.index.name
     versions = IndexVersions(lake.artifacts_path(), name)
@@ -106,7 +99,8 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> CandidatesInputs:
     engagements = lake.read(spark, "user_engagements").filter(F.col(UE.SOURCE) == source)
     if cfg.retrieve_candidates.users:
         engagements = engagements.filter(F.col(UE.USER_ID).isin(list(cfg.retrieve_candidates.users)))
-    return CandidatesInputs(user_histories(engagements), lake.artifacts_path(), name, index_version, description.model)
+    histories = UE.in_event_order(engagements, UE.PIN_ID, HISTORY)
+    return CandidatesInputs(histories, lake.artifacts_path(), name, index_version, description.model)
 
 
 def transform(
@@ -114,11 +108,11 @@ def transform(
     *,
     k: int,
     day: dt.date,
-    interests: int = 0,
-    interest: str = "",
-    exact_filter_below: int = 20_000,
-    batch_users: int = 256,
-    partitions: int = 0,
+    interests: int,
+    interest: str,
+    exact_filter_below: int,
+    batch_users: int,
+    partitions: int,
 ) -> DataFrame:
     """Every user's ``k`` candidates (``udfs.user_candidates``) as ``user_candidates`` rows of ``day``."""
     from udfs.user_candidates import CANDIDATE_SCHEMA, candidate_partitions

@@ -149,9 +149,7 @@ def item_index(engagements: DataFrame) -> DataFrame:
 
 def user_sequences(engagements: DataFrame, index: DataFrame) -> DataFrame:
     """(user_id, items): each user's item indices in event order (ties: seq_index, then pin)."""
-    events = engagements.join(index, UE.PIN_ID).select(UE.USER_ID, UE.event_order(ITEM_INDEX))
-    ordered = events.groupBy(UE.USER_ID).agg(F.sort_array(F.collect_list("e")).alias("e"))
-    return ordered.select(UE.USER_ID, F.col(f"e.{ITEM_INDEX}").alias(ITEMS))
+    return UE.in_event_order(engagements.join(index, UE.PIN_ID), ITEM_INDEX, ITEMS)
 
 
 def train_counts(sequences: DataFrame) -> DataFrame:

@@ -4,7 +4,7 @@ S3-Rec sequences carry no timestamps: their ``event_time`` is derived from order
 (see ``jobs.ingest``) and ``seq_index`` keeps the exact position in the user's sequence.
 """
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     DateType,
@@ -49,3 +49,14 @@ def event_order(*carried: str) -> Column:
     ``seq_index`` (0 when absent), then pin id; ``carried`` columns ride along. Training
     sequences and serving histories (``pinpipe retrieve``) order events by this one key."""
     return F.struct(EVENT_TIME, F.coalesce(SEQ_INDEX, F.lit(0)).alias("i"), PIN_ID, *carried).alias("e")
+
+
+def in_event_order(events: DataFrame, column: str, alias: str) -> DataFrame:
+    """(user_id, ``alias``): each user's ``column`` values in :func:`event_order` — the one
+    ordering of a user's sequence for training (item indices), ``pinpipe retrieve`` and
+    ``retrieve_candidates`` (pin ids)."""
+    carried = () if column == PIN_ID else (column,)
+    ordered = (
+        events.select(USER_ID, event_order(*carried)).groupBy(USER_ID).agg(F.sort_array(F.collect_list("e")).alias("e"))
+    )
+    return ordered.select(USER_ID, F.col(f"e.{column}").alias(alias))

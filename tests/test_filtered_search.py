@@ -60,7 +60,7 @@ def test_a_one_in_a_thousand_filter_returns_k_real_allowed_ids_never_minus_one(f
     allowed = np.arange(1, N + 1, 1000, dtype=np.int64) + 7  # 6 of 6000 ids
     queries = vectors(20, seed=1)
     # faiss alone answers -1 for such a filter on the approximate kinds: the fallback is needed
-    raw = ShardFilter(index.shards[0], params).selector_search(queries, 5, allowed, widen=1.0)[1]
+    raw = ShardFilter(index.shards[0], params).selector_search(queries, 5, bitmap(allowed), widen=1.0)[1]
     if factory != "Flat":
         assert (raw == -1).any()
     scores, ids = index.search(queries, 5, allowed)
@@ -115,6 +115,6 @@ def test_queries_the_selector_answers_short_are_answered_exactly(monkeypatch):
     as_faiss_is = ShardFilter.selector_search
     monkeypatch.setattr(ShardFilter, "selector_search", lambda self, q, k, a, widen: as_faiss_is(self, q, k, a, 1.0))
     filters = [ShardFilter(shard, "efSearch=16") for shard in index.shards]
-    assert (merge_top_k([f.selector_search(queries, 5, allowed, 9.0) for f in filters], 5)[1] == -1).any()
+    assert (merge_top_k([f.selector_search(queries, 5, bitmap(allowed), 9.0) for f in filters], 5)[1] == -1).any()
     _, ids = index.search(queries, 5, allowed, exact=False)
     np.testing.assert_array_equal(ids, exact_filtered(x, queries, allowed, 5))

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
-import torch
 from pyspark.sql.types import FloatType, IntegerType, StringType, StructField, StructType
 
 from models.retrieval.serving import Retrieval
@@ -41,8 +40,8 @@ def candidate_partitions(
     *,
     interests: int = 0,
     interest: str | None = None,
-    exact_filter_below: int = 20_000,
-    batch_users: int = 256,
+    exact_filter_below: int,
+    batch_users: int,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A ``mapInArrow`` function from (user_id, history) rows to :data:`CANDIDATE_SCHEMA`: each
     user's ``k`` best pins from index ``index``/``version`` and its model."""
@@ -52,29 +51,20 @@ def candidate_partitions(
             ("retrieval", artifacts, index, version),
             lambda device: Retrieval.open(artifacts, index, exact_filter_below, version=version),
         )
-        width = retrieval.model.settings.max_len
         for batch in batches:
             users = batch.column(UC.USER_ID).to_pylist()
-            histories = batch.column(HISTORY).to_pylist()
+            histories = [h or [] for h in batch.column(HISTORY).to_pylist()]
             for start in range(0, len(users), batch_users):
-                known_users, rows, engaged = [], [], []
                 part = slice(start, start + batch_users)
-                for user, history in zip(users[part], histories[part], strict=True):
-                    items = [retrieval.positions[p] for p in history or [] if p in retrieval.positions]
-                    if items:
-                        known_users.append(user)
-                        rows.append([0] * max(0, width - len(items)) + items[-width:])
-                        engaged.append(set(items))
-                if not rows:
-                    continue
-                found = retrieval.candidates(
-                    torch.tensor(rows, dtype=torch.long), k, interest=interest, interests=interests, engaged=engaged
-                )
+                found = retrieval.candidates(histories[part], k, interest=interest, interests=interests)
                 out = [
                     (u, rank, c.pin, c.score, c.interest)
-                    for u, cs in zip(known_users, found, strict=True)
+                    for u, cs in zip(users[part], found, strict=True)
+                    if cs is not None
                     for rank, c in enumerate(cs, 1)
                 ]
+                if not out:
+                    continue
                 yield pa.RecordBatch.from_arrays(
                     [
                         pa.array([r[0] for r in out], pa.string()),

@@ -2,7 +2,7 @@
 faiss's own selectors, with an exact fallback.
 
 A filter is a sorted array of allowed ids. For one shard (an ``IndexIDMap`` around a Flat, IVF
-or HNSW index) :func:`selector_search` passes an ``IDSelectorBitmap`` over the ids in search
+or HNSW index) :meth:`ShardFilter.selector_search` passes an ``IDSelectorBitmap`` over the ids in search
 parameters of the inner index's own type — ``IndexIDMap`` translates the selector to its
 positions, and the parameters carry the shard's ``nprobe`` / ``efSearch`` (parameters of the
 wrong type, or none, would silently search with faiss's defaults). A filter passing a share
@@ -11,7 +11,7 @@ it scans about as many *allowed* vectors as an unfiltered search scans vectors.
 
 Restrictive selectors are where faiss answers fewer than ``k`` ids (``-1``): HNSW's graph walk
 dead-ends among rejected nodes (faiss #3186, #4727), IVF's probed lists hold too few allowed ids
-(#3112). :func:`exact_search` answers such queries exactly over the allowed vectors of the shard,
+(#3112). :meth:`ShardFilter.exact_search` answers such queries exactly over the allowed vectors of the shard,
 reconstructed from it; the caller uses it outright when the allowed set is small, and for any
 query the selector left short.
 """
@@ -74,9 +74,9 @@ class ShardFilter:
         return np.flatnonzero(np.isin(self.ids, allowed))
 
     def selector_search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray, widen: float
+        self, queries: np.ndarray, k: int, bits: np.ndarray, widen: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        bits = bitmap(allowed)
+        """faiss's answer for the ids set in ``bits`` (:func:`bitmap`, built once per filter)."""
         selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))  # n: bytes, not bits
         parameters = _search_parameters(self.inner, selector, self.params, widen)
         scores, ids = self.shard.search(queries, k, params=parameters)

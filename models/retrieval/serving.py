@@ -145,10 +145,8 @@ class Retrieval:
             whose = "the promoted user model" if version is None else f"the user model of index {name}/{index_version}"
             raise RegistryError(f"{whose}: {err}") from err
         folder = versions.models.path(family, model_version)
-        index = ShardedIndex.open(
-            versions.indexes.path(name, index_version), description, f"index {name}/{index_version}"
-        )
-        index.exact_filter_below = exact_filter_below
+        where = f"index {name}/{index_version}"
+        index = ShardedIndex.open(versions.indexes.path(name, index_version), description, where, exact_filter_below)
         source = str(versions.models.manifest(family, model_version).get("inputs", {}).get("source", ""))
         return cls(*load_artifact(folder), index, index_version, source, load_interest_names(folder))
 
@@ -156,16 +154,39 @@ class Retrieval:
     def description(self) -> IndexDescription:
         return self.index.description
 
+    def history_rows(self, histories: list[list[str]]) -> tuple[torch.Tensor, list[set[int]], list[int]]:
+        """For the histories (pin ids, oldest first) with a pin the model knows: the user tower's
+        input rows (the ``max_len`` most recent known pins, left-padded), the item indices each
+        engaged with (all of them: none is a candidate), and their positions in ``histories``."""
+        width = self.model.settings.max_len
+        rows, engaged, known = [], [], []
+        for at, history in enumerate(histories):
+            items = [self.positions[p] for p in history if p in self.positions]
+            if items:
+                recent = items[-width:]
+                rows.append([0] * (width - len(recent)) + recent)
+                engaged.append(set(items))
+                known.append(at)
+        return torch.tensor(rows, dtype=torch.long).view(len(rows), width), engaged, known
+
     def history_row(self, history: list[str]) -> torch.Tensor:
         """The user tower's input for a history of pin ids (oldest first); unknown pins dropped."""
-        width = self.model.settings.max_len
-        items = [self.positions[p] for p in history if p in self.positions][-width:]
-        if not items:
-            raise ValueError(
-                f"none of the {len(history)} engaged pins is an item of {self.description.model}: "
-                "nothing to retrieve from"
-            )
-        return torch.tensor([[0] * (width - len(items)) + items], dtype=torch.long)
+        rows, _, known = self.history_rows([history])
+        if not known:
+            raise self._nothing_known(history)
+        return rows
+
+    def _nothing_known(self, history: list[str]) -> ValueError:
+        return ValueError(
+            f"none of the {len(history)} engaged pins is an item of {self.description.model}: nothing to retrieve from"
+        )
+
+    def vectors_searched(self, interests: int) -> int:
+        """User vectors searched per user when keeping the ``interests`` heaviest (0: all)."""
+        if interests < 0:
+            raise ValueError(f"interests must be >= 0 (0 = all), got {interests}")
+        n = self.model.n_vectors
+        return n if interests == 0 else min(interests, n)
 
     def interest_items(self, interest: str) -> tuple[int, np.ndarray]:
         """A conditional model's interest id for ``interest`` and the item indices it covers."""
@@ -187,37 +208,38 @@ class Retrieval:
     def top_k(self, history: list[str], k: int, *, interest: str | None = None, interests: int = 0) -> list[Candidate]:
         """The ``k`` best pins the history has not engaged with (:meth:`candidates` for one user;
         every pin of ``history`` is left out, also those older than the ``max_len`` it reads)."""
-        engaged = {self.positions[p] for p in history if p in self.positions}
-        return self.candidates(self.history_row(history), k, interest=interest, interests=interests, engaged=[engaged])[
-            0
-        ]
+        found = self.candidates([history], k, interest=interest, interests=interests)[0]
+        if found is None:
+            raise self._nothing_known(history)
+        return found
 
-    @torch.no_grad()
     def candidates(
-        self,
-        rows: torch.Tensor,
-        k: int,
-        *,
-        interest: str | None = None,
-        interests: int = 0,
-        engaged: list[set[int]] | None = None,
-    ) -> list[list[Candidate]]:
-        """Each user's ``k`` best pins (left-padded item-index ``rows``), the ``engaged`` item
-        indices left out (default: those of ``rows``): one batched encoding and one batched index
-        search for all of them."""
+        self, histories: list[list[str]], k: int, *, interest: str | None = None, interests: int = 0
+    ) -> list[list[Candidate] | None]:
+        """Each history's ``k`` best pins, its engaged ones left out (None for a history with no
+        pin the model knows): one batched encoding and one batched index search for all of them."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if interests < 0:
-            raise ValueError(f"interests must be >= 0 (0 = all), got {interests}")
+        kept = self.vectors_searched(interests)
+        rows, engaged, known = self.history_rows(histories)
+        out: list[list[Candidate] | None] = [None] * len(histories)
+        if known:
+            for at, found in zip(known, self._search(rows, engaged, k, interest, kept), strict=True):
+                out[at] = found
+        return out
+
+    @torch.no_grad()
+    def _search(
+        self, rows: torch.Tensor, engaged: list[set[int]], k: int, interest: str | None, kept: int
+    ) -> list[list[Candidate]]:
+        """The batched core of :meth:`candidates`: ``rows`` encoded, the ``kept`` heaviest user
+        vectors each searched, the lists merged per user."""
         allowed, condition = None, None
         if interest is not None:
             iid, allowed = self.interest_items(interest)
             condition = torch.full((len(rows),), iid, dtype=torch.long)
         vectors, mass = self.model.user_tower.encode_with_mass(rows, interests=condition)
-        kept = vectors.shape[1] if interests == 0 else min(interests, vectors.shape[1])
         vectors, mass = vectors[:, :kept].numpy().astype(np.float32), mass[:, :kept].numpy()
-        if engaged is None:
-            engaged = [set(r[r > 0].tolist()) for r in rows]
         depth = k + max(len(e) for e in engaged)
         scores, ids = self.index.search(vectors.reshape(-1, vectors.shape[-1]), depth, allowed)
         scores, ids = scores.reshape(len(rows), kept, depth), ids.reshape(len(rows), kept, depth)

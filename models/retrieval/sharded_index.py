@@ -22,7 +22,7 @@ import numpy as np
 
 from models.artifacts.fingerprint import file_sha256
 from models.retrieval.ann import merge_top_k, set_search_params
-from models.retrieval.filtered_search import ShardFilter
+from models.retrieval.filtered_search import ShardFilter, bitmap
 
 INDEX = "index"  # the manifest's key for the description
 METRIC = "inner_product"
@@ -97,7 +97,13 @@ class ShardedIndex:
         self._filters: list[ShardFilter] | None = None
 
     @classmethod
-    def open(cls, folder: str | Path, description: IndexDescription, where: str) -> ShardedIndex:
+    def open(
+        cls,
+        folder: str | Path,
+        description: IndexDescription,
+        where: str,
+        exact_filter_below: int = EXACT_FILTER_BELOW,
+    ) -> ShardedIndex:
         folder = Path(folder)
         loaded = []
         for shard in description.shards:
@@ -120,7 +126,7 @@ class ShardedIndex:
                     f"says {shard.rows} of dimension {description.dim}"
                 )
             loaded.append(set_search_params(index, description.search_params))
-        return cls(description, loaded)
+        return cls(description, loaded, exact_filter_below)
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *, exact: bool | None = None
@@ -144,8 +150,8 @@ class ShardedIndex:
             exact = len(allowed) <= self.exact_filter_below
         if exact:
             return merge_top_k([f.exact_search(queries, k, allowed) for f in self._filters], k)
-        widen = self.description.rows / max(len(allowed), 1)
-        scores, ids = merge_top_k([f.selector_search(queries, k, allowed, widen) for f in self._filters], k)
+        widen, bits = self.description.rows / max(len(allowed), 1), bitmap(allowed)
+        scores, ids = merge_top_k([f.selector_search(queries, k, bits, widen) for f in self._filters], k)
         short = np.flatnonzero((ids >= 0).sum(1) < min(k, len(allowed)))
         if len(short):
             scores[short], ids[short] = merge_top_k(
