@@ -230,43 +230,9 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def run_dataset(args, dataset: str, work: Path) -> None:
-    data, section = load(work, args.data_root, dataset, args.set)
-    train_users, test_users, validation_users = split_users(data.sequences)
-    held = validation_users if args.evaluate_on == "validation" else test_users
-    n_items = len(data.item_ids)
-    base = dataclasses.replace(section.model, conditional=False)
-    multi = {**MULTI, **dict(kv.split("=", 1) for kv in args.multi_set)}
-    towers = {
-        "single": base,
-        "multi": dataclasses.replace(base, **_typed(base, multi), user_vectors=args.interests),
-        "conditional": dataclasses.replace(base, conditional=True),
-    }
-    towers = {name: settings for name, settings in towers.items() if name in args.towers}
-    split = leave_one_out(train_users, base.max_len)
-    counts = counts_of(split.train, n_items)
-    head = head_interests(split.train, data.interests)
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in towers}
-    for seed in range(args.seeds):
-        training = dataclasses.replace(section.training, seed=seed, progress=False)
-        fitted = {}
-        for name, settings in towers.items():
-            fit = fit_members(
-                n_items, settings, data.attributes, split.train, split.validation, counts, training, data.interests
-            )
-            model = fit.model
-            fitted[name] = model
-            row = {"best_epoch": fit.best_epoch, "train_seconds": fit.seconds}
-            row.update({f"loo_{k}": v for k, v in loo(model, split.test).items()})
-            row["loo_full_ranking_hr@10"] = evaluate(model, split.test).hr[10]
-            row.update(multi_target(model, held, data.interests, n_items))
-            results[name].append(row)
-            print(f"{dataset} seed {seed} {name}: {row}", flush=True)
-        if "conditional" in fitted and "single" in fitted:
-            results["conditional"][-1].update(
-                conditional(fitted["conditional"], fitted["single"], held, data.interests, head)
-            )
-            print(f"{dataset} seed {seed} conditional: {results['conditional'][-1]}", flush=True)
+def write_summary(args, dataset: str, results: dict[str, list[dict[str, float]]], inputs: dict[str, Any]) -> None:
+    """The record of the seeds finished so far (``inputs.seeds`` says how many)."""
+    seeds = len(next(iter(results.values())))
     figures = []
     for name, rows in results.items():
         for key in rows[0]:
@@ -289,26 +255,66 @@ def run_dataset(args, dataset: str, work: Path) -> None:
         Record(
             f"{args.name}_{dataset.lower()}{suffix}",
             f"Multi-interest (capsules, {args.interests}) and conditional vs single two-tower on S3-Rec {dataset}, "
-            f"{args.seeds} seeds",
+            f"{seeds} seeds",
             "bench/multi_interest.py " + " ".join(sys.argv[1:]),
             figures,
-            inputs={
-                "dataset": dataset,
-                "users": len(data.sequences),
-                "train_users": len(train_users),
-                "held_out_users": len(held),
-                "evaluated_on": f"held-out {args.evaluate_on} users",
-                "items": n_items,
-                "interests": len(data.interest_names),
-                "head_interests": len(head),
-                "seeds": args.seeds,
-                "overrides": args.set,
-                "settings": {name: dataclasses.asdict(s) for name, s in towers.items()},
-                "training": dataclasses.asdict(section.training),
-                "per_seed": results,
-            },
+            inputs={**inputs, "seeds": seeds, "per_seed": results},
         )
     )
+
+
+def run_dataset(args, dataset: str, work: Path) -> None:
+    data, section = load(work, args.data_root, dataset, args.set)
+    train_users, test_users, validation_users = split_users(data.sequences)
+    held = validation_users if args.evaluate_on == "validation" else test_users
+    n_items = len(data.item_ids)
+    base = dataclasses.replace(section.model, conditional=False)
+    multi = {**MULTI, **dict(kv.split("=", 1) for kv in args.multi_set)}
+    towers = {
+        "single": base,
+        "multi": dataclasses.replace(base, **_typed(base, multi), user_vectors=args.interests),
+        "conditional": dataclasses.replace(base, conditional=True),
+    }
+    towers = {name: settings for name, settings in towers.items() if name in args.towers}
+    split = leave_one_out(train_users, base.max_len)
+    counts = counts_of(split.train, n_items)
+    head = head_interests(split.train, data.interests)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in towers}
+    inputs = {
+        "dataset": dataset,
+        "users": len(data.sequences),
+        "train_users": len(train_users),
+        "held_out_users": len(held),
+        "evaluated_on": f"held-out {args.evaluate_on} users",
+        "items": n_items,
+        "interests": len(data.interest_names),
+        "head_interests": len(head),
+        "overrides": args.set,
+        "settings": {name: dataclasses.asdict(s) for name, s in towers.items()},
+        "training": dataclasses.asdict(section.training),
+    }
+    for seed in range(args.seeds):
+        training = dataclasses.replace(section.training, seed=seed, progress=False)
+        fitted = {}
+        for name, settings in towers.items():
+            fit = fit_members(
+                n_items, settings, data.attributes, split.train, split.validation, counts, training, data.interests
+            )
+            model = fit.model
+            fitted[name] = model
+            row = {"best_epoch": fit.best_epoch, "train_seconds": fit.seconds}
+            row.update({f"loo_{k}": v for k, v in loo(model, split.test).items()})
+            row["loo_full_ranking_hr@10"] = evaluate(model, split.test).hr[10]
+            row.update(multi_target(model, held, data.interests, n_items))
+            results[name].append(row)
+            print(f"{dataset} seed {seed} {name}: {row}", flush=True)
+        if "conditional" in fitted and "single" in fitted:
+            results["conditional"][-1].update(
+                conditional(fitted["conditional"], fitted["single"], held, data.interests, head)
+            )
+            print(f"{dataset} seed {seed} conditional: {results['conditional'][-1]}", flush=True)
+        # the record after every seed: a run cut short still leaves the seeds it finished
+        write_summary(args, dataset, results, inputs)
 
 
 def main() -> None:

@@ -5,10 +5,14 @@
    kind follows the corpus size: exact (``Flat``) below ``index.flat_below`` vectors,
    ``index.factory`` above (``{nlist}`` sized to the corpus).
 2. On the driver: train the empty index once on a seeded sample (IVF kinds), and draw a seeded
-   sample of the vectors as recall queries. Both are broadcast.
-3. One Spark task per range of item ids adds its vectors to a copy of the trained index and
-   writes its shard into the new version's staging folder (``udfs.index_shards``); it also
-   answers the recall queries from its shard and exactly from its vectors.
+   sample of the vectors as recall queries (both chosen by a seeded hash of the ids). Both are
+   broadcast.
+3. The vectors are cut into ``index.partitions`` (0: Spark's default parallelism) equal ranges
+   of item ids — a function of the ids only, so two builds of the same vectors write the same
+   shards byte for byte, whatever Spark's partitioning — and one Spark task per range adds its
+   vectors, in id order, to a copy of the trained index and writes its shard into the new
+   version's staging folder (``udfs.index_shards``); it also answers the recall queries from its
+   shard and exactly from its vectors.
 4. The driver merges the shards' answers: recall@10 of the sharded index vs exact search (a
    query's own vector left out of both). Below ``index.min_recall_at_10`` nothing is published
    and the job says why; otherwise the version is published under
@@ -62,7 +66,7 @@ class IndexInputs:
 
 @dataclass(frozen=True)
 class IndexPlan:
-    vectors: DataFrame  # (item_index, embedding) in one range of ids per partition
+    vectors: DataFrame  # (item_index, embedding, shard number), each shard's rows in one partition
     template: bytes  # the trained, empty index every shard starts from
     queries: np.ndarray  # (q, dim) recall queries: a seeded sample of the vectors
     query_ids: np.ndarray
@@ -99,12 +103,23 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> IndexInputs:
     return IndexInputs(embeddings.select(PE.ITEM_INDEX, PE.EMBEDDING), c.model_family, version)
 
 
-def seeded_sample(vectors: DataFrame, n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of about ``size`` rows drawn with ``seed`` (all rows when there are fewer)."""
-    fraction = min(1.0, 1.5 * size / n)
-    rows = vectors.sample(fraction=fraction, seed=seed).orderBy(PE.ITEM_INDEX).limit(size).collect()
+def seeded_sample(vectors: DataFrame, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of ``size`` rows (all of them when there are fewer), in id order: those whose
+    ids have the smallest seeded hash, so the same rows whatever Spark's partitioning."""
+    by_hash = vectors.orderBy(F.xxhash64(F.col(PE.ITEM_INDEX), F.lit(seed)), PE.ITEM_INDEX)
+    rows = sorted(by_hash.limit(size).collect(), key=lambda r: r[PE.ITEM_INDEX])
     ids = np.array([r[PE.ITEM_INDEX] for r in rows], dtype=np.int64)
     return ids, np.array([r[PE.EMBEDDING] for r in rows], dtype=np.float32)
+
+
+def shard_numbers(vectors: DataFrame, shards: int) -> DataFrame:
+    """``vectors`` with the :data:`udfs.index_shards.SHARD` column: ``shards`` equal-width ranges
+    of item ids between the smallest and the largest (item ids are dense: about equal counts),
+    each range's rows in one partition."""
+    lo, hi = vectors.agg(F.min(PE.ITEM_INDEX), F.max(PE.ITEM_INDEX)).first()
+    width = int(hi) - int(lo) + 1
+    number = ((F.col(PE.ITEM_INDEX) - F.lit(int(lo))) * F.lit(shards) / F.lit(width)).cast("long")
+    return vectors.withColumn(S.SHARD, number).repartitionByRange(shards, S.SHARD)
 
 
 def transform(
@@ -128,12 +143,10 @@ def transform(
         chosen = resolve_factory(factory, rows, flat_below)
         sample = None
         if not faiss.index_factory(dim, chosen, faiss.METRIC_INNER_PRODUCT).is_trained:
-            sample = seeded_sample(vectors, rows, train_sample, seed)[1]
+            sample = seeded_sample(vectors, train_sample, seed)[1]
         template = to_bytes(empty_index(dim, chosen, sample))
-        query_ids, queries = seeded_sample(vectors, rows, recall_queries, seed + 1)
-    by_range = vectors.repartitionByRange(
-        partitions or vectors.sparkSession.sparkContext.defaultParallelism, PE.ITEM_INDEX
-    )
+        query_ids, queries = seeded_sample(vectors, recall_queries, seed + 1)
+        by_range = shard_numbers(vectors, partitions or vectors.sparkSession.sparkContext.defaultParallelism)
     params = "" if chosen == "Flat" else search_params
     return IndexPlan(
         by_range, template, queries, query_ids, chosen, params, rows, dim, inputs.model_family, inputs.model_version

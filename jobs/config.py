@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from jobs.table import sections
 from runtime import entry
-from runtime.config import RootConfig, load, setting
+from runtime.config import RootConfig, config_arguments, load, setting
 
 # The assembled class is built at run time from the table; for annotations it is a RootConfig
 # whose sections are attributes.
@@ -57,7 +57,7 @@ def load_config(
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    return load_config(args.env, args.conf_file, args.overrides)
+    return load_config(*config_arguments(args))
 
 
 def run_job(prog: str, doc: str | None, run: Callable[..., R], argv: Sequence[str] | None) -> R:

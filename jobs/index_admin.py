@@ -39,10 +39,12 @@ def table(versions: IndexVersions) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = add_config_arguments(argparse.ArgumentParser(prog="pinpipe index", description=__doc__.splitlines()[0]))
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="the kept versions; * marks the promoted one")
+    listing = commands.add_parser("list", help="the kept versions; * marks the promoted one")
     promote = commands.add_parser("promote", help="promote an index version and the model it was built from")
     promote.add_argument("version")
-    commands.add_parser("rollback", help="promote the previous index version and its model")
+    back = commands.add_parser("rollback", help="promote the previous index version and its model")
+    for command in (listing, promote, back):
+        add_config_arguments(command, action=True)
     args = parser.parse_args(argv)
     with one_line_errors("pinpipe index"):
         cfg = config_from_args(args)

@@ -37,7 +37,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs.config import PinpipeConfig, run_job
-from jobs.sources.batch import IngestBatch, Ledger
+from jobs.sources.batch import IngestBatch, Ledger, input_file
 from jobs.sources.coco import COCO, read_json_document, transform_coco
 from jobs.sources.crowdflower import CROWDFLOWER, read_crowdflower, transform_crowdflower
 from jobs.sources.s3rec import read_attributes, read_lines, transform_s3rec
@@ -65,7 +65,11 @@ class IngestConfig:
         "the first instead of replacing it."
     )
     s3rec_dir: str = setting("Folder of S3-Rec '<Name>.txt' sequence files, relative to data_root.")
-    s3rec_datasets: list[str] = setting("S3-Rec datasets to ingest, e.g. [Beauty, LastFM].")
+    s3rec_datasets: list[str] = setting(
+        "S3-Rec datasets to ingest: names (<data_root>/<s3rec_dir>/<Name>.txt), e.g. [Beauty, LastFM], or paths "
+        "to a <Name>.txt file anywhere (absolute, or relative to data_root; its <Name>_item2attributes.json "
+        "beside it). The source is s3rec_<name, lower case>."
+    )
     s3rec_start_time: dt.datetime = setting(
         "ISO time of each S3-Rec user's first event; later events "
         "follow at s3rec_step_seconds (the files carry order only)."
@@ -81,6 +85,9 @@ class IngestConfig:
         "fraction of the rows it holds (or with zero rows, whatever the ratio) is refused, naming both counts."
     )
     allow_shrink: bool = setting("Let this run replace slices below min_slice_ratio (set it on the run that means it).")
+    csv_field_limit: int = setting(
+        "Characters allowed in one CSV field; a record with a longer field is quarantined as 'field too long'."
+    )
     encodings: dict[str, str] = setting(
         "Text encoding of each source kind's files (crowdflower, coco, s3rec), utf-8 where not named. "
         "A file that is not valid in it is refused with the byte offset and line, never read with "
@@ -97,6 +104,7 @@ class IngestConfig:
             self.crowdflower_scale_max >= 2, "ingest.crowdflower_scale_max", "must be >= 2", self.crowdflower_scale_max
         )
         require(self.s3rec_step_seconds >= 1, "ingest.s3rec_step_seconds", "must be >= 1", self.s3rec_step_seconds)
+        require(self.csv_field_limit >= 1, "ingest.csv_field_limit", "must be >= 1", self.csv_field_limit)
         require(
             re.fullmatch(r"[a-z][a-z0-9_]*", self.crowdflower_source) is not None,
             "ingest.crowdflower_source",
@@ -109,6 +117,13 @@ class IngestConfig:
             "must not be another source's name",
             self.crowdflower_source,
         )
+        for entry in self.s3rec_datasets:
+            require(
+                re.fullmatch(r"[A-Za-z0-9_]+", self.s3rec_file(entry)[0]) is not None,
+                "ingest.s3rec_datasets",
+                "each dataset (a file's stem when a path) must be letters, digits and _",
+                entry,
+            )
         known = {"crowdflower", "s3rec", "coco"}
         require(set(self.sources) <= known, "ingest.sources", f"must be a subset of {sorted(known)}", self.sources)
         require(set(self.encodings) <= known, "ingest.encodings", f"keys must be among {sorted(known)}", self.encodings)
@@ -117,8 +132,8 @@ class IngestConfig:
                 codecs.lookup(name)
             except LookupError:
                 raise ConfigError(f"ingest.encodings.{kind}: unknown encoding {name!r}") from None
-        # S3-Rec lines are read by Spark's text reader (UTF-8); their ids are ASCII digits, the
-        # same bytes in every ASCII-compatible encoding, and any other byte quarantines the line.
+        # S3-Rec lines are ids (ASCII digits) and whitespace: the same bytes in every ASCII-compatible
+        # encoding; any other character quarantines its line.
         ascii_digits = "0123456789 \t\r\n"
         require(
             ascii_digits.encode(self.encoding("s3rec"), errors="replace") == ascii_digits.encode("ascii"),
@@ -130,6 +145,13 @@ class IngestConfig:
 
     def path(self, relative: str) -> str:
         return str(Path(self.data_root) / relative)
+
+    def s3rec_file(self, dataset: str) -> tuple[str, str]:
+        """(dataset name, sequence file) of an ``s3rec_datasets`` entry: a name, or a path to a
+        ``.txt`` file whose stem names the dataset."""
+        if dataset.endswith(".txt"):
+            return Path(dataset).stem, self.path(dataset)
+        return dataset, self.path(f"{self.s3rec_dir}/{dataset}.txt")
 
 
 @dataclass(frozen=True)
@@ -188,12 +210,16 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> list[RawSource]:
     ing: IngestConfig = cfg.ingest
     found: list[RawSource] = []
     if CROWDFLOWER in ing.sources:
-        raw = read_crowdflower(spark, ing.path(ing.crowdflower_csv), ing.encoding(CROWDFLOWER))
+        path = ing.path(ing.crowdflower_csv)
+        with input_file(path, "ingest.data_root, ingest.crowdflower_csv"):
+            raw = read_crowdflower(spark, path, ing.encoding(CROWDFLOWER), ing.csv_field_limit)
         found.append(RawSource(CROWDFLOWER, ing.crowdflower_source, raw))
     if "s3rec" in ing.sources:
-        for dataset in ing.s3rec_datasets:
-            lines = read_lines(spark, ing.path(f"{ing.s3rec_dir}/{dataset}.txt"))
-            attributes_file = ing.path(f"{ing.s3rec_dir}/{dataset}_item2attributes.json")
+        for entry in ing.s3rec_datasets:
+            dataset, path = ing.s3rec_file(entry)
+            with input_file(path, "ingest.data_root, ingest.s3rec_dir, ingest.s3rec_datasets"):
+                lines = read_lines(spark, path, ing.encoding("s3rec"))
+            attributes_file = f"{path.removesuffix('.txt')}_item2attributes.json"
             attributes = (
                 read_attributes(spark, attributes_file, ing.encoding("s3rec"))
                 if ing.s3rec_attributes and Path(attributes_file).is_file()
@@ -202,7 +228,9 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> list[RawSource]:
             found.append(RawSource("s3rec", dataset, lines, attributes=attributes))
     if COCO in ing.sources:
         coco = Path(ing.path(ing.coco_dir))
-        doc = read_json_document(spark, str(coco / "captions.json"), ing.encoding(COCO))
+        captions = str(coco / "captions.json")
+        with input_file(captions, "ingest.data_root, ingest.coco_dir"):
+            doc = read_json_document(spark, captions, ing.encoding(COCO))
         found.append(RawSource(COCO, COCO, doc, str(coco / "images")))
     return found
 

@@ -235,7 +235,7 @@ def write_report(spark: SparkSession, cfg: PinpipeConfig) -> str:
     except Exception as exc:
         log.warning("nightly %s: the report could not be written: %s", cfg.nightly.date, explain(exc))
         return ""
-    log.info("nightly %s: %s", cfg.nightly.date, written.line())
+    (log.warning if written.damaged else log.info)("nightly %s: %s", cfg.nightly.date, written.line())
     return str(written.path)
 
 

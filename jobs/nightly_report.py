@@ -12,7 +12,11 @@ What it shows, all read from the lake and the registry (``gather``, the I/O) and
   rows, promoted or not, and why) and the gated metric over past runs;
 * score distributions: the teacher's expected relevance of the date's impressions and the
   serving corpus's decayed engagement scores;
-* the index versions with the model each was built from and its recall@10.
+* the index versions with the model each was built from and its recall@10;
+* first of all, whether production is intact: every family's promoted version and the promoted
+  index checked against their manifests' checksums (and the index against its model), as
+  serving would load them. A damaged one heads the page, is named in ``pinpipe report``'s
+  output, and makes it exit 1 (the report is written all the same).
 
 The file goes to ``nightly.report_dir`` (empty: ``<lake.root>/_reports``), named
 ``nightly-<date>.html``.
@@ -24,8 +28,9 @@ import base64
 import datetime as dt
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +39,12 @@ from pyspark.sql import functions as F
 
 from jobs.config import PinpipeConfig, run_job
 from jobs.table import trained_families
-from models.artifacts.registry import Registry
-from models.retrieval.serving import IndexVersion, IndexVersions
+from models.artifacts.registry import Registry, RegistryError
+from models.retrieval.serving import IndexVersion, IndexVersions, VersionMismatch
+from models.retrieval.sharded_index import IndexIntegrityError
 from runtime.config import local_folder
 from runtime.entry import with_date_option
+from runtime.errors import explain
 from runtime.lake import Lake
 from schemas import pipeline_runs as PR
 from schemas import quarantine as Q
@@ -58,6 +65,12 @@ class Histogram:
 
 
 @dataclass(frozen=True)
+class ArtifactHealth:
+    artifact: str  # "teacher/v0003", "index two_tower_items/v0002"
+    problem: str = ""  # why it cannot be served as published; "" when intact
+
+
+@dataclass(frozen=True)
 class ReportData:
     date: dt.date
     lake_root: str
@@ -70,6 +83,11 @@ class ReportData:
     index_name: str = ""
     candidates: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)
     # (model, index, users, candidates, distinct pins, interests) of user_candidates on the date
+    health: list[ArtifactHealth] = field(default_factory=list)
+
+    @property
+    def damaged(self) -> list[ArtifactHealth]:
+        return [h for h in self.health if h.problem]
 
 
 def candidate_rows(spark: SparkSession, lake: Lake, day: dt.date) -> list[tuple[str, str, int, int, int, int]]:
@@ -116,6 +134,32 @@ def histogram(spark: SparkSession, lake: Lake, table: str, column: str, where, t
     return Histogram(title, edges, [int(counts.get(i, 0)) for i in range(BINS)], log_x)
 
 
+def _problem(check: Callable[[], object]) -> str:
+    try:
+        check()
+    except (RegistryError, IndexIntegrityError, VersionMismatch, OSError, ValueError) as err:
+        return explain(err)
+    return ""
+
+
+def production_health(registry: Registry, families: list[str], versions: IndexVersions) -> list[ArtifactHealth]:
+    """Every promoted model version and the promoted index, verified against their manifests."""
+    health = []
+    for family in families:
+        version = registry.current(family)
+        if version:
+            health.append(ArtifactHealth(f"{family}/{version}", _problem(partial(registry.verify, family, version))))
+    index = versions.indexes.current(versions.name)
+    if index:
+
+        def check_index() -> None:
+            versions.indexes.verify(versions.name, index)
+            versions.promoted_pair()
+
+        health.append(ArtifactHealth(f"index {versions.name}/{index}", _problem(check_index)))
+    return health
+
+
 def gather(spark: SparkSession, cfg: PinpipeConfig, day: dt.date) -> ReportData:
     lake = Lake.at(cfg.lake.root)
     registry = Registry(lake.artifacts_path())
@@ -155,6 +199,7 @@ def gather(spark: SparkSession, cfg: PinpipeConfig, day: dt.date) -> ReportData:
         indexes=versions.list(),
         index_name=cfg.index.name,
         candidates=candidate_rows(spark, lake, day),
+        health=production_health(registry, families, versions),
     )
 
 
@@ -273,6 +318,13 @@ def histogram_section(histograms: list[Histogram]) -> str:
     return "".join(parts)
 
 
+def health_section(health: list[ArtifactHealth]) -> str:
+    if not health:
+        return "<h2>Production</h2><p>Nothing is promoted.</p>"
+    rows = [(h.artifact, f"DAMAGED: {h.problem}" if h.problem else "intact (checksums verified)") for h in health]
+    return "<h2>Production</h2>" + _table(("artifact", "state"), rows)
+
+
 def index_section(name: str, versions: list[IndexVersion]) -> str:
     if not versions:
         return f"<h2>Index {html.escape(name)}</h2><p>No index versions.</p>"
@@ -302,10 +354,14 @@ STYLE = (
 def render(data: ReportData) -> str:
     failed = [s[PR.STAGE] for s in data.stages if s[PR.STATUS] == PR.FAILED]
     verdict = f"FAILED at {', '.join(failed)}" if failed else f"{len(data.stages)} stages finished"
+    damaged = ", ".join(h.artifact for h in data.damaged)
+    alarm = f"<p style='color:#d62728'><b>Production is damaged: {html.escape(damaged)}</b></p>" if damaged else ""
     body = "".join(
         [
             f"<h1>pinpipe nightly {data.date}</h1>",
             f"<p>{html.escape(verdict)}; lake {html.escape(data.lake_root)}</p>",
+            alarm,
+            health_section(data.health),
             stage_section(data.stages),
             model_section(data.production, data.gates),
             index_section(data.index_name, data.indexes),
@@ -330,26 +386,32 @@ def report_path(cfg: PinpipeConfig, day: dt.date) -> Path:
 @dataclass(frozen=True)
 class ReportWritten:
     path: Path
+    damaged: tuple[ArtifactHealth, ...] = ()
 
     def line(self) -> str:
-        return f"report: {self.path}"
+        warnings = [f"report: WARNING production {h.artifact} is damaged: {h.problem}" for h in self.damaged]
+        return "\n".join([f"report: {self.path}", *warnings])
 
 
-def write(text: str, path: Path) -> ReportWritten:
+def write(text: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-    return ReportWritten(path)
+    return path
 
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> ReportWritten:
     day = cfg.nightly.date
-    return write(render(gather(spark, cfg, day)), report_path(cfg, day))
+    data = gather(spark, cfg, day)
+    return ReportWritten(write(render(data), report_path(cfg, day)), tuple(data.damaged))
 
 
 def main(argv: Sequence[str] | None = None) -> ReportWritten:
-    return run_job("pinpipe report", __doc__, run, with_date_option("pinpipe report", argv))
+    written = run_job("pinpipe report", __doc__, run, with_date_option("pinpipe report", argv))
+    if written.damaged:
+        raise SystemExit(1)  # written, and its line named the damage
+    return written
 
 
 if __name__ == "__main__":

@@ -67,6 +67,17 @@ class RetrieveReport:
         return "\n".join([*rows, head])
 
 
+def unknown_user(spark: SparkSession, lake: Lake, source: str, user: str) -> ValueError:
+    """The error for a user without engagements in ``source``, showing what its ids look like."""
+    events = lake.read(spark, "user_engagements").filter(F.col(UE.SOURCE) == source)
+    example = events.select(UE.USER_ID).first()
+    hint = f"its user ids look like {example[0]!r}" if example else "it has no engagements at all: run ingest"
+    return ValueError(
+        f"user {user!r} has no engagements in source {source!r} (the promoted model's): nothing to retrieve "
+        f"from; {hint}"
+    )
+
+
 def user_history(spark: SparkSession, lake: Lake, source: str, user: str) -> list[str]:
     """The user's engaged pin ids, oldest first (event time, then sequence index, then pin id)."""
     events = lake.read(spark, "user_engagements").filter((F.col(UE.SOURCE) == source) & (F.col(UE.USER_ID) == user))
@@ -89,7 +100,7 @@ def run(
     source = retrieval.model_source
     history = user_history(spark, lake, source, user)
     if not history:
-        raise ValueError(f"user {user!r} has no engagements in source {source!r}: nothing to retrieve from")
+        raise unknown_user(spark, lake, source, user)
     d = retrieval.description
     index = f"{cfg.index.name}/{retrieval.index_version}"
     kept = cfg.index.interests_per_user if interests is None else interests

@@ -6,6 +6,8 @@ partitioning, and 10 million impressions generate on one machine. What it models
 
 * pins in ``n_topics`` topics, with titles, descriptions, link text and image signatures; a
   ``near_duplicate_rate`` share re-posts an earlier pin's image (same signature, title variant);
+  each pin's topic is its ``item_attributes`` row (``sim-t<k>``: what a two-tower with
+  ``item_attributes`` or a conditional one takes as the pin's interest);
 * boards per topic; users with Zipf activity;
 * search requests of ``page_size`` impressions: the query is Zipf over ``n_queries``, pins are
   Zipf within the query's topic (shifted per query, so queries of one topic differ), with an
@@ -39,6 +41,7 @@ from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
 from schemas import boards as B
 from schemas import human_labels as HL
+from schemas import item_attributes as IA
 from schemas import pins as P
 from schemas import search_impressions as SI
 from schemas import user_engagements as UE
@@ -158,6 +161,7 @@ class IdRanges:
 @dataclass(frozen=True)
 class SimulatedData:
     pins: DataFrame
+    item_attributes: DataFrame  # each pin's topic
     boards: DataFrame
     search_impressions: DataFrame
     user_engagements: DataFrame
@@ -251,6 +255,17 @@ def pin_for(gen: _Gen, salt: str, q: Column, draw: Column, w: Traffic) -> Column
     on_topic_pin = ((rank + shift) % per_topic) * w.n_topics + topic
     off_topic_pin = gen.index(salt + "-any", w.n_pins, q, draw)
     return F.when(gen.uniform(salt + "-off", q, draw) < w.off_topic_rate, off_topic_pin).otherwise(on_topic_pin)
+
+
+def transform_pin_topics(ids: DataFrame, w: Traffic) -> DataFrame:
+    """(pin, its topic) as ``item_attributes`` rows: a pin's topic is its id modulo ``n_topics``
+    (a near-duplicate's original is of the same topic)."""
+    p = F.col("id")
+    return ids.select(
+        F.concat(F.lit("sim-p"), p.cast("string")).alias(IA.PIN_ID),
+        F.concat(F.lit("sim-t"), (p % w.n_topics).cast("string")).alias(IA.ATTRIBUTE),
+        F.lit(SOURCE).alias(IA.SOURCE),
+    )
 
 
 def transform_pins(ids: DataFrame, w: Traffic) -> DataFrame:
@@ -435,6 +450,7 @@ def transform(ids: IdRanges, *, traffic: Traffic) -> SimulatedData:
     impressions = transform_impressions(ids.impressions, traffic)
     return SimulatedData(
         pins=transform_pins(ids.pins, traffic),
+        item_attributes=transform_pin_topics(ids.pins, traffic),
         boards=transform_boards(ids.boards, traffic),
         search_impressions=impressions.drop("_user", "_pin"),
         user_engagements=engagements_from(impressions, traffic),
@@ -454,6 +470,7 @@ def write(data: SimulatedData, lake: Lake) -> SimulateReport:
     dates = {c: date_range_predicate(data.start_date, data.end_date, c) for c in (SI.DT, UE.DT)}
     writes = {
         "pins": (data.pins, source),
+        "item_attributes": (data.item_attributes, source),
         "boards": (data.boards, source),
         "human_labels": (data.human_labels, source),
         "search_impressions": (data.search_impressions, f"{source} AND {dates[SI.DT]}"),

@@ -128,16 +128,18 @@ class TwoTowerRunReport:
     gate: str = ""
     candidate: bool = False
     train_seconds: float = 0.0  # wall clock: in this report, not in the artifact (whose bytes it would change)
+    warning: str = ""  # training did not converge (TwoTowerFit.convergence_warning)
 
     def line(self) -> str:
         t = self.test
         gate = f"; {self.gate}{' (the candidate: build_index promotes it)' if self.candidate else ''}"
+        warning = f"; WARNING {self.warning}" if self.warning else ""
         return (
             f"train_two_tower: two_tower/{self.version} source={self.source} users={self.users:,} "
             f"items={self.items:,} best_epoch={self.best_epoch} test HR@10={t['hr@10']:.4f} "
             f"NDCG@10={t['ndcg@10']:.4f} HR@20={t['hr@20']:.4f} NDCG@20={t['ndcg@20']:.4f}; through "
             f"{self.ann['factory']} ({self.ann['params'] or 'defaults'}): HR@10={self.ann['hr@10']:.4f} "
-            f"NDCG@10={self.ann['ndcg@10']:.4f}" + (gate if self.gate else "")
+            f"NDCG@10={self.ann['ndcg@10']:.4f}" + (gate if self.gate else "") + warning
         )
 
 
@@ -331,6 +333,8 @@ def write(
         on_pass=registry.approve,
     )
     decision = published.decision
+    if outputs.metrics["convergence_warning"]:
+        log.warning("train_two_tower: %s", outputs.metrics["convergence_warning"])
     return TwoTowerRunReport(
         published.version,
         outputs.inputs["source"],
@@ -342,6 +346,7 @@ def write(
         gate=decision.line() if decision else "",
         candidate=published.approved,
         train_seconds=outputs.metrics["train_seconds"],
+        warning=outputs.metrics["convergence_warning"],
     )
 
 

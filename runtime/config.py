@@ -111,9 +111,16 @@ class SparkConfig:
     ui_enabled: bool = setting("Whether the Spark UI is started (local runs).")
     log_level: str = setting("Spark log level: ERROR, WARN, INFO, ...")
     extra: dict[str, str] = setting("More Spark properties, set as given.", default_factory=dict)
+    driver_threads: int = setting(
+        "torch/faiss/BLAS threads of the driver's own computations (training, evaluation, gates); 0 = all cores. "
+        "On a machine shared with Spark's executors (local mode) or other jobs, fewer threads avoid "
+        "oversubscription (runtime/threads.py).",
+        default=0,
+    )
 
     def __post_init__(self) -> None:
         require(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1", self.shuffle_partitions)
+        require(self.driver_threads >= 0, "spark.driver_threads", "must be >= 0 (0 = all cores)", self.driver_threads)
         levels = {"ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"}
         require(self.log_level in levels, "spark.log_level", f"must be one of {sorted(levels)}", self.log_level)
         require(
@@ -146,6 +153,15 @@ class LakeConfig:
             "must be absolute or a URI (load_config resolves relative paths)",
             self.root,
         )
+        if not is_uri(self.root):  # checked here, before Spark starts: a file where the lake must go
+            root = Path(self.root)
+            existing = next(p for p in (root, *root.parents) if p.exists())
+            require(
+                existing.is_dir(),
+                "lake.root",
+                f"{'is' if existing == root else f'is under {existing}, which is'} a file, not a folder",
+                self.root,
+            )
 
 
 @dataclass(frozen=True)
@@ -378,27 +394,44 @@ def load(
     return _build(root, _resolve(root, data, today, Path(cwd or os.getcwd())))
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options every job takes: ``--env``, ``--conf-file`` and ``--set``."""
+def add_config_arguments(parser: argparse.ArgumentParser, *, action: bool = False) -> argparse.ArgumentParser:
+    """The options every job takes: ``--env``, ``--conf-file`` and ``--set``.
+
+    ``action=True`` adds them to a sub-command's parser too (``pinpipe index promote V --set ...``):
+    one rule for every command, the options go before or after the action, and
+    :func:`config_arguments` joins both."""
+    after = "_after" if action else ""
+    default = argparse.SUPPRESS if action else None
     parser.add_argument(
         "--env",
-        default=os.environ.get("PINPIPE_ENV", "local"),
+        dest=f"env{after}",
+        default=default or os.environ.get("PINPIPE_ENV", "local"),
         choices=ENVIRONMENTS,
         help="environment overlay conf/<env>.yaml (default: $PINPIPE_ENV or local)",
     )
     parser.add_argument(
         "--conf-file",
+        dest=f"conf_file{after}",
         action="append",
-        default=[],
+        default=default or [],
         metavar="YAML",
         help="extra YAML overlay; repeatable, later files win",
     )
     parser.add_argument(
         "--set",
         action="append",
-        default=[],
-        dest="overrides",
+        default=default or [],
+        dest=f"overrides{after}",
         metavar="KEY=VALUE",
         help="override one key, e.g. --set simulate.days=3; repeatable",
     )
     return parser
+
+
+def config_arguments(args: argparse.Namespace) -> tuple[str, list[str], list[str]]:
+    """(env, conf files, overrides) given on the command line, before and after its action."""
+    return (
+        getattr(args, "env_after", args.env),
+        [*args.conf_file, *getattr(args, "conf_file_after", [])],
+        [*args.overrides, *getattr(args, "overrides_after", [])],
+    )

@@ -32,6 +32,11 @@ class Report(Protocol):
 R = TypeVar("R", bound=Report)
 
 
+# Libraries whose INFO lines are not pinpipe's progress: faiss's loader reports each CPU-specific
+# build it tried and could not import as a ModuleNotFoundError, which reads like a failure.
+QUIET_LIBRARIES = ("faiss.loader",)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level,
@@ -39,6 +44,8 @@ def configure_logging(level: int = logging.INFO) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def job_arguments(prog: str, description: str | None, argv: Sequence[str] | None) -> argparse.Namespace:

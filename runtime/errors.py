@@ -27,6 +27,11 @@ HINTS: list[tuple[re.Pattern[str], str]] = [
         "a path that must be a folder is a file: point lake.root (or the path named) at a folder",
     ),
     (
+        re.compile(r"No space left on device|ENOSPC|DiskSpace|disk is full", re.I),
+        "the disk is full: free space where the lake (lake.root) or the path named lives, then run again "
+        "(nothing half-written is visible: a resumed run starts over what failed)",
+    ),
+    (
         re.compile(r"Could not parse Master URL", re.I),
         "spark.master must be local[N], local[*], spark://host:port, yarn or k8s://...",
     ),

@@ -20,6 +20,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from runtime.config import SparkConfig
+from runtime.threads import use_driver_threads
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,14 @@ def session_builder(app_name: str, cfg: SparkConfig, quiet: bool = False) -> Spa
 def build_session(app_name: str, cfg: SparkConfig, quiet: bool = False) -> SparkSession:
     spark = session_builder(app_name, cfg, quiet).getOrCreate()
     spark.sparkContext.setLogLevel(log_level(cfg, quiet))
-    log.info("spark %s master=%s app=%s", spark.version, spark.sparkContext.master, app_name)
+    threads = use_driver_threads(cfg.driver_threads)  # after the JVM started: its environment is its own
+    log.info(
+        "spark %s master=%s app=%s driver threads=%s",
+        spark.version,
+        spark.sparkContext.master,
+        app_name,
+        threads or "all cores",
+    )
     return spark
 
 

@@ -11,7 +11,7 @@ Two kinds of bad input, two answers:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -27,8 +27,11 @@ class InputSchemaError(ValueError):
     """An input lacks required columns or has columns of the wrong type."""
 
 
-def require_columns(df: DataFrame, expected: Mapping[str, DataType | None], what: str) -> None:
-    """Fail fast unless ``df`` has every expected column (with the given type, when not None)."""
+def require_columns(
+    df: DataFrame, expected: Mapping[str, DataType | None], what: str, internal: Collection[str] = ()
+) -> None:
+    """Fail fast unless ``df`` has every expected column (with the given type, when not None).
+    ``internal``: columns a reader adds (never the input's), left out of the message's "present"."""
     present = {f.name: f.dataType for f in df.schema.fields}
     missing = [c for c in expected if c not in present]
     wrong = [
@@ -42,7 +45,8 @@ def require_columns(df: DataFrame, expected: Mapping[str, DataType | None], what
     if wrong:
         problems.append("wrong types: " + "; ".join(wrong))
     if problems:
-        raise InputSchemaError(f"{what}: {'; '.join(problems)}; present: {list(present)}")
+        shown = [c for c in present if c not in internal]
+        raise InputSchemaError(f"{what}: {'; '.join(problems)}; present: {shown}")
 
 
 def conform_to_schema(df: DataFrame, schema: StructType, what: str) -> DataFrame:

@@ -3,6 +3,8 @@ import sys
 import sysconfig
 import zipfile
 
+import pytest
+
 from jobs import cli
 from runtime.package import PACKAGES, build_pyfiles_zip
 
@@ -37,13 +39,24 @@ def pinpipe(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_failure_at_spark_time_is_one_line_with_the_fix_and_exit_1(tmp_path):
+def test_a_lake_root_that_is_a_file_is_refused_before_spark_starts(tmp_path):
     root = tmp_path / "lake-is-a-file"
     root.write_text("not a folder")
+    for where, what in ((root, "is a file"), (root / "lake", f"is under {root}, which is a file")):
+        proc = pinpipe("simulate", "--set", "simulate.days=1", "--set", f"lake.root={where}")
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines()[0].startswith(f"pinpipe simulate: error: ConfigError: lake.root: {what}")
+        assert "SparkContext" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_failure_at_spark_time_is_one_line_with_the_fix_and_exit_1(tmp_path):
+    root = tmp_path / "lake"
+    (root / "tables").parent.mkdir()
+    (root / "tables").write_text("not a folder")  # the lake is a folder; where its tables go is a file
     proc = pinpipe("simulate", "--set", "simulate.days=1", "--set", f"lake.root={root}")
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if " INFO " not in line]
-    assert f"Parent path is not a directory: file:{root}" in errors[-2]
+    assert f"Parent path is not a directory: file:{root}/tables" in errors[-2]
     assert "point lake.root (or the path named) at a folder" in errors[-2]
     assert errors[-1] == "pinpipe simulate: run again with --verbose for the full trace"
     assert len(errors) <= 3, errors  # the JVM's own notice of its incubator module, and our two lines
@@ -106,3 +119,32 @@ def test_loading_the_config_imports_no_torch_or_faiss():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_config_options_go_before_or_after_a_commands_action(tmp_path, capsys):
+    """One rule for every command: ``--set``/``--env``/``--conf-file`` before the action, after it,
+    or both (joined, later ones winning)."""
+    from jobs import index_admin
+
+    root = f"lake.root={tmp_path / 'lake'}"
+    placements = (
+        ["--set", root, "list"],
+        ["list", "--set", root],
+        ["--set", "lake.root=/elsewhere", "list", "--set", root],
+    )
+    for argv in placements:
+        assert index_admin.main(argv) == 0
+        assert capsys.readouterr().out.strip() == (
+            f"index two_tower_items: no versions under {tmp_path / 'lake'}/artifacts/indexes/two_tower_items"
+        )
+    with pytest.raises(SystemExit) as refused:
+        index_admin.main(["--set", root, "promote", "v0003", "--set", "index.name=other_items"])
+    assert refused.value.code == 1
+    assert "no version 'v0003' of 'other_items'" in capsys.readouterr().err
+
+
+def test_faiss_loading_prints_no_lines_that_look_like_errors():
+    code = "from runtime.entry import configure_logging; configure_logging(); import faiss; print(faiss.__version__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip()
+    assert "ModuleNotFoundError" not in proc.stderr and "faiss.loader" not in proc.stderr

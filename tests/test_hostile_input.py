@@ -18,6 +18,7 @@ from jobs.sources import crowdflower
 from jobs.sources.batch import IngestFileError
 from runtime.lake import ShrinkRefused
 from runtime.validation import InputSchemaError
+from udfs.csv_records import parse_csv
 
 COLUMNS = crowdflower.CROWDFLOWER_COLUMNS
 HEADER = ",".join(COLUMNS) + "\n"
@@ -54,6 +55,12 @@ BAD_ROWS = [
     ("d2", row("d2", fold="99999999999"), "fold outside 0..2147483647"),
     ("d3", row("d3", fold="-1"), "fold outside 0..2147483647"),
     ("d4", row("d4", fold="1.5"), "non-integer fold"),
+    # well-formed, but a field over ingest.csv_field_limit (1 MiB by default): not "malformed"
+    (
+        "l1",
+        row("l1", description="x" * 2_000_000),
+        "field too long: product_description has 2,000,000 characters, more than ingest.csv_field_limit=1,048,576",
+    ),
     ("dup", row("dup", title="first"), "duplicate id"),
     ("dup", row("dup", title="second"), "duplicate id"),
 ]
@@ -115,13 +122,33 @@ def hostile_root(tmp_path):
     return root
 
 
+def test_a_record_with_a_field_over_the_limit_is_one_bad_piece_naming_column_and_setting():
+    text = HEADER + row("a") + row("b", description="word\n" * 30) + row("c")
+    pieces = list(parse_csv(text, field_limit=100, setting="ingest.csv_field_limit"))
+    assert [(p.kind, p.first_line, p.last_line) for p in pieces] == [
+        ("header", 1, 1),
+        ("record", 2, 2),
+        ("bad_line", 3, 33),  # the whole record, not its first line: the rest is not read as rows
+        ("record", 34, 34),
+    ]
+    assert pieces[2].raw == row("b", description="word\n" * 30)
+    assert pieces[2].problem == (
+        "field too long: product_description has 150 characters, more than ingest.csv_field_limit=100"
+    )
+
+
 @pytest.mark.slow  # a full ingest of three hostile sources into Delta: in `make test-slow` (CI runs it)
 def test_row_level_kinds_are_quarantined_with_reasons_and_counts_reconcile(spark, lake, cfg_for, hostile_root):
-    cfg = cfg_for(f"ingest.data_root={hostile_root}", "ingest.s3rec_datasets=[Hostile]", "ingest.coco_dir=coco")
+    cfg = cfg_for(
+        f"ingest.data_root={hostile_root}",
+        "ingest.s3rec_datasets=[Hostile]",
+        "ingest.coco_dir=coco",
+        "ingest.encodings.s3rec=latin-1",  # the S3-Rec file is Latin-1 (as utf-8 it is refused: below)
+    )
     reports = {r.source: r for r in ingest.run(spark, cfg).sources}
 
     quarantine = lake.read(spark, "quarantine").collect()
-    cf = [(next(csv.reader([q.raw]))[0] or None, q.reason) for q in quarantine if q.source == "crowdflower"]
+    cf = [(q.raw.partition(",")[0] or None, q.reason) for q in quarantine if q.source == "crowdflower"]  # ids: plain
     assert len(cf) == len(BAD_ROWS)
     for label_id, _, reason in BAD_ROWS:
         assert any(i == label_id and r.startswith(reason) for i, r in cf), (label_id, reason, cf)
@@ -135,7 +162,7 @@ def test_row_level_kinds_are_quarantined_with_reasons_and_counts_reconcile(spark
     assert "line one\nline two" in pins
 
     s3 = {q.raw: q.reason for q in quarantine if q.source == "s3rec_hostile"}
-    assert s3 == {("8 9 caf\ufffd" if "caf" in k else k): v for k, v in S3REC_BAD.items()}  # shown, not kept
+    assert s3 == S3REC_BAD  # each raw line as it was, "8 9 café" included
     users = {r.user_id for r in lake.read(spark, "user_engagements").collect()}
     assert users == {"s3rec-hostile:u12", "s3rec-hostile:u13", "s3rec-hostile:u14"}
     (lines,) = reports["s3rec_hostile"].reconciled
@@ -256,3 +283,31 @@ def test_a_record_lost_between_reading_and_writing_fails_the_job(spark, lake, tm
     batch.quarantine = batch.quarantine.filter("reason != 'empty line'")  # a bug that drops a record
     with pytest.raises(ingest.ReconciliationError, match=r"lines do not reconcile: .* \(\+1 unaccounted\)"):
         ingest.write_batch(lake, batch)
+
+
+@pytest.mark.parametrize(
+    "source, missing, settings",
+    [
+        ("crowdflower", "crowdflower/labels.csv", "ingest.data_root, ingest.crowdflower_csv"),
+        ("s3rec", "s3rec/Nowhere.txt", "ingest.data_root, ingest.s3rec_dir, ingest.s3rec_datasets"),
+        ("coco", "coco_mini/captions.json", "ingest.data_root, ingest.coco_dir"),
+    ],
+)
+def test_a_missing_input_is_one_line_naming_the_path_and_its_settings(
+    spark, cfg_for, tmp_path, source, missing, settings
+):
+    cfg = cfg_for(f"ingest.data_root={tmp_path}", f"ingest.sources=[{source}]", "ingest.s3rec_datasets=[Nowhere]")
+    with pytest.raises(IngestFileError) as refused:
+        ingest.read(spark, cfg)
+    assert str(refused.value) == f"input not found: {tmp_path / missing} (from {settings})"
+
+
+def test_an_s3rec_file_not_valid_in_its_encoding_is_refused_naming_byte_and_line(spark, cfg_for, hostile_root):
+    cfg = cfg_for(f"ingest.data_root={hostile_root}", "ingest.sources=[s3rec]", "ingest.s3rec_datasets=[Hostile]")
+    with pytest.raises(IngestFileError) as refused:
+        ingest.read(spark, cfg)
+    offset = "\n".join(S3REC_BAD).encode("latin-1").index(b"\xe9")
+    assert str(refused.value) == (
+        f"file:{hostile_root}/s3rec/Hostile.txt is not valid utf-8: byte(s) e9 at offset {offset} (line 3); "
+        "set ingest.encodings to the file's encoding"
+    )

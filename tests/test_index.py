@@ -6,14 +6,17 @@ Delta lake."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 
 import faiss
 import numpy as np
 import pytest
 import torch
 
-from jobs import build_index, embed_pins, index_admin, retrieve
+from jobs import build_index, embed_pins, index_admin, nightly_report, retrieve
 from jobs.config import load_config
 from models.artifacts.registry import Registry, RegistryError
 from models.retrieval.ann import merge_top_k, recall_at, resolve_factory
@@ -245,6 +248,61 @@ def test_a_changed_model_file_is_refused(copy_of):
 
 
 @SPARK_BUILT
+def test_the_report_names_a_damaged_production_and_exits_1(spark, copy_of):
+    """What ``pinpipe retrieve`` refuses, the report (where an operator looks first) shows; the
+    command exits 1 (its own process: a job's main stops the session it ran in)."""
+    path = shard_path(copy_of, n=0)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    sets = ["--set", f"lake.root={copy_of.parent}", "--set", "nightly.date=2026-11-01"]
+    written = nightly_report.run(spark, load_config("local", overrides=sets[1::2]))
+    warning = (
+        f"report: WARNING production index two_tower_items/v0002 is damaged: RegistryError: "
+        f"two_tower_items/v0002: {path.name} is missing or changed"
+    )
+    assert warning in written.line().splitlines()
+    assert [h.artifact for h in written.damaged] == ["index two_tower_items/v0002"]  # its model is intact
+    page = written.path.read_text()
+    assert "Production is damaged: index two_tower_items/v0002</b>" in page
+    assert "<td>two_tower/v0002</td><td>intact (checksums verified)</td>" in page
+    command = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "report", *sets], capture_output=True, text=True, timeout=300
+    )
+    assert command.returncode == 1 and warning in command.stdout.splitlines()
+
+
+def test_two_builds_of_the_same_vectors_write_the_same_shards(spark, tmp_path):
+    """The shards are a function of the ids, not of how Spark happened to split the vectors (a
+    killed-and-resumed nightly writes the same index as an uninterrupted one). Enough vectors that
+    Spark's range partitioning would only sample them."""
+    rng = np.random.default_rng(0)
+    rows = [(i, rng.standard_normal(8).astype(np.float32).tolist()) for i in range(1, 5001)]
+    vectors = spark.createDataFrame(rows, f"{PE.ITEM_INDEX} long, {PE.EMBEDDING} array<float>")
+    built_twice = []
+    for n, layout in enumerate((vectors.repartition(1), vectors.repartition(7, PE.EMBEDDING))):
+        plan = build_index.transform(
+            build_index.IndexInputs(layout, "two_tower", "v0001"),
+            factory="IVF16,Flat",
+            flat_below=0,
+            search_params="nprobe=16",
+            train_sample=1000,
+            recall_queries=20,
+            seed=0,
+            partitions=3,
+        )
+        (tmp_path / str(n)).mkdir()
+        built_twice.append(build_index.build_shards(plan, tmp_path / str(n)))
+    first, second = built_twice
+    assert first.factory == "IVF16,Flat" and first.rows == 5000
+    assert [(s.file, s.min_id, s.max_id) for s in first.shards] == [
+        ("shard-00000.faiss", 1, 1667),
+        ("shard-00001.faiss", 1668, 3334),
+        ("shard-00002.faiss", 3335, 5000),
+    ]
+    assert first.shards == second.shards  # the same files, byte for byte
+    assert first.recall_at_10 == second.recall_at_10
+
+
+@SPARK_BUILT
 def test_an_index_below_the_recall_gate_is_not_published(spark, built):
     lake, _ = built
     versions = IndexVersions(lake.artifacts_path(), "two_tower_items")
@@ -265,8 +323,11 @@ def test_the_commands(spark, built, capsys):
     report = retrieve.run(spark, cfg(lake), user="u3", k=4)
     assert report.index == "two_tower_items/v0002" and len(report.results) == 4 and report.history == 5
     assert report.line().splitlines()[-1].startswith("retrieve: user=u3 history=5")
-    with pytest.raises(ValueError, match="user 'nobody' has no engagements in source 's3rec_tiny'"):
+    with pytest.raises(ValueError) as unknown:
         retrieve.run(spark, cfg(lake), user="nobody", k=4)
+    message = str(unknown.value)
+    assert message.startswith("user 'nobody' has no engagements in source 's3rec_tiny' (the promoted model's)")
+    assert re.search(r"its user ids look like 'u\d'$", message)  # an id of that source, to show the form
     with pytest.raises(SystemExit):
         index_admin.main(["--set", f"lake.root={lake.root}", "promote", "v0099"])
     assert "no version 'v0099'" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from pyspark.testing import assertDataFrameEqual
 from jobs import ingest
 from jobs.sources import crowdflower
 from jobs.sources.batch import IngestFileError
+from runtime.config import ConfigError
 from runtime.validation import InputSchemaError
 
 
@@ -112,7 +113,9 @@ def test_crowdflower_missing_column_fails_fast_naming_columns(spark, tmp_path, c
         ingest.run(spark, cfg)
     message = str(err.value)
     assert "missing columns ['query']" in message
-    assert "present: ['id', 'q', 'product_title'" in message
+    assert message.endswith(
+        "present: ['id', 'q', 'product_title', 'product_description', 'median_relevance', 'relevance_variance', 'fold']"
+    )  # the input's columns, not the reader's own (_line, _raw, _problem)
 
 
 def test_s3rec_user_with_100k_items_is_ingested_beside_short_and_bad_lines(spark):
@@ -346,3 +349,30 @@ def test_another_crowdflower_file_lives_beside_the_first(spark, lake, cfg_for, t
     }
     pins = {r.pin_id.split(":")[0] for r in lake.read(spark, "pins").collect()}
     assert pins == {"crowdflower", "crowdflower_holdout"}
+
+
+def test_an_s3rec_dataset_named_by_its_path_is_read_from_there_with_its_attributes(spark, cfg_for, tmp_path):
+    elsewhere = tmp_path / "downloads" / "Garden.txt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("1 10 11\n2 11 12\n")
+    (elsewhere.parent / "Garden_item2attributes.json").write_text('{"10": [1], "11": [2]}')
+    cfg = cfg_for(
+        f"ingest.data_root={tmp_path / 'data'}",  # not under it: no mirrored folder layout needed
+        "ingest.sources=[s3rec]",
+        f"ingest.s3rec_datasets=[LastFM, {elsewhere}]",
+    )
+    assert cfg.ingest.s3rec_file(str(elsewhere)) == ("Garden", str(elsewhere))
+    assert cfg.ingest.s3rec_file("LastFM") == ("LastFM", str(tmp_path / "data" / "s3rec" / "LastFM.txt"))
+    raw = ingest.read(
+        spark,
+        cfg_for(
+            f"ingest.data_root={tmp_path / 'data'}", "ingest.sources=[s3rec]", f"ingest.s3rec_datasets=[{elsewhere}]"
+        ),
+    )
+    assert [(r.kind, r.name) for r in raw] == [("s3rec", "Garden")]
+    assert sorted(r.value for r in raw[0].frame.collect()) == ["1 10 11", "2 11 12"]
+    assert raw[0].attributes is not None and raw[0].attributes.count() == 2
+    with pytest.raises(
+        ConfigError, match=r"ingest.s3rec_datasets: each dataset .* letters, digits and _, got 'my-set.txt'"
+    ):
+        cfg_for("ingest.s3rec_datasets=[my-set.txt]")

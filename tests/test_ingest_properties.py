@@ -71,10 +71,17 @@ def test_any_crowdflower_file_reconciles_or_fails_clearly(spark, tmp_path, data)
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(st.binary(max_size=300) | st.text(st.sampled_from(list("0123 \t\n\r-xé")), max_size=200).map(str.encode))
-def test_any_s3rec_file_reconciles(spark, tmp_path, data):
+def test_any_s3rec_file_reconciles_or_fails_clearly(spark, tmp_path, data):
     path = tmp_path / "Any.txt"
     path.write_bytes(data)
-    batch = ingest.transform_s3rec(ingest.read_lines(spark, str(path)), "Any", dt.datetime(2020, 1, 1), 1)
+    try:
+        lines = ingest.read_lines(spark, str(path))
+    except IngestFileError as err:  # not valid UTF-8: refused whole, naming the byte (never U+FFFD)
+        assert "is not valid utf-8: byte(s)" in str(err)
+        with pytest.raises(UnicodeDecodeError):
+            data.decode("utf-8")
+        return
+    batch = ingest.transform_s3rec(lines, "Any", dt.datetime(2020, 1, 1), 1)
     read = batch.ledgers[0].read.count()
     users = batch.outputs["user_engagements"].select("user_id").distinct().count()
     assert read == users + batch.quarantine.count()

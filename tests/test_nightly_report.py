@@ -1,8 +1,9 @@
 import base64
 import datetime as dt
 import re
+from pathlib import Path
 
-from jobs.nightly_report import Histogram, ReportData, render
+from jobs.nightly_report import ArtifactHealth, Histogram, ReportData, ReportWritten, render
 from models.retrieval.serving import IndexVersion
 from schemas import pipeline_runs as PR
 
@@ -51,8 +52,21 @@ def test_the_report_is_one_self_contained_page_with_every_section():
         indexes=[IndexVersion("v0001", "two_tower/v0001", 2000, 2, "Flat", 0.9987, "2026-11-01", True)],
         index_name="two_tower_items",
         candidates=[("two_tower/v0001", "two_tower_items/v0001", 1090, 109000, 2417, 4)],
+        health=[
+            ArtifactHealth("student/v0001"),
+            ArtifactHealth(
+                "index two_tower_items/v0001", "two_tower_items/v0001: shard-00000.faiss is missing or changed"
+            ),
+        ],
     )
     page = render(data)
+    assert "<b>Production is damaged: index two_tower_items/v0001</b>" in page
+    assert "<td>student/v0001</td><td>intact (checksums verified)</td>" in page
+    assert "DAMAGED: two_tower_items/v0001: shard-00000.faiss is missing or changed" in page
+    assert ReportWritten(Path("r.html"), tuple(data.damaged)).line() == (
+        "report: r.html\nreport: WARNING production index two_tower_items/v0001 is damaged: "
+        "two_tower_items/v0001: shard-00000.faiss is missing or changed"
+    )
     assert page.startswith("<!doctype html>") and "FAILED at serving_corpus" in page
     assert "disk &lt;full&gt;" in page and "why &lt;it&gt; was decided" in page  # escaped, never raw HTML
     assert "human_labels=7,109, pins=20,000" in page

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,42 @@ def test_a_killed_publishers_staging_folder_is_removed_by_the_next_publish_a_liv
         live.kill()
         live.wait()
     assert Registry(tmp_path).versions("student") == ["v0001"]
+
+
+PUBLISHER = """
+import sys, time
+from pathlib import Path
+from models.artifacts.registry import Registry
+root, name, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+while not go.exists():
+    time.sleep(0.01)
+registry = Registry(root, keep=1000)
+for i in range(n):
+    registry.publish("m", lambda folder: (folder / "weights.bin").write_text(f"{name}-{i}") and None)
+"""
+
+
+def test_concurrent_publishers_never_share_or_lose_a_version_number(tmp_path):
+    """Two real processes publishing into one family at the same moment: every publish is a
+    version of its own, its manifest naming its folder, nothing left in staging."""
+    go, n = tmp_path / "go", 150
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, str(tmp_path / "artifacts"), name, str(n), str(go)],
+            cwd=Path(__file__).resolve().parents[1],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    time.sleep(3)  # both started and waiting
+    go.write_text("go")
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    registry = Registry(tmp_path / "artifacts", keep=1000)
+    versions = registry.versions("m")
+    assert versions == [f"v{i:04d}" for i in range(1, 2 * n + 1)]
+    assert all(registry.manifest("m", v)["version"] == v for v in versions)
+    held = sorted((registry.path("m", v) / "weights.bin").read_text() for v in versions)
+    assert held == sorted(f"{name}-{i}" for name in ("a", "b") for i in range(n))  # none lost
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "m").iterdir()) == versions  # no staging left

@@ -117,6 +117,19 @@ def test_near_duplicates_share_image_signature(data):
     assert pins.filter("title IS NULL OR pin_id IS NULL").count() == 0
 
 
+def test_each_pin_has_its_topic_as_its_one_attribute(data, traffic):
+    topics = data.item_attributes
+    assert topics.count() == data.pins.count() == topics.select("pin_id").distinct().count()
+    assert topics.select("attribute").distinct().count() == traffic.n_topics
+    assert topics.filter("source != 'simulated' OR attribute NOT LIKE 'sim-t%'").count() == 0
+    # the same topic the pin's text was written from: its link names it (https://example.com/<topic>/...)
+    named = data.pins.filter("link_url IS NOT NULL").select(
+        "pin_id", F.split("link_url", "/").getItem(3).alias("topic_name")
+    )
+    pairs = named.join(topics, "pin_id").select("attribute", "topic_name").distinct()
+    assert pairs.count() == traffic.n_topics  # one name per topic (24 topics reuse 12 names)
+
+
 def test_engagements_follow_impressions(data):
     imp, eng = data.search_impressions, data.user_engagements
     assert eng.filter("event_type = 'click'").count() == imp.filter("clicked").count()

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from jobs import train_two_tower
+from jobs import simulate, train_two_tower
 from models.artifacts.registry import Registry
 from models.retrieval.retriever import Retriever
 from models.retrieval.sequences import leave_one_out
@@ -208,3 +208,37 @@ def test_a_conditional_job_learns_each_items_broadest_attribute_as_its_interest(
     )
     with pytest.raises(ValueError, match="conditional needs each item's interest"):
         train_two_tower.collect(train_two_tower.transform(train_two_tower.read(spark, cfg)))
+
+
+@pytest.mark.slow  # a simulated lake and the Spark preparation (~60 s)
+def test_on_simulated_data_a_conditional_models_interests_are_the_pins_topics(spark, lake, cfg_for):
+    sizes = ["simulate.days=1", "simulate.impressions_per_day=4000", "simulate.n_pins=480", "simulate.n_topics=6"]
+    simulate.run(spark, cfg_for(*sizes))
+    cfg = cfg_for(*sizes, "two_tower.source=simulated", "two_tower.model.conditional=true")
+    data = train_two_tower.collect(train_two_tower.transform(train_two_tower.read(spark, cfg)))
+    assert sorted(data.interest_names) == [f"sim-t{k}" for k in range(6)]
+    for i, pin in enumerate(data.item_ids, start=1):
+        assert data.interest_names[int(data.interests[i]) - 1] == f"sim-t{int(pin.removeprefix('sim-p')) % 6}"
+
+
+def test_the_jobs_line_carries_a_convergence_warning():
+    metrics = {f"{m}@{k}": 0.5 for m in ("hr", "ndcg") for k in (10, 20)}
+    report = train_two_tower.TwoTowerRunReport(
+        "v0001",
+        "s3rec_x",
+        10,
+        20,
+        200,
+        metrics,
+        {**metrics, "factory": "Flat", "params": ""},
+        warning="not converged: validation NDCG@10 was still improving at the epoch cap (best epoch 200 of 200)",
+    )
+    assert report.line().endswith(
+        "; WARNING not converged: validation NDCG@10 was still improving at the epoch cap (best epoch 200 of 200)"
+    )
+    assert (
+        "WARNING"
+        not in train_two_tower.TwoTowerRunReport(
+            "v0001", "s3rec_x", 10, 20, 50, metrics, {**metrics, "factory": "Flat", "params": ""}
+        ).line()
+    )

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -276,3 +277,23 @@ def test_production_is_evaluated_through_its_own_items_and_a_target_it_does_not_
     assert through["users"] == 4 and through["known_targets"] == 3
     for k in ("hr@5", "ndcg@5", "hr@20", "ndcg@20"):
         assert through[k] == pytest.approx(expected[k] * 3 / 4)
+
+
+def test_training_that_ends_at_the_epoch_cap_still_improving_says_so():
+    n_items, length = 30, 8
+    walks = next_item_sequences(n_items, 300, length)
+    train, validation = Sequences(walks[:, :-1]), Sequences(walks[:, 1:])
+    settings = TwoTowerSettings(**{**TINY.__dict__, "max_len": length - 2})
+    counts = torch.bincount(walks[:, :-2].reshape(-1), minlength=n_items + 1)
+    short = TwoTowerTrainSettings(epochs=3, batch_size=64, lr=1e-2, eval_every=1, patience=2, progress=False)
+    torch.manual_seed(0)
+    cut = fit(two_tower(n_items, settings), train, validation, counts, short)
+    assert not cut.converged and cut.best_epoch == 3  # learning from scratch: better at every evaluation
+    assert cut.convergence_warning() == (
+        "not converged: validation NDCG@10 was still improving at the epoch cap (best epoch 3 of 3); "
+        "raise two_tower.training.epochs"
+    )
+    long = dataclasses.replace(short, epochs=200)
+    torch.manual_seed(0)
+    done = fit(two_tower(n_items, settings), train, validation, counts, long)
+    assert done.converged and done.convergence_warning() == "" and len(done.history) < 200  # stopped early

@@ -8,11 +8,14 @@ file, the byte offset, the line and the encoding, so the user can fix the file o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pyarrow as pa
 
 PROBLEMS_DDL = "path string, problem string"
+LINES_DDL = "value string"
+LINE_END = re.compile(r"\r\n|\r|\n")  # as Spark's text source splits lines
 
 
 class FileDecodeError(ValueError):
@@ -52,3 +55,14 @@ def decode_problems(batches: Iterator[pa.RecordBatch], encoding: str) -> Iterato
                 paths.append(path)
                 problems.append(problem)
         yield pa.RecordBatch.from_pydict({"path": paths, "problem": problems})
+
+
+def decoded_lines(batches: Iterator[pa.RecordBatch], encoding: str) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body over ``binaryFile`` rows: their lines (:data:`LINES_DDL`, as
+    ``spark.read.text`` gives UTF-8 files), decoded strictly from ``encoding``."""
+    for batch in batches:
+        for path, content in zip(batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True):
+            lines = LINE_END.split(decode(content, encoding, path))
+            if lines and lines[-1] == "":
+                lines.pop()  # the file's last line ending ends a line, it starts none
+            yield pa.RecordBatch.from_pydict({"value": lines}, schema=pa.schema([("value", pa.string())]))

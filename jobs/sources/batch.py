@@ -3,9 +3,12 @@ ledgers that account for every record read; and the helpers the adapters share."
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -40,7 +43,19 @@ class IngestBatch:
 
 
 class IngestFileError(ValueError):
-    """An input file cannot be read as its kind at all (its encoding, not a document)."""
+    """An input file cannot be read as its kind at all (missing, its encoding, not a document)."""
+
+
+@contextlib.contextmanager
+def input_file(path: str, settings: str) -> Iterator[None]:
+    """Spark's ``[PATH_NOT_FOUND]`` for the input at ``path`` said in one line that names the
+    ``settings`` that chose it."""
+    try:
+        yield
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" not in str(exc):
+            raise
+        raise IngestFileError(f"input not found: {path} (from {settings})") from None
 
 
 def try_cast(col: str, sql_type: str) -> F.Column:

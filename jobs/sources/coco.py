@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
@@ -101,8 +99,6 @@ def transform_coco(doc: DataFrame, images_dir: str, source: str = COCO) -> Inges
 def read_json_document(spark: SparkSession, path: str, encoding: str = "utf-8") -> DataFrame:
     """A COCO captions document, its ids read as text (each is parsed per row, so one id that
     does not fit a 64-bit integer is one quarantined image, not a failed job)."""
-    if "://" not in path and not Path(path).is_file():
-        raise FileNotFoundError(f"no such file: {path}")
     check_encoding(spark, path, encoding)
     doc = (
         spark.read.schema(COCO_DDL)

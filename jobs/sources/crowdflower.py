@@ -22,7 +22,7 @@ from runtime.validation import (
 )
 from schemas import human_labels as HL
 from schemas import pins as P
-from udfs.csv_records import BAD_LINE, FILE_PROBLEM, HEADER, PARSED_DDL, RECORD, parse_files
+from udfs.csv_records import BAD_LINE, FIELD_SIZE_LIMIT, FILE_PROBLEM, HEADER, PARSED_DDL, RECORD, parse_files
 
 CROWDFLOWER = "crowdflower"
 COCO = "coco"
@@ -50,6 +50,7 @@ def transform_crowdflower(records: DataFrame, scale_max: int, source: str = CROW
         records,
         {c: StringType() for c in (*CROWDFLOWER_COLUMNS, RAW, PROBLEM)},
         f"{source} labels",
+        internal=(LINE, RAW, PROBLEM),
     )
     relevance, variance, fold = (try_cast(c, "double") for c in ("median_relevance", "relevance_variance", "fold"))
     checks = [
@@ -108,10 +109,13 @@ def transform_crowdflower(records: DataFrame, scale_max: int, source: str = CROW
     )
 
 
-def read_crowdflower(spark: SparkSession, path: str, encoding: str = "utf-8") -> DataFrame:
+def read_crowdflower(
+    spark: SparkSession, path: str, encoding: str = "utf-8", field_limit: int = FIELD_SIZE_LIMIT
+) -> DataFrame:
     """The CSV's records, one row each: the header's columns as strings (by position), plus
     ``_line`` (first line), ``_raw`` (the record's text) and ``_problem`` (why the record cannot
-    be a row: malformed quoting, a wrong number of fields; else null).
+    be a row: malformed quoting, a field longer than ``field_limit`` characters
+    (``ingest.csv_field_limit``), a wrong number of fields; else null).
 
     The file is parsed record by record in a Spark task (:mod:`udfs.csv_records`): an unbalanced
     quote costs its own line, not the rows after it. Reading the header is one small Spark job;
@@ -120,7 +124,12 @@ def read_crowdflower(spark: SparkSession, path: str, encoding: str = "utf-8") ->
     parsed = (
         spark.read.format("binaryFile")
         .load(path)
-        .mapInArrow(functools.partial(parse_files, encoding=encoding), PARSED_DDL)
+        .mapInArrow(
+            functools.partial(
+                parse_files, encoding=encoding, field_limit=field_limit, setting="ingest.csv_field_limit"
+            ),
+            PARSED_DDL,
+        )
     )
     firsts = parsed.filter(F.col("kind").isin(HEADER, FILE_PROBLEM)).select("kind", "fields", "problem").collect()
     problems = [r.problem for r in firsts if r.kind == FILE_PROBLEM]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import functools
 
@@ -10,7 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from jobs.sources.batch import IngestBatch, IngestFileError, Ledger
+from jobs.sources.batch import IngestBatch, IngestFileError, Ledger, check_encoding
 from runtime.validation import (
     REASON,
     duplicated,
@@ -25,6 +26,7 @@ from schemas import user_engagements as UE
 from udfs.attribute_records import ENTRIES_DDL, parse_attribute_files
 from udfs.attribute_records import ENTRY as ATTR_ENTRY
 from udfs.attribute_records import FILE_PROBLEM as ATTR_FILE_PROBLEM
+from udfs.file_encoding import LINES_DDL, decoded_lines
 
 
 def s3rec_source(dataset: str) -> str:
@@ -106,8 +108,14 @@ def with_attributes(batch: IngestBatch, entries: DataFrame, prefix: str) -> Inge
     )
 
 
-def read_lines(spark: SparkSession, path: str) -> DataFrame:
-    return spark.read.text(path)
+def read_lines(spark: SparkSession, path: str, encoding: str = "utf-8") -> DataFrame:
+    """The file's lines (column ``value``), decoded strictly: a file that is not valid
+    ``encoding`` is refused here, naming the byte offset and line (never read with U+FFFD)."""
+    check_encoding(spark, path, encoding)
+    if codecs.lookup(encoding).name == "utf-8":
+        return spark.read.text(path)
+    files = spark.read.format("binaryFile").load(path)
+    return files.mapInArrow(functools.partial(decoded_lines, encoding=encoding), LINES_DDL)
 
 
 def read_attributes(spark: SparkSession, path: str, encoding: str = "utf-8") -> DataFrame:

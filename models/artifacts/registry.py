@@ -23,6 +23,7 @@ that version, so a job killed between publishing and recording it publishes noth
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -62,9 +63,18 @@ def remove_abandoned_staging(family_dir: Path) -> list[str]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """``path`` holds ``text`` or what it held before (a full disk, a kill): never a part of it,
+    and no temporary file left behind by a failed write."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Registry:
@@ -125,12 +135,9 @@ class Registry:
         staging.mkdir()
         try:
             extra = build(staging) or {}
-            existing = self.versions(family)
-            version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
             files = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
             manifest = {
                 "family": family,
-                "version": version,
                 "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "metrics": metrics or {},
                 "config": config or {},
@@ -139,17 +146,33 @@ class Registry:
                 "external": {name: folder_checksums(Path(folder)) for name, folder in (external or {}).items()},
                 "key": key or None,
             }
-            clash = sorted(set(extra) & set(manifest))
+            clash = sorted(set(extra) & {*manifest, "version"})
             if clash:
                 raise ValueError(f"build returned manifest entries {clash} that would replace the registry's own")
             manifest.update(extra)
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-            os.rename(staging, family_dir / version)  # fails if the version appeared meanwhile
+            version = self._claim(family_dir, staging, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self.prune(family)
         return version
+
+    def _claim(self, family_dir: Path, staging: Path, manifest: dict[str, Any], attempts: int = 100) -> str:
+        """Rename ``staging`` to the next version number, its manifest naming that number. The
+        rename is the commit: it fails when another publisher took the number meanwhile, and
+        then the next number is tried, so concurrent publishers never share or lose a version."""
+        for _ in range(attempts):
+            existing = self.versions(manifest["family"])
+            version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
+            text = json.dumps({**manifest, "version": version}, indent=2, sort_keys=True, default=str)
+            (staging / MANIFEST).write_text(text)
+            try:
+                os.rename(staging, family_dir / version)
+                return version
+            except OSError as err:
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (family_dir / version).is_dir():
+                    raise
+        raise RegistryError(f"{family_dir}: no free version number after {attempts} tries (too many publishers)")
 
     def find(self, family: str, key: str) -> str | None:
         """The newest kept version published with ``key``, if any."""
@@ -193,12 +216,24 @@ class Registry:
         folder = self.root / family
         folder.mkdir(parents=True, exist_ok=True)
         entry = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **decision}
-        with (folder / GATES).open("a") as f:
+        path = folder / GATES
+        if path.is_file() and (data := path.read_bytes()) and not data.endswith(b"\n"):
+            with path.open("r+b") as f:  # a line cut short (a full disk): dropped, not continued
+                f.truncate(data.rfind(b"\n") + 1)
+        with path.open("a") as f:  # one appended line: concurrent publishers both keep theirs
             f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
 
     def gates(self, family: str) -> list[dict[str, Any]]:
+        """The gate log, oldest first; a last line cut short (a full disk, a kill while it was
+        written: no newline yet) is not a decision and is left out."""
         path = self.root / family / GATES
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        if not path.is_file():
+            return []
+        text = path.read_text()
+        lines = text.split("\n")
+        if not text.endswith("\n"):
+            lines.pop()  # written in part
+        return [json.loads(line) for line in lines if line.strip()]
 
     def resolve(self, family: str, version: str = "") -> str:
         """``version``, or the promoted one when it is empty; a clear error when there is none."""

@@ -20,7 +20,10 @@ class IndexSettings:
     )
     embed_batch_size: int = field(metadata={"help": "Items per item-tower forward pass in embed_pins."})
     partitions: int = field(
-        metadata={"help": "Spark partitions for embedding and shards (one shard per partition); 0 = default."}
+        metadata={
+            "help": "Shards, each an equal range of item ids, and Spark tasks for embedding; 0 = Spark's "
+            "default parallelism (then the shards follow the cluster's size)."
+        }
     )
     flat_below: int = field(
         metadata={"help": "Below this many vectors the shards are exact (Flat) and factory is not used."}

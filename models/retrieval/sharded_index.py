@@ -1,7 +1,7 @@
 """A published FAISS index: its manifest entry, its shards checked against it, searched as one.
 
 An index version (``<lake>/artifacts/indexes/<name>/<version>/``, a registry folder) holds one
-``shard-NNNNN.faiss`` per Spark partition that had vectors, and its ``manifest.json`` carries an
+``shard-NNNNN.faiss`` per range of item ids that had vectors, and its ``manifest.json`` carries an
 ``index`` entry (:class:`IndexDescription`): the model family and version whose item tower made
 the vectors, dimension, metric, factory string and search parameters, the faiss version, the
 recall@10 it was published with, and per shard its file, row count, id range and sha256.
@@ -74,13 +74,13 @@ class IndexDescription:
             raise IndexIntegrityError(f"{where}: the manifest's {INDEX!r} entry is malformed: {err}") from err
 
 
-def shard_name(partition: int) -> str:
-    return f"shard-{partition:05d}.faiss"
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.faiss"
 
 
-def write_shard(index: faiss.Index, folder: Path, partition: int, ids: np.ndarray) -> ShardInfo:
-    """Write ``index`` (holding ``ids``) as shard ``partition`` of ``folder``; its description."""
-    path = Path(folder) / shard_name(partition)
+def write_shard(index: faiss.Index, folder: Path, number: int, ids: np.ndarray) -> ShardInfo:
+    """Write ``index`` (holding ``ids``) as shard ``number`` of ``folder``; its description."""
+    path = Path(folder) / shard_name(number)
     faiss.write_index(index, str(path))
     return ShardInfo(path.name, int(len(ids)), int(ids.min()), int(ids.max()), file_sha256(path))
 

@@ -103,6 +103,19 @@ class TwoTowerFit:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     member_best_epochs: list[int] = field(default_factory=list)
+    # Early stopping fired: ``patience`` evaluations without a better validation NDCG@10. False:
+    # training ran to ``epochs`` still improving (an ensemble: some member did).
+    converged: bool = True
+    epoch_cap: int = 0
+
+    def convergence_warning(self) -> str:
+        """'' when converged; else what to do about it."""
+        if self.converged:
+            return ""
+        return (
+            f"not converged: validation NDCG@10 was still improving at the epoch cap (best epoch "
+            f"{self.best_epoch} of {self.epoch_cap}); raise two_tower.training.epochs"
+        )
 
 
 def fit(
@@ -158,7 +171,9 @@ def fit(
     model.eval()
     if validation_metrics is None:  # settings.epochs >= 1 and the last epoch always evaluates
         raise ValueError("two-tower training ended without a validation evaluation")
-    return TwoTowerFit(model, best_epoch, validation_metrics, history, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    converged = since >= settings.patience
+    return TwoTowerFit(model, best_epoch, validation_metrics, history, seconds, [], converged, settings.epochs)
 
 
 def fit_members(
@@ -193,6 +208,8 @@ def fit_members(
         [{"member": k, **entry} for k, f in enumerate(fits) for entry in f.history],
         sum(f.seconds for f in fits),
         epochs,
+        all(f.converged for f in fits),
+        training.epochs,
     )
 
 
@@ -255,6 +272,8 @@ def train_and_evaluate(
         "test_ann": evaluate_ann(result.model, split.test, index_factory, index_params),
         "best_epoch": result.best_epoch,
         **({"member_best_epochs": result.member_best_epochs} if result.member_best_epochs else {}),
+        "converged": result.converged,
+        "convergence_warning": result.convergence_warning(),
         "history": result.history,
         "train_seconds": round(result.seconds, 1),
     }
