@@ -10,7 +10,9 @@ schedule (``nightly.train_every_days``) or when their model family has no produc
 before this date, and are recorded ``skipped`` otherwise. Each finished stage appends a row to ``pipeline_runs`` (start,
 end, status, its report line); a stage with a ``succeeded`` (or ``skipped``) row for the date is
 not run again, so a nightly that failed or was killed resumes at the first stage without one.
-A failed stage stops the nightly (exit status 1) and is recorded ``failed`` with its error.
+A failed stage stops the nightly (exit status 1) and is recorded ``failed`` with its error. A
+stage that needs a production model its family does not have (a gate rejected the family's first
+version) is recorded ``skipped`` with the reason, and the nightly goes on.
 
 A second nightly for the same date refuses to start while the first runs: the lock
 (``runtime.run_lock``) is a file in ``nightly.lock_dir`` whose lease the running nightly renews;
@@ -39,7 +41,7 @@ from pyspark.sql import functions as F
 from jobs import table
 from jobs.config import PinpipeConfig, run_job
 from jobs.table import nightly_stages, trained_families, training_stages
-from models.artifacts.registry import Registry
+from models.artifacts.registry import NoProductionModel, Registry
 from runtime.config import local_folder, require, setting
 from runtime.entry import Report, with_date_option
 from runtime.errors import explain
@@ -211,6 +213,11 @@ def run_stage(
     try:
         with counting_writes() as written, job_description(spark, f"nightly {day}: {stage}"):
             report = stage_runner(stage)(spark, stage_cfg)
+    except NoProductionModel as exc:  # a gate rejected the first version of a family the stage needs
+        outcome = StageOutcome(stage, PR.SKIPPED, time.time() - started, f"needs a production model: {exc}")
+        record(spark, lake, run_id, day, outcome, started)
+        log.warning("nightly %s: %s", day, outcome.line().strip())
+        return outcome
     except Exception as exc:
         error = explain(exc)
         outcome = StageOutcome(stage, PR.FAILED, time.time() - started, rows_written=written)

@@ -8,8 +8,10 @@ What it shows, all read from the lake and the registry (``gather``, the I/O) and
 * every stage of the date: status, start, duration, rows written per table, its summary line or
   error (the latest row per stage: a resumed nightly shows where each stage finally stood);
 * quarantined input rows by source and reason;
-* each model family's gate decisions, the newest first (candidate vs production on the same
-  rows, promoted or not, and why) and the gated metric over past runs;
+* a quality panel at the top: each family's latest candidate, its trivial baselines (BM25, the
+  constant level, popularity) and production, on the same rows;
+* each model family's gate decisions, the newest first (candidate vs baselines and production on
+  the same rows, promoted or not, and why) and the gated metric over past runs;
 * score distributions: the teacher's expected relevance of the date's impressions and the
   serving corpus's decayed engagement scores;
 * the index versions with the model each was built from and its recall@10;
@@ -264,6 +266,36 @@ def quarantine_section(rows: list[tuple[str, str, str, int]]) -> str:
     return "<h2>Quarantine</h2>" + _table(("source", "table", "reason", "rows"), rows)
 
 
+def _baselines(decision: dict[str, Any]) -> str:
+    floors = decision.get("baselines") or {}
+    return ", ".join(f"{name} {value:.4f}" for name, value in floors.items()) or "-"
+
+
+def quality_section(production: dict[str, str | None], gates: dict[str, list[dict[str, Any]]]) -> str:
+    """The panel the report opens with: each family's latest gate decision, its candidate's metric
+    beside the trivial baselines' and production's, all on the same rows."""
+    rows = []
+    for family, decisions in gates.items():
+        if not decisions:
+            rows.append((family, "-", "-", "-", "-", production.get(family) or "none", "no gate decision yet"))
+            continue
+        d = decisions[-1]
+        held = "-" if d["production"] is None else f"{d['production_version']} {d['production']:.4f}"
+        rows.append(
+            (
+                family,
+                d["metric"],
+                f"{d['candidate_version']} {d['candidate']:.4f}",
+                _baselines(d),
+                held,
+                production.get(family) or "none",
+                "promoted" if d["passed"] else "REJECTED",
+            )
+        )
+    header = ("family", "metric", "latest candidate", "baselines", "production then", "production now", "gate")
+    return "<h2>Quality: each model against its baselines and production (same rows)</h2>" + _table(header, rows)
+
+
 def model_section(production: dict[str, str | None], gates: dict[str, list[dict[str, Any]]]) -> str:
     parts = ["<h2>Models: gate decisions (candidate vs production, same rows)</h2>"]
     for family, decisions in gates.items():
@@ -278,6 +310,11 @@ def model_section(production: dict[str, str | None], gates: dict[str, list[dict[
         with_prod = [(x, d["production"]) for x, d in zip(xs, decisions, strict=True) if d["production"] is not None]
         if with_prod:
             ax.plot(*zip(*with_prod, strict=True), "s--", label="production (same rows)")
+        for name in dict.fromkeys(n for d in decisions for n in d.get("baselines") or {}):
+            points = [
+                (x, d["baselines"][name]) for x, d in zip(xs, decisions, strict=True) if name in d.get("baselines", {})
+            ]
+            ax.plot(*zip(*points, strict=True), ":", label=f"{name} (same rows)")
         rejected = [(x, d["candidate"]) for x, d in zip(xs, decisions, strict=True) if not d["passed"]]
         if rejected:
             ax.plot(*zip(*rejected, strict=True), "x", color="#d62728", markersize=12, label="rejected")
@@ -291,13 +328,24 @@ def model_section(production: dict[str, str | None], gates: dict[str, list[dict[
                 d["production_version"] or "-",
                 f"{d['candidate']:.4f}",
                 "-" if d["production"] is None else f"{d['production']:.4f}",
+                _baselines(d),
                 d["rows"],
                 "promoted" if d["passed"] else "rejected",
                 d["reason"],
             )
             for d in reversed(decisions)
         ]
-        header = ("at", "candidate", "production", f"candidate {metric}", f"production {metric}", "rows", "", "why")
+        header = (
+            "at",
+            "candidate",
+            "production",
+            f"candidate {metric}",
+            f"production {metric}",
+            "baselines",
+            "rows",
+            "",
+            "why",
+        )
         parts.append(_png(fig) + _table(header, rows))
     return "".join(parts)
 
@@ -361,6 +409,7 @@ def render(data: ReportData) -> str:
             f"<h1>pinpipe nightly {data.date}</h1>",
             f"<p>{html.escape(verdict)}; lake {html.escape(data.lake_root)}</p>",
             alarm,
+            quality_section(data.production, data.gates),
             health_section(data.health),
             stage_section(data.stages),
             model_section(data.production, data.gates),

@@ -233,8 +233,8 @@ def resolve_teacher(lake: Lake, family: str, version: str) -> tuple[str, str]:
     registry = Registry(lake.artifacts_path())
     try:
         version = registry.resolve(family, version)
-    except RegistryError as e:
-        raise RegistryError(f"no teacher to score with: {e} (run train_teacher, or set scorer.teacher_version)") from e
+    except RegistryError as e:  # the same class: NoProductionModel stays one (the nightly skips the stage)
+        raise type(e)(f"no teacher to score with: {e} (run train_teacher, or set scorer.teacher_version)") from e
     registry.verify(family, version)
     return str(registry.path(family, version)), f"{family}/{version}"
 

@@ -300,6 +300,7 @@ def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config
     ``section.promote``."""
     from models.artifacts.publishing import publish_gated
     from models.artifacts.registry import Registry, without_wall_clock
+    from models.relevance.baselines import gate_floors
 
     family = section.family
 
@@ -318,11 +319,12 @@ def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config
         registry,
         section,
         build,
-        metrics={key: m[key] for key in ("test", "validation", "teacher_on_test", "bm25_on_test")},
+        metrics={key: m[key] for key in ("test", "validation", "teacher_on_test", "bm25_on_test", "constant_on_test")},
         config=config,
         inputs=outputs.inputs,
         measure=lambda folder: evaluate_published(folder, rows, lookup).gate_metrics()[section.gate.metric],
         rows=len(rows),
+        baselines=gate_floors(trained.baselines, section.gate.metric),
     )
     version, decision = published.version, published.decision
     log.info("train_student: %s", trained.report)

@@ -201,6 +201,7 @@ class TeacherOutputs:
     inputs: dict[str, Any]  # input versions plus split sizes, for the manifest
     test_rows: pd.DataFrame  # query, text, level of the test pairs: the gate's evaluation set
     base_model: str | None = None  # a LoRA teacher's base: outside the artifact, pinned in its manifest
+    baselines: dict[str, Any] = dataclasses.field(default_factory=dict)  # name -> RelevanceReport on the test pairs
 
 
 @dataclass
@@ -292,7 +293,30 @@ def transform(
     }
     protocol = {"holdout_folds": sorted(holdout_folds)} if holdout_folds else {"test_fraction": split.test_fraction}
     base_model = model.backbone_path if model.lora_r > 0 else None
-    return TeacherOutputs(trained, quarantine, {**inputs.versions, **sizes, **protocol}, parts[TEST], base_model)
+    baselines = pair_baselines(rows, parts[VALIDATION], parts[TEST], model.num_levels)
+    inputs_record = {**inputs.versions, **sizes, **protocol}
+    return TeacherOutputs(trained, quarantine, inputs_record, parts[TEST], base_model, baselines)
+
+
+def pair_baselines(rows: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, num_levels: int) -> dict[str, Any]:
+    """The gate's floor on the test pairs: BM25 of the query against the pin text (document
+    frequencies over every labeled pair's text) and the most frequent validation level."""
+    from models.relevance.baselines import relevance_baselines
+    from models.relevance.bm25 import BM25
+
+    bm25 = BM25().fit(rows[TEXT].tolist())
+
+    def scores(part: pd.DataFrame):
+        return bm25.score_pairs(part[HL.QUERY].tolist(), part[TEXT].tolist())
+
+    return relevance_baselines(
+        validation[LEVEL].to_numpy(),
+        scores(validation),
+        test[HL.QUERY].to_numpy(),
+        test[LEVEL].to_numpy(),
+        scores(test),
+        range(1, num_levels + 1),
+    )
 
 
 def fitter(spark: SparkSession, teacher: TeacherConfig) -> Fit:
@@ -319,6 +343,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
     ``section.promote``, gated on the test pairs and promoted when it passes."""
     from models.artifacts.publishing import publish_gated
     from models.artifacts.registry import Registry, without_wall_clock
+    from models.relevance.baselines import gate_floors
 
     family = section.family
 
@@ -332,6 +357,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
 
     registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
     metrics = {"test": trained.metrics["test"], "validation": trained.metrics["validation"]}
+    metrics.update({f"{name}_on_test": report.to_dict() for name, report in outputs.baselines.items()})
     rows = outputs.test_rows
     published = publish_gated(
         registry,
@@ -342,6 +368,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
         inputs={**outputs.inputs, "quarantined": quarantined},
         measure=lambda folder: evaluate_published(folder, rows).gate_metrics()[section.gate.metric],
         rows=len(rows),
+        baselines=gate_floors(outputs.baselines, section.gate.metric),
         external={"base model": outputs.base_model} if outputs.base_model else None,
     )
     version, decision = published.version, published.decision

@@ -325,11 +325,12 @@ def write(
         registry,
         section,
         build,
-        metrics={part: outputs.metrics[part] for part in ("validation", "test", "test_ann")},
+        metrics={part: outputs.metrics[part] for part in ("validation", "test", "test_ann", "popularity_test")},
         config=config,
         inputs=outputs.inputs,
         measure=measure_on(outputs, section.gate.metric),
         rows=len(outputs.test.rows),
+        baselines={"popularity": outputs.metrics["popularity_test"][section.gate.metric]},
         on_pass=registry.approve,
     )
     decision = published.decision

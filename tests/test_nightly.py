@@ -120,3 +120,32 @@ def test_a_model_this_dates_nightly_promoted_does_not_count_as_promoted_before(t
     registry.promote("student", version)
     assert not nightly.promoted_before(registry, "student", DAY)
     assert nightly.promoted_before(registry, "student", DAY + dt.timedelta(days=1))
+
+
+def test_a_stage_whose_model_family_has_no_production_is_skipped_with_the_reason(spark, lake, cfg_for, tiny_data):
+    """A gate rejected the first two-tower: embed_pins has nothing to embed, build_index nothing to
+    build. The nightly records each skipped with the gate's reason (no trace) and goes on."""
+    from models.artifacts.gate import GateSettings, gate_version
+    from models.artifacts.registry import Registry
+
+    registry = Registry(lake.artifacts_path())
+
+    def build(folder):
+        (folder / "model.bin").write_bytes(b"weights")
+
+    version = registry.publish("two_tower", build, metrics={}, config={})
+    gate = GateSettings(metric="ndcg@10", margin=0.002)
+    assert not gate_version(registry, "two_tower", version, gate, lambda folder: 0.01, 50, {"popularity": 0.02}).passed
+    cfg = nightly_cfg(cfg_for, tiny_data, "nightly.stages=[ingest, serving_corpus, embed_pins, build_index]")
+    report = nightly.run(spark, cfg)
+    assert [(s.stage, s.status) for s in report.stages] == [
+        ("ingest", PR.SUCCEEDED),
+        ("serving_corpus", PR.SUCCEEDED),
+        ("embed_pins", PR.SKIPPED),
+        ("build_index", PR.SKIPPED),  # the nightly went on past the first
+    ]
+    skipped = report.stages[2].summary
+    assert skipped.startswith("needs a production model: 'two_tower' has no promoted version: its gate rejected")
+    assert "popularity 0.0200" in skipped and "Traceback" not in skipped
+    row = lake.read(spark, "pipeline_runs").filter(f"{PR.STAGE} = 'embed_pins'").first()
+    assert row[PR.STATUS] == PR.SKIPPED and row[PR.SUMMARY] == skipped and row[PR.ERROR] is None

@@ -9,8 +9,9 @@ from pyspark.sql import functions as F
 from transformers import AutoTokenizer
 
 from jobs import train_teacher
+from jobs.score_impressions import resolve_teacher
 from jobs.train_teacher import labeled_pairs, pairs_of
-from models.artifacts.registry import Registry, RegistryError
+from models.artifacts.registry import NoProductionModel, Registry, RegistryError
 from models.random_models import save_random_backbone
 from models.relevance.int8 import Int8Plan, linear_layers, quantize_int8
 from models.relevance.metrics import evaluate_relevance, spearman
@@ -179,7 +180,15 @@ def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, 
     reasons = sorted(r.reason for r in lake.read(spark, "quarantine").filter("source = 'train_teacher'").collect())
     assert reasons == ["no pin_text_features row (or empty text) for pin", "relevance 9 outside 1..4"]
 
-    assert registry.current("teacher") == "v0001"
+    # The fixture is lexical (a pin is relevant when its text names the query's item): BM25 is
+    # perfect on it, so this first version does not clear the gate's floor and is not promoted.
+    assert not first.promoted and registry.current("teacher") is None
+    assert "gate REJECTED" in first.gate and "does not beat bm25" in first.gate
+    assert "bm25 1.0000, constant 0.0000" in first.gate and "teacher has no production model" in first.gate
+    [decision] = registry.gates("teacher")
+    assert decision["baselines"] == {"bm25": 1.0, "constant": 0.0} and decision["production_version"] is None
+    with pytest.raises(NoProductionModel, match="'teacher' has no promoted version: its gate rejected"):
+        resolve_teacher(lake, "teacher", "")
     registry.verify("teacher", "v0001")
     manifest = registry.manifest("teacher", "v0001")
     assert manifest["config"]["teacher"]["model"]["backbone_path"] == str(teacher_lake)
@@ -187,6 +196,7 @@ def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, 
     assert (inputs["train_queries"], inputs["validation_queries"], inputs["test_queries"]) == (4, 2, 2)
     assert inputs["quarantined"] == 2
     assert manifest["metrics"]["test"]["kappa"] == pytest.approx(first.kappa)
+    assert manifest["metrics"]["bm25_on_test"]["n"] == manifest["metrics"]["constant_on_test"]["n"] == first.test_pairs
     assert "quadratic weighted kappa" in (folder / "report.txt").read_text()
     cuts = json.loads((folder / "decoding.json").read_text())
     assert cuts["levels"] == [1, 2, 3, 4] and len(cuts["cuts"]) == 3
@@ -222,7 +232,7 @@ def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, 
     second = train_teacher.run(
         spark, cfg_for(*teacher_overrides(teacher_lake, "teacher.training.lr=1.0e-3"), "teacher.registry_keep=6")
     )
-    assert second.version == "v0002" and "gate passed" in second.gate and second.promoted
+    assert second.version == "v0002" and "gate REJECTED" in second.gate and not second.promoted
     a = registry.manifest("teacher", "v0001")["metrics"]
     b = registry.manifest("teacher", "v0002")["metrics"]
     for part in ("test", "validation"):
@@ -291,17 +301,15 @@ def test_assign_sides_holds_out_exactly_the_named_folds():
 
 
 def test_a_lora_teacher_pins_its_base_model_and_a_swapped_base_is_refused(spark, lake, cfg_for, teacher_lake):
-    from jobs.score_impressions import resolve_teacher
-
     cfg = cfg_for(*teacher_overrides(teacher_lake, "teacher.model.lora_r=4", "teacher.training.epochs=1"))
     report = train_teacher.run(spark, cfg)
     registry = Registry(lake.artifacts_path())
     pinned = registry.manifest("teacher", report.version)["external"]["base model"]
     assert pinned["path"] == str(teacher_lake.resolve())
     assert {"config.json", "model.safetensors"} <= set(pinned["files"])
-    folder, _ = resolve_teacher(lake, "teacher", "")  # verified: the base is the one it was built on
+    folder, _ = resolve_teacher(lake, "teacher", report.version)  # verified: the base is the one it was built on
     assert (Path(folder) / "adapter").is_dir() and not (Path(folder) / "backbone").exists()
 
     save_random_backbone(teacher_lake, "bert", seed=1)  # same architecture, other weights
     with pytest.raises(RegistryError, match=r"its base model at .* is not the one it was built on .*model.safetensors"):
-        resolve_teacher(lake, "teacher", "")
+        resolve_teacher(lake, "teacher", report.version)

@@ -64,18 +64,22 @@ def publish_gated(
     inputs: dict[str, Any],
     measure: Callable[[Path], float],
     rows: int,
+    baselines: dict[str, float] | None = None,
     external: dict[str, str | Path] | None = None,
     on_pass: Callable[[str, str], None] | None = None,
 ) -> Published:
     """Publish ``build``'s artifact as a version of ``settings.family`` (idempotently: the same
     config and inputs give back the version they made); with ``settings.promote``, gate it
     (``measure`` scores a published folder on the ``rows`` evaluation rows, for the new version
-    and for production alike) and, when it passes, ``on_pass(family, version)`` —
+    and for production alike; ``baselines``: the gated metric of trivial predictors on the same
+    rows, the floor every version must clear) and, when it passes, ``on_pass(family, version)`` —
     ``registry.promote`` unless given (the two-tower passes ``registry.approve``)."""
     family = settings.family
     key = content_key(config, inputs)
     version = registry.publish(family, build, metrics=metrics, config=config, inputs=inputs, external=external, key=key)
-    decision = gate_version(registry, family, version, settings.gate, measure, rows) if settings.promote else None
+    decision = (
+        gate_version(registry, family, version, settings.gate, measure, rows, baselines) if settings.promote else None
+    )
     approved = settings.promote and (decision is None or decision.passed)
     if approved:
         (on_pass or registry.promote)(family, version)

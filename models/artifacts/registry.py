@@ -50,6 +50,11 @@ class RegistryError(RuntimeError):
     """A registry operation could not be done (unknown family/version, tampered files, ...)."""
 
 
+class NoProductionModel(RegistryError):
+    """A family has no promoted version to use (none published yet, or its gate rejected every
+    one): work that needs it cannot run, and the nightly records that work as skipped."""
+
+
 def remove_abandoned_staging(family_dir: Path) -> list[str]:
     """Delete the staging folders under ``family_dir`` whose publisher is known to be gone
     (killed on this host); returns their names."""
@@ -239,9 +244,16 @@ class Registry:
         """``version``, or the promoted one when it is empty; a clear error when there is none."""
         version = version or self.current(family) or ""
         if not version:
-            raise RegistryError(f"{family!r} has no promoted version (publish one, or name a version)")
+            raise NoProductionModel(self.no_production(family))
         self.path(family, version)  # must exist
         return version
+
+    def no_production(self, family: str) -> str:
+        """Why ``family`` has no promoted version: its gate's last rejection, or that none was published."""
+        rejected = [g for g in self.gates(family) if not g.get("passed", True)]
+        if rejected:
+            return f"{family!r} has no promoted version: its gate rejected {rejected[-1].get('reason', '')}"
+        return f"{family!r} has no promoted version (publish one, or name a version)"
 
     def resolve_next(self, family: str, version: str = "") -> str:
         """``version``, else the candidate waiting to be promoted, else the promoted one (what an

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.relevance.baselines import BM25, CONSTANT, relevance_baselines
 from models.relevance.embedding_lookup import EmbeddingLookup
 from models.relevance.levels import LevelThresholds
-from models.relevance.metrics import RelevanceReport, evaluate_predictions, evaluate_with_cuts, quadratic_weighted_kappa
+from models.relevance.metrics import RelevanceReport, evaluate_with_cuts, quadratic_weighted_kappa
 from models.relevance.student_settings import StudentSettings, StudentTrainSettings
 from schemas import student_features as SF
 
@@ -61,16 +62,23 @@ class TrainedStudent:
     folder_files: dict[str, bytes]
     metrics: dict[str, Any]
     report: str
+    baselines: dict[str, RelevanceReport]  # the gate's floor on the test rows (models.relevance.baselines)
 
 
 def _report(rows: pd.DataFrame, probs: np.ndarray, levels: list[int], cuts: LevelThresholds) -> RelevanceReport:
     return evaluate_with_cuts(rows[SF.QUERY].to_numpy(), rows[LEVEL].to_numpy(), probs, levels, cuts)
 
 
-def _bm25_report(val: pd.DataFrame, test: pd.DataFrame, levels: list[int]) -> RelevanceReport:
-    cuts = LevelThresholds.fit(val[SF.BM25].to_numpy(), val[LEVEL], levels)
-    scores = test[SF.BM25].to_numpy()
-    return evaluate_predictions(test[SF.QUERY].to_numpy(), test[LEVEL].to_numpy(), cuts.predict(scores), scores, levels)
+def _baselines(val: pd.DataFrame, test: pd.DataFrame, levels: list[int]) -> dict[str, RelevanceReport]:
+    """BM25 (the pair's feature) and the constant level on the test rows (``models.relevance.baselines``)."""
+    return relevance_baselines(
+        val[LEVEL].to_numpy(),
+        val[SF.BM25].to_numpy(),
+        test[SF.QUERY].to_numpy(),
+        test[LEVEL].to_numpy(),
+        test[SF.BM25].to_numpy(),
+        levels,
+    )
 
 
 def _teacher_report(val: pd.DataFrame, test: pd.DataFrame, levels: list[int]) -> RelevanceReport | None:
@@ -122,12 +130,14 @@ def fit_student(
     cuts = LevelThresholds.fit(val_probs @ lv, val_rows[LEVEL], levels)
     test_report = _report(test_rows, predict(test), levels, cuts)
     teacher = _teacher_report(val_rows, test_rows, levels)
-    bm25 = _bm25_report(val_rows, test_rows, levels)
+    baselines = _baselines(val_rows, test_rows, levels)
+    bm25 = baselines[BM25]
     metrics = {
         "test": test_report.to_dict(),
         "validation": _report(val_rows, val_probs, levels, cuts).to_dict(),
         "teacher_on_test": teacher.to_dict() if teacher else None,
         "bm25_on_test": bm25.to_dict(),
+        "constant_on_test": baselines[CONSTANT].to_dict(),
         "best_epoch": result.best_epoch,
         "history": result.history,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -138,9 +148,10 @@ def fit_student(
         files = {p.name: p.read_bytes() for p in folder.iterdir()}
     table = test_report.table(f"student test ({len(test_rows):,} human labels)")
     table += "\n\n" + bm25.table("BM25, same rows")
+    table += "\n\n" + baselines[CONSTANT].table("the most frequent validation level, same rows")
     if teacher is not None:
         table += "\n\n" + teacher.table(f"teacher, same rows it labeled ({teacher.n:,})")
-    return TrainedStudent(files, metrics, table)
+    return TrainedStudent(files, metrics, table, baselines)
 
 
 def evaluate_published(folder: Path, rows: pd.DataFrame, lookup: EmbeddingLookup) -> RelevanceReport:

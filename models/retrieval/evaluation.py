@@ -13,7 +13,7 @@ from models.retrieval.ranking_metrics import (
     metrics_from_ranks,
     ranks_from_top_lists,
 )
-from models.retrieval.retriever import Retriever, merge_vector_results
+from models.retrieval.retriever import Retriever, mask_engaged, merge_vector_results
 from models.retrieval.sequences import Sequences, trim_padding
 from models.retrieval.two_tower import RetrievalModel
 from models.torch_modes import evaluating
@@ -28,6 +28,20 @@ def evaluate(model: RetrievalModel, sequences: Sequences, batch: int = 1024) -> 
         for i in range(0, len(order), batch):
             rows = sequences.rows[order[i : i + batch]]
             ranks.add(retriever.scores(trim_padding(rows[:, :-1])), rows[:, -1])
+    return ranks.result()
+
+
+def evaluate_popularity(counts: torch.Tensor, sequences: Sequences, batch: int = 1024) -> RankingMetrics:
+    """The popularity baseline by the same protocol: every user gets the most engaged items
+    (``counts``: index 0 padding, then each item's training engagements) they have not engaged
+    with; equal counts are broken by item index, never in the target's favour."""
+    n_items = len(counts) - 1
+    tie_break = torch.arange(n_items, 0, -1, dtype=torch.float64) / (n_items + 1)  # in (0, 1): below one count
+    popularity = counts[1:].to(torch.float64) + tie_break
+    ranks = RankAccumulator(n_items)
+    for i in range(0, len(sequences.rows), batch):
+        rows = sequences.rows[i : i + batch]
+        ranks.add(mask_engaged(popularity.expand(len(rows), n_items), rows[:, :-1]), rows[:, -1])
     return ranks.result()
 
 

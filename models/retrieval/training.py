@@ -247,9 +247,9 @@ def train_and_evaluate(
     index_params: str,
 ) -> TrainedTwoTower:
     """Split ``data`` leave-one-out, train (:func:`fit_members`, early stopping on the validation
-    items), and evaluate once on the test items: exact full ranking and through a FAISS
-    ``index_factory`` index."""
-    from models.retrieval.evaluation import evaluate_ann
+    items), and evaluate once on the test items: exact full ranking, through a FAISS
+    ``index_factory`` index, and the popularity baseline's (the gate's floor)."""
+    from models.retrieval.evaluation import evaluate_ann, evaluate_popularity
     from models.retrieval.sequences import leave_one_out
 
     if not data.sequences:
@@ -270,6 +270,7 @@ def train_and_evaluate(
         "validation": result.validation.as_dict(),
         "test": evaluate(result.model, split.test).as_dict(),
         "test_ann": evaluate_ann(result.model, split.test, index_factory, index_params),
+        "popularity_test": evaluate_popularity(data.counts, split.test).as_dict(),  # the gate's floor
         "best_epoch": result.best_epoch,
         **({"member_best_epochs": result.member_best_epochs} if result.member_best_epochs else {}),
         "converged": result.converged,
