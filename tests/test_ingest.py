@@ -296,6 +296,26 @@ def test_s3rec_attributes_become_rows_and_bad_entries_are_quarantined(spark, lak
     assert '{"14": [4]}' in raws and '{"15": "a"}' in raws
 
 
+def test_attribute_entries_with_text_utf8_cannot_hold_are_quarantined_not_a_failed_job(spark, lake, tmp_path):
+    """JSON escapes can spell lone surrogates ("\\ud800"), which Python holds but UTF-8 (Arrow,
+    Parquet) cannot: such an entry is quarantined with its escaped text; emoji, right-to-left
+    and combining text are ordinary (unparseable) ids, and the rest of the file lands."""
+    path = tmp_path / "Tiny_item2attributes.json"
+    path.write_text(
+        '{"\\ud800": [1], "10": ["\\udfff"], "\\ud83d\\ude00": [2], "\u05d0\u0301": [3], "\\u0000": [4], "11": [5]}',
+        encoding="utf-8",
+    )
+    lines = spark.createDataFrame([("1 10 11",)], "value string")
+    entries = ingest.read_attributes(spark, str(path))
+    report = ingest.write_batch(lake, ingest.transform_s3rec(lines, "Tiny", dt.datetime(2020, 1, 1), 60, entries))
+    rows = {(r.pin_id, r.attribute) for r in lake.read(spark, "item_attributes").collect()}
+    assert rows == {("s3rec-tiny:i11", "s3rec-tiny:a5")}
+    assert report.quarantined == {"unparseable id": 4, "unparseable attribute id": 1}
+    assert report.reconciled[1].line() == "attribute entries read 6 = written 1 + quarantined 5"
+    raws = {r.raw for r in lake.read(spark, "quarantine").filter("target_table = 'item_attributes'").collect()}
+    assert '{"\\ud800": [1]}' in raws and '{"10": ["\\udfff"]}' in raws
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

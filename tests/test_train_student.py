@@ -188,3 +188,36 @@ def test_the_gate_rejects_a_shuffled_student_and_rollback_restores_production_sc
     rollback.main(["student", "--set", f"lake.root={lake.root}"])
     assert registry.current("student") == "v0001"  # never v0002, the rejected one
     assert np.array_equal(production_scores(), scores_v1)
+
+
+def zeroed_weights(safetensors_bytes: bytes) -> bytes:
+    """Every tensor zero: a student that gives every pair the same probabilities (a constant)."""
+    import torch
+    from safetensors.torch import load, save
+
+    return save({k: torch.zeros_like(v) for k, v in load(safetensors_bytes).items()})
+
+
+def test_a_first_student_that_is_shuffled_or_constant_is_rejected_and_leaves_no_production(
+    spark, lake, cfg_for, learnable_student_lake
+):
+    from models.relevance.student import WEIGHTS_FILE
+
+    registry = Registry(lake.artifacts_path())
+    for seed, (broken, name) in enumerate([(shuffled_weights, "shuffled"), (zeroed_weights, "constant")], start=1):
+        cfg = cfg_for(*LEARNING_STUDENT, f"student.training.seed={seed}")
+        outputs = train_student.trained(spark, cfg)
+        files = outputs.trained.folder_files
+        files[WEIGHTS_FILE] = broken(files[WEIGHTS_FILE])
+        report = train_student.write(outputs, lake, cfg.student, config=cfg.to_dict())
+        assert report.version == f"student/v{seed:04d}" and not report.promoted, name
+        assert "gate REJECTED" in report.gate and "does not beat" in report.gate, name
+        assert "student has no production model" in report.gate, name
+        assert registry.current("student") is None, name
+        decision = registry.gates("student")[-1]
+        assert set(decision["baselines"]) == {"bm25", "constant"} and decision["production_version"] is None
+    assert decision["candidate"] <= decision["baselines"]["constant"] + 1e-9  # the constant's kappa: 0
+    real = train_student.run(spark, cfg_for(*LEARNING_STUDENT, "student.training.seed=3"))
+    assert real.promoted and registry.current("student") == "v0003"
+    decision = registry.gates("student")[-1]
+    assert decision["candidate"] > max(decision["baselines"].values()) + 0.02

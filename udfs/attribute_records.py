@@ -6,7 +6,9 @@ fails the whole task on a repeated key; here each file is decoded strictly and p
 Python's ``json`` keeping every (key, value) pair, so every entry ends as one row: its item, its
 attributes as text, the entry's JSON, and a problem (or null). A repeated item id marks all
 its entries (none is preferred), as ingest does for every duplicated id. A file that is not
-valid in its encoding, not JSON, or not an object is one *file problem* row.
+valid in its encoding, not JSON, or not an object is one *file problem* row. Text that UTF-8
+cannot hold (a lone surrogate spelled as a JSON escape) is kept escaped: such an id is not an
+id, so its entry is quarantined, never a failed task.
 """
 
 from __future__ import annotations
@@ -65,6 +67,16 @@ def _problem(item: str, value: object) -> str | None:
     return None
 
 
+def storable(text: str) -> str:
+    """``text``, with what UTF-8 cannot hold (lone surrogates, which JSON escapes can spell)
+    written as backslash escapes: Arrow and Parquet take only valid UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def parse_attributes(text: str, what: str) -> list[Entry]:
     """Every entry of one item -> attributes document, in file order."""
     try:
@@ -81,7 +93,7 @@ def parse_attributes(text: str, what: str) -> list[Entry]:
         raw = json.dumps({item: value}, default=str)
         problem = "duplicate id" if seen[item] > 1 else _problem(item, value)
         attributes = None if problem else [str(a) for a in value]
-        entries.append(Entry(ENTRY, item, attributes, raw, problem))
+        entries.append(Entry(ENTRY, storable(item), attributes, raw, problem))
     return entries
 
 
