@@ -22,7 +22,7 @@ def stage(name, status, seconds, summary="", error=None, rows=None):
     }
 
 
-def gate(candidate_version, candidate, production, passed):
+def gate(candidate_version, candidate, production, passed, baselines=None):
     return {
         "at": "2026-11-01T02:10:00+00:00",
         "candidate_version": candidate_version,
@@ -33,6 +33,8 @@ def gate(candidate_version, candidate, production, passed):
         "rows": 26,
         "passed": passed,
         "reason": "why <it> was decided",
+        "baselines": baselines or {},
+        "margin": 0.02,
     }
 
 
@@ -47,7 +49,13 @@ def test_the_report_is_one_self_contained_page_with_every_section():
         ],
         quarantine=[("crowdflower", "human_labels", "relevance 9 outside 1..4", 3)],
         production={"student": "v0001", "two_tower": None},
-        gates={"student": [gate("v0001", 0.80, None, True), gate("v0002", -0.10, 0.80, False)], "two_tower": []},
+        gates={
+            "student": [
+                gate("v0001", 0.80, None, True, {"bm25": 0.2183, "constant": 0.0}),
+                gate("v0002", -0.10, 0.80, False, {"bm25": 0.2190, "constant": 0.0}),
+            ],
+            "two_tower": [],
+        },
         histograms=[Histogram("teacher", [1.0 + 0.1 * i for i in range(31)], [i % 4 for i in range(30)])],
         indexes=[IndexVersion("v0001", "two_tower/v0001", 2000, 2, "Flat", 0.9987, "2026-11-01", True)],
         index_name="two_tower_items",
@@ -72,6 +80,17 @@ def test_the_report_is_one_self_contained_page_with_every_section():
     assert "human_labels=7,109, pins=20,000" in page
     assert "relevance 9 outside 1..4" in page and "0.9987" in page and "student: production v0001" in page
     assert "rejected" in page and "No gate decisions yet." in page
+    # The page opens (after the alarm) with the quality panel: the latest candidate beside its
+    # baselines and production, on the same rows.
+    quality = page.index("<h2>Quality: each model against its baselines and production (same rows)</h2>")
+    assert quality < page.index("<h2>Production</h2>") < page.index("<h2>Stages</h2>")
+    panel = page[quality : page.index("<h2>Production</h2>")]
+    assert (
+        "<td>student</td><td>kappa</td><td>v0002 -0.1000</td><td>bm25 0.2190, constant 0.0000</td>"
+        "<td>v0001 0.8000</td><td>v0001</td><td>REJECTED</td>"
+    ) in panel
+    assert "<td>two_tower</td>" in panel and "no gate decision yet" in panel
+    assert "<td>bm25 0.2183, constant 0.0000</td>" in page  # each decision's baselines in the gate table
     assert "Retrieval candidates of 2026-11-01" in page and "109,000" in page and "2,417" in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 3  # stage durations, the student's gate history, one histogram
