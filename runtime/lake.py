@@ -149,8 +149,10 @@ class Lake:
 
         Concurrent writers: when another writer commits first, Delta refuses this commit. If
         the other writer left this slice's rows alone (a different slice of the table) the write
-        is tried again, up to ``COMMIT_ATTEMPTS`` times; if it replaced them too, this run
-        writes nothing and raises :class:`SliceConflict` saying so.
+        is tried again, up to ``COMMIT_ATTEMPTS`` times; if it replaced them with exactly these
+        rows (two nightlies of different dates writing the same catalog, say), the write is done;
+        if it replaced them with other rows, this run writes nothing and raises
+        :class:`SliceConflict` saying so.
         """
         spec = table_spec(table)
         spark = df.sparkSession
@@ -166,7 +168,11 @@ class Lake:
                 ).save(path)
                 break
             except CONCURRENT_COMMIT as err:
-                self._after_conflict(spark, table, where, base, attempt, err)
+                same = self._after_conflict(spark, table, where, rows, base, attempt, err)
+                if same is not None:  # another run committed these very rows: the write is done
+                    _count(table, same)
+                    log.info("%s: another run wrote the same %d rows where %s first", table, same, where)
+                    return same
         written = self.commit_metric(spark, table, tag, "numOutputRows")
         _count(table, written)
         log.info("%s: wrote %d rows where %s", table, written, where)
@@ -177,12 +183,17 @@ class Lake:
         return self.read(spark, table).filter(where).count() if self.exists(spark, table) else 0
 
     def _after_conflict(
-        self, spark: SparkSession, table: str, where: str, base: int, attempt: int, err: Exception
-    ) -> None:
-        """Raise :class:`SliceConflict` if a concurrent commit changed the rows ``where`` (or the
-        attempts are spent); else wait a little before the next attempt."""
+        self, spark: SparkSession, table: str, where: str, rows: DataFrame, base: int, attempt: int, err: Exception
+    ) -> int | None:
+        """After a concurrent commit: the number of rows when it left the rows ``where`` equal to
+        ``rows`` (this write is done); :class:`SliceConflict` if it changed them otherwise (or the
+        attempts are spent); else None, after waiting a little before the next attempt."""
         now = self.version(spark, table)
         if self._slice_files(spark, table, where, base) != self._slice_files(spark, table, where, now):
+            held = spark.read.format("delta").option("versionAsOf", now).load(self.table_path(table))
+            held = held.filter(where).select(*rows.columns)
+            if rows.exceptAll(held).isEmpty() and held.exceptAll(rows).isEmpty():
+                return held.count()
             raise SliceConflict(
                 f"another run replaced the rows of {table!r} where {where} (Delta version {now}) while this "
                 f"run was writing them; this run wrote nothing there and the table holds the other run's "
@@ -200,6 +211,7 @@ class Lake:
             attempt + 1,
         )
         time.sleep(random.uniform(0.5, 1.5) * attempt)
+        return None
 
     def _slice_files(self, spark: SparkSession, table: str, where: str, version: int) -> set[str]:
         """The data files holding the rows ``where`` at ``version``."""
