@@ -140,6 +140,33 @@ def test_the_gate_rejects_a_two_tower_with_shuffled_weights(spark, lake, cfg_for
     assert decision["production"] > 0.9 and decision["candidate"] < 0.5
 
 
+@pytest.mark.slow  # trains once
+def test_a_first_two_tower_with_shuffled_weights_is_rejected_by_the_popularity_floor(spark, lake, cfg_for):
+    """No production to compare with: the floor alone rejects it, and the family stays without a
+    candidate or production (embed_pins and build_index have nothing to build)."""
+    from models.artifacts.registry import NoProductionModel
+
+    config = learnable_lake(spark, lake, cfg_for)
+    registry = Registry(lake.artifacts_path())
+    cfg = config()
+    outputs = train_two_tower.trained(spark, cfg)
+    popularity = outputs.metrics["popularity_test"]["ndcg@10"]
+    assert 0 < popularity < outputs.metrics["test"]["ndcg@10"]  # the trained model beats it
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in outputs.model.parameters():
+            p.copy_(p.flatten()[torch.randperm(p.numel(), generator=g)].reshape(p.shape))
+    report = train_two_tower.write(outputs, lake, cfg.two_tower, config=cfg.to_dict())
+    assert report.version == "v0001" and not report.candidate
+    assert "gate REJECTED" in report.gate and "does not beat popularity" in report.gate
+    assert f"popularity {popularity:.4f}" in report.gate and "two_tower has no production model" in report.gate
+    assert registry.current("two_tower") is None and registry.candidate("two_tower") is None
+    [decision] = registry.gates("two_tower")
+    assert decision["baselines"] == {"popularity": popularity} and decision["candidate"] < popularity
+    with pytest.raises(NoProductionModel, match="its gate rejected two_tower/v0001"):
+        registry.resolve_next("two_tower")
+
+
 def test_item_attributes_become_dense_indices_most_frequent_first(spark):
     index = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "pin_id string, item_index int")
     rows = [("a", "x"), ("a", "y"), ("a", "z"), ("b", "y"), ("c", "y"), ("c", "z"), ("unknown", "w"), ("a", "x")]
