@@ -1,4 +1,5 @@
 import datetime as dt
+import re
 
 import numpy as np
 import pytest
@@ -111,8 +112,12 @@ def test_job_embeds_each_text_once_and_a_rerun_embeds_nothing_and_leaves_the_tab
     monkeypatch.setattr(Lake, "replace_slice", recording)
     first = student_features.run(spark, cfg)
     # The feature rows take their cosines from the cache after the MERGE: the encoder (a Python
-    # UDF) ran once, for the MERGE, and is not in the plan of the rows written after it.
-    assert "MapInPandas" not in plans["student_features"] and "Python" not in plans["student_features"]
+    # UDF) ran once, for the MERGE, and is not in the plan of the rows written after it; the only
+    # Python there is the queries' Unicode normalisation (udfs.text_clean.normalize_query).
+    plan = plans["student_features"]
+    assert "MapInPandas" not in plan and "MapInArrow" not in plan
+    assert set(re.findall(r"ArrowEvalPython \[(\w+)\(", plan)) == {"_nfkc_udf"}
+    assert "BatchEvalPython" not in plan
     table = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == "v1")
     rows = table.toPandas()
     # Window: days 2 and 3 only; plus the two labeled pairs (normalised query).
