@@ -120,6 +120,14 @@ def test_job_trains_publishes_and_the_artifact_retrieves(spark, lake, cfg_for):
     assert registry.candidate("two_tower") == "v0001" and registry.current("two_tower") is None
 
 
+def shuffle_parameters(model, seed: int = 0) -> None:
+    """Each parameter's values randomly permuted in place: a broken model of the same shape."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.flatten()[torch.randperm(p.numel(), generator=g)].reshape(p.shape))
+
+
 @pytest.mark.slow  # trains twice
 def test_the_gate_rejects_a_two_tower_with_shuffled_weights(spark, lake, cfg_for):
     config = learnable_lake(spark, lake, cfg_for)
@@ -128,10 +136,7 @@ def test_the_gate_rejects_a_two_tower_with_shuffled_weights(spark, lake, cfg_for
     registry.promote("two_tower", "v0001")  # as build_index does with its index
     cfg = config("two_tower.training.seed=1", "two_tower.gate.tolerance=0.0")
     outputs = train_two_tower.trained(spark, cfg)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in outputs.model.parameters():
-            p.copy_(p.flatten()[torch.randperm(p.numel(), generator=g)].reshape(p.shape))
+    shuffle_parameters(outputs.model)
     report = train_two_tower.write(outputs, lake, cfg.two_tower, config=cfg.to_dict())
     assert report.version == "v0002" and not report.candidate
     assert "gate REJECTED" in report.gate and "production stays two_tower/v0001" in report.gate
@@ -152,10 +157,7 @@ def test_a_first_two_tower_with_shuffled_weights_is_rejected_by_the_popularity_f
     outputs = train_two_tower.trained(spark, cfg)
     popularity = outputs.metrics["popularity_test"]["ndcg@10"]
     assert 0 < popularity < outputs.metrics["test"]["ndcg@10"]  # the trained model beats it
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in outputs.model.parameters():
-            p.copy_(p.flatten()[torch.randperm(p.numel(), generator=g)].reshape(p.shape))
+    shuffle_parameters(outputs.model)
     report = train_two_tower.write(outputs, lake, cfg.two_tower, config=cfg.to_dict())
     assert report.version == "v0001" and not report.candidate
     assert "gate REJECTED" in report.gate and "does not beat popularity" in report.gate

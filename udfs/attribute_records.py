@@ -70,11 +70,7 @@ def _problem(item: str, value: object) -> str | None:
 def storable(text: str) -> str:
     """``text``, with what UTF-8 cannot hold (lone surrogates, which JSON escapes can spell)
     written as backslash escapes: Arrow and Parquet take only valid UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # valid text comes back as it was
 
 
 def parse_attributes(text: str, what: str) -> list[Entry]:
