@@ -53,11 +53,13 @@ class TwoTowerConfig(PublishSettings):
 
     model: TwoTowerSettings = setting(
         "The towers: dim, max_len (history read), encoder (transformer | mean), layers, heads, dropouts, "
-        "temperature (learned or fixed), shared item ID table."
+        "temperature (learned or fixed), shared item ID table, feature crossing per tower (masknet | dhen | "
+        "transformer), user head (projections | capsules), conditional."
     )
     training: TwoTowerTrainSettings = setting(
-        "Loop and loss: batch of users, epochs, lr, patience and eval_every (validation NDCG@10), "
-        "logq_correction, extra_negatives (uniform, beside the in-batch ones), exclude_user_items."
+        "Loop and loss: batch of users, epochs, lr, patience and eval_every (validation NDCG@10), loss "
+        "(auto: full softmax when one step's logits fit full_softmax_mb, else sampled), logq_correction and "
+        "extra_negatives (uniform, beside the in-batch ones) of the sampled loss, exclude_user_items."
     )
     source: str = setting("user_engagements source to train and evaluate on, e.g. s3rec_beauty.")
     item_attributes: bool = setting(

@@ -10,7 +10,14 @@ from models.retrieval.evaluation import evaluate
 from models.retrieval.ranking_metrics import RankAccumulator
 from models.retrieval.retriever import Retriever, mask_engaged
 from models.retrieval.sequences import Sequences
-from models.retrieval.training import fit, fit_members, log_frequencies, sampled_softmax_loss
+from models.retrieval.training import (
+    fit,
+    fit_members,
+    full_softmax_loss,
+    log_frequencies,
+    loss_kind,
+    sampled_softmax_loss,
+)
 from models.retrieval.two_tower import TwoTower, TwoTowerEnsemble, load_model, two_tower
 from models.retrieval.two_tower_settings import TwoTowerSettings, TwoTowerTrainSettings
 from udfs.item_embedder import item_vectors
@@ -86,6 +93,39 @@ def test_items_of_the_examples_own_sequence_are_not_its_negatives():
         users.unsqueeze(1), positives, model, None, extra_negatives=200, user_items=(sequences, row)
     )
     assert math.isfinite(with_extra.detach().item())
+
+
+@pytest.mark.parametrize("own_sequence", [False, True])
+def test_the_full_softmax_is_cross_entropy_against_every_item(own_sequence):
+    torch.manual_seed(4)
+    model = two_tower(10, TINY).eval()
+    sequences = torch.tensor([[0, 3, 5, 7], [2, 4, 9, 1]])
+    row = torch.tensor([0, 0, 1, 1, 1])
+    positives = torch.tensor([5, 7, 4, 9, 1])
+    users = F.normalize(torch.randn(5, 16), dim=-1)
+    got = full_softmax_loss(users.unsqueeze(1), positives, model, (sequences, row) if own_sequence else None)
+    with torch.no_grad():
+        items = model.item_tower(torch.arange(1, 11))  # item i at row i - 1; padding 0 is no candidate
+    temperature, losses = float(model.temperature.detach()), []
+    for i, positive in enumerate(positives.tolist()):
+        own = set(sequences[row[i]].tolist()) - {positive} if own_sequence else set()
+        logits = {item: float(users[i] @ items[item - 1]) / temperature for item in range(1, 11) if item not in own}
+        losses.append(math.log(sum(math.exp(v) for v in logits.values())) - logits[positive])
+    assert got.detach().item() == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+
+def test_the_loss_rule_takes_the_full_softmax_when_a_steps_logits_fit_the_budget():
+    model = TwoTowerSettings(max_len=50)
+    training = TwoTowerTrainSettings(batch_size=128)  # 6,400 examples a step at most
+    assert loss_kind(12_101, model, training) == "full"  # Beauty: 886 MiB <= 1024
+    assert loss_kind(3_646, model, training) == "full"  # LastFM
+    assert loss_kind(1_000_000, model, training) == "sampled"  # a real pin catalogue
+    assert loss_kind(12_101, model, dataclasses.replace(training, full_softmax_mb=800)) == "sampled"
+    assert loss_kind(12_101, model, dataclasses.replace(training, batch_size=256)) == "sampled"
+    assert loss_kind(10, model, dataclasses.replace(training, loss="sampled")) == "sampled"
+    assert loss_kind(10**9, model, dataclasses.replace(training, loss="full")) == "full"
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TwoTowerTrainSettings(loss="bpr")
 
 
 def test_extra_uniform_negatives_skip_the_positive():

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.retrieval.crossing import FieldCrossing
 from models.retrieval.two_tower_settings import TwoTowerSettings
 
 
@@ -52,26 +53,40 @@ class ItemFeatures(nn.Module):
     def n_items(self) -> int:
         return self.ids.num_embeddings - 1
 
-    def forward(self, items: torch.Tensor, id_dropout: bool = False) -> torch.Tensor:
+    @property
+    def n_fields(self) -> int:
+        return 1 if self.attribute_bag is None else 2
+
+    def fields(self, items: torch.Tensor, id_dropout: bool = False) -> torch.Tensor:
+        """(..., n_fields, dim): the ID embedding, then (with attributes) their mean embedding."""
         x = self.ids(items)
         if id_dropout:
             x = self.id_dropout(x)
-        if self.attribute_bag is not None:
-            flat = items.reshape(-1)
-            x = x + self.attribute_bag(self.attributes[flat]).reshape(*items.shape, -1)
-        return x
+        if self.attribute_bag is None:
+            return x.unsqueeze(-2)
+        attributes = self.attribute_bag(self.attributes[items.reshape(-1)]).reshape(*items.shape, -1)
+        return torch.stack([x, attributes], -2)
+
+    def forward(self, items: torch.Tensor, id_dropout: bool = False) -> torch.Tensor:
+        return self.fields(items, id_dropout).sum(-2)
 
 
 class ItemTower(nn.Module):
-    """Item index -> unit vector: :class:`ItemFeatures` (ID dropout in training) projected."""
+    """Item index -> unit vector: :class:`ItemFeatures` (ID dropout in training) — their sum,
+    plus a crossing of them when the tower has one — projected."""
 
-    def __init__(self, features: ItemFeatures, dim: int) -> None:
+    def __init__(self, features: ItemFeatures, dim: int, crossing: FieldCrossing | None = None) -> None:
         super().__init__()
         self.features = features
         self.project = nn.Linear(dim, dim)
+        self.crossing = crossing
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.project(self.features(items, id_dropout=True)), dim=-1)
+        fields = self.features.fields(items, id_dropout=True)
+        x = fields.sum(-2)
+        if self.crossing is not None:
+            x = x + self.crossing(fields)
+        return F.normalize(self.project(x), dim=-1)
 
 
 class CausalTransformer(nn.Module):
@@ -269,10 +284,22 @@ class InterestFusion(nn.Module):
         return states + self.fuse(torch.cat([self.norm(states), self.embedding(interests)], -1))
 
 
+USER_FIELDS = 3  # a user tower's fields at position t: the encoder's state, the item at t, the mean up to t
+
+
+def user_fields(states: torch.Tensor, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """The user tower's fields at every position (batch, length, USER_FIELDS, dim): the history
+    encoder's state, the (embedded) item engaged at that position, and the mean of the items up to
+    it — each uses positions ``..t`` only."""
+    mean = x.cumsum(1) / present.cumsum(1).clamp_min(1.0)
+    return torch.stack([states, x, mean], -2)
+
+
 class UserTower(nn.Module):
     """A left-padded history -> ``(batch, n_vectors, dim)`` unit vectors: the history's item
-    features (dropped out in training), encoded by ``history``, fused with an interest by
-    ``condition`` (a conditional tower), turned into vectors by ``head``."""
+    features (dropped out in training), encoded by ``history``, crossed with the position's other
+    fields by ``crossing`` (when the tower has one), fused with an interest by ``condition`` (a
+    conditional tower), turned into vectors by ``head``."""
 
     def __init__(
         self,
@@ -282,11 +309,13 @@ class UserTower(nn.Module):
         dim: int,
         history_dropout: float,
         condition: InterestFusion | None = None,
+        crossing: FieldCrossing | None = None,
     ) -> None:
         super().__init__()
         self.items, self.history, self.head, self.dim = items, history, head, dim
         self.history_dropout = nn.Dropout(history_dropout)
         self.condition = condition
+        self.crossing = crossing
 
     @property
     def n_vectors(self) -> int:
@@ -304,6 +333,8 @@ class UserTower(nn.Module):
         present = (history > 0).unsqueeze(-1).float()
         x = self.history_dropout(self.items(history)) * present
         states = self.history(x, present)
+        if self.crossing is not None:
+            states = states + self.crossing(user_fields(states, x, present))
         if self.condition is not None:
             states = self.condition(states, interests)
         elif interests is not None:
@@ -357,6 +388,13 @@ HISTORY_ENCODERS: dict[str, Callable[[TwoTowerSettings], nn.Module]] = {
 def history_encoder(settings: TwoTowerSettings) -> nn.Module:
     """The history encoder ``settings.encoder`` names."""
     return HISTORY_ENCODERS[settings.encoder](settings)
+
+
+def crossing(kind: str, n_fields: int, settings: TwoTowerSettings) -> FieldCrossing | None:
+    """The crossing ``kind`` names over ``n_fields`` fields (None for ``none``)."""
+    if kind == "none":
+        return None
+    return FieldCrossing(kind, n_fields, settings.dim, settings.crossing_layers, settings.heads, settings.mask_blocks)
 
 
 def user_head(settings: TwoTowerSettings) -> nn.Module:

@@ -25,10 +25,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.retrieval.towers import (
+    USER_FIELDS,
     InterestFusion,
     ItemFeatures,
     ItemTower,
     UserTower,
+    crossing,
     history_encoder,
     user_head,
 )
@@ -103,7 +105,7 @@ def towers(
     ``settings.user_vectors`` vectors, and for a ``conditional`` model the fusion of an interest
     (``interests[i]``: item i's interest id, 1..; 0 pads)."""
     features = ItemFeatures(n_items, settings.dim, settings.id_dropout, attributes)
-    item_tower = ItemTower(features, settings.dim)
+    item_tower = ItemTower(features, settings.dim, crossing(settings.item_crossing, features.n_fields, settings))
     history_items = features if settings.share_item_embeddings else ItemFeatures(n_items, settings.dim, 0.0)
     history = history_encoder(settings)
     condition = None
@@ -115,7 +117,13 @@ def towers(
             )
         condition = InterestFusion(interests, settings.dim, settings.condition_dropout)
     user_tower = UserTower(
-        history_items, history, user_head(settings), settings.dim, settings.history_dropout, condition
+        history_items,
+        history,
+        user_head(settings),
+        settings.dim,
+        settings.history_dropout,
+        condition,
+        crossing(settings.user_crossing, USER_FIELDS, settings),
     )
     return item_tower, user_tower
 

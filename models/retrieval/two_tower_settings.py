@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ENCODERS = ("transformer", "mean", "none")
+CROSSINGS = ("none", "masknet", "dhen", "transformer")  # models.retrieval.crossing
 USER_HEADS = ("projections", "capsules")
+LOSSES = ("auto", "full", "sampled")
 RANKING_KS = (5, 10, 20)  # the cut-offs of HR@k, NDCG@k and coverage@k
 # The figures a two-tower's promotion gate may compare.
 TWO_TOWER_GATE_METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr") for k in RANKING_KS)
@@ -82,7 +84,33 @@ class TwoTowerSettings:
         metadata={"help": "Share of training positions conditioned on no interest (so unconditional serving works)."},
     )
 
+    item_crossing: str = field(
+        default="none",
+        metadata={
+            "help": (
+                "Feature crossing over the item tower's fields (ID, attributes): none | masknet | dhen "
+                "(MaskNet + DCNv2 + self-attention in parallel) | transformer (over the fields)"
+            )
+        },
+    )
+    user_crossing: str = field(
+        default="none",
+        metadata={
+            "help": (
+                "Feature crossing over the user tower's fields at each position (encoder state, the "
+                "item, the history's mean): none | masknet | dhen | transformer"
+            )
+        },
+    )
+    crossing_layers: int = field(default=1, metadata={"help": "Stacked crossing layers (both towers)."})
+    mask_blocks: int = field(default=2, metadata={"help": "Parallel MaskBlocks of a MaskNet (also inside DHEN)."})
+
     def __post_init__(self) -> None:
+        for name in ("item_crossing", "user_crossing"):
+            if getattr(self, name) not in CROSSINGS:
+                raise ValueError(f"{name} must be one of {list(CROSSINGS)}, got {getattr(self, name)!r}")
+        if min(self.crossing_layers, self.mask_blocks) < 1:
+            raise ValueError(f"crossing_layers and mask_blocks must be >= 1: {self}")
         if self.user_head not in USER_HEADS:
             raise ValueError(f"user_head must be one of {list(USER_HEADS)}, got {self.user_head!r}")
         if self.routing_iterations < 1:
@@ -126,12 +154,31 @@ class TwoTowerTrainSettings:
         default=10, metadata={"help": "evaluations without a better validation NDCG@10 before stopping"}
     )
     eval_every: int = field(default=2, metadata={"help": "epochs between validation evaluations"})
+    loss: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "full (softmax over the whole catalogue) | sampled (in-batch negatives, extra_negatives "
+                "uniform ones, logQ) | auto: full when one step's logits fit full_softmax_mb, else sampled"
+            )
+        },
+    )
+    full_softmax_mb: int = field(
+        default=1024,
+        metadata={
+            "help": (
+                "auto's budget: full softmax when batch_size x max_len examples x catalogue items x 12 "
+                "bytes (float32 logits, their softmax and gradient) fit in it"
+            )
+        },
+    )
     logq_correction: bool = field(
         default=True,
         metadata={"help": "Subtract each candidate's log sampling probability from its logit (in-batch negatives)."},
     )
     extra_negatives: int = field(
-        default=0, metadata={"help": "uniformly sampled negatives per step, beside the in-batch ones"}
+        default=1024,
+        metadata={"help": "sampled loss: uniformly sampled negatives per step, beside the in-batch ones"},
     )
     exclude_user_items: bool = field(
         default=False,
@@ -149,5 +196,9 @@ class TwoTowerTrainSettings:
     def __post_init__(self) -> None:
         if min(self.batch_size, self.epochs, self.patience, self.eval_every) < 1:
             raise ValueError("batch_size, epochs, patience and eval_every must be >= 1")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        if self.full_softmax_mb < 0:
+            raise ValueError(f"full_softmax_mb must be >= 0, got {self.full_softmax_mb}")
         if self.extra_negatives < 0:
             raise ValueError(f"extra_negatives must be >= 0, got {self.extra_negatives}")
