@@ -119,6 +119,15 @@ JOBS: tuple[Job, ...] = (
         trains=True,
     ),
     Job(
+        "pretrain_ids",
+        "jobs.pretrain_ids",
+        "learn user and item ID embeddings contrastively from engagement (before each user's evaluation events)",
+        "pretrain_ids",
+        "jobs.pretrain_ids:PretrainIdsConfig",
+        nightly=True,
+        trains=True,
+    ),
+    Job(
         "train_two_tower",
         "jobs.train_two_tower",
         "train the two-tower retrieval model on one source's engagement sequences and publish it",

@@ -34,7 +34,12 @@ from pyspark.sql.window import Window
 
 from jobs.config import PinpipeConfig, run_job
 from models.artifacts.publishing import PublishSettings
-from models.retrieval.two_tower_settings import TWO_TOWER_GATE_METRICS, TwoTowerSettings, TwoTowerTrainSettings
+from models.retrieval.two_tower_settings import (
+    TWO_TOWER_GATE_METRICS,
+    PretrainedIdsUse,
+    TwoTowerSettings,
+    TwoTowerTrainSettings,
+)
 from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake
 from runtime.session import job_description
@@ -62,6 +67,10 @@ class TwoTowerConfig(PublishSettings):
         "extra_negatives (uniform, beside the in-batch ones) of the sampled loss, exclude_user_items."
     )
     source: str = setting("user_engagements source to train and evaluate on, e.g. s3rec_beauty.")
+    pretrained_ids: PretrainedIdsUse = setting(
+        "Start the item ID table from a pretrain_ids version (version: '' none | production | vNNNN), "
+        "frozen or fine-tuned with ID dropout; refused when its window holds an evaluation event."
+    )
     item_attributes: bool = setting(
         "Give the item tower the source's item_attributes (S3-Rec categories, brands, tags) as content "
         "features, when the table has rows for the source."
@@ -270,15 +279,70 @@ def collect(prepared: TwoTowerPrepared) -> TwoTowerData:
     return TwoTowerData(sequences, item_ids, counts, features, interests, interest_names)
 
 
+class PretrainingLeak(ValueError):
+    """The pre-training window of the ID embeddings holds some of the two-tower's evaluation events."""
+
+
+def pretrained_items(
+    spark: SparkSession, cfg: PinpipeConfig, engagements: DataFrame, item_ids: list[str]
+) -> tuple[Any, dict[str, Any]]:
+    """The item ID initialisation from the ``two_tower.pretrained_ids`` version (verified), and
+    what the manifest records of it; :class:`PretrainingLeak` when an evaluation event of this
+    two-tower (each evaluated user's last two) is inside that version's window."""
+    from jobs.engagement_windows import evaluation_events_inside, read_window
+    from models.artifacts.registry import Registry
+    from models.retrieval.id_pretraining import WINDOW_FILE, ItemInit, aligned_vectors, load_item_vectors
+
+    use, family = cfg.two_tower.pretrained_ids, cfg.pretrain_ids.family
+    registry = Registry(Lake.at(cfg.lake.root).artifacts_path())
+    version = registry.resolve(family, "" if use.version == "production" else use.version)
+    registry.verify(family, version)
+    folder = registry.path(family, version)
+    with job_description(spark, "train_two_tower: pre-training window check"):
+        inside = evaluation_events_inside(engagements, read_window(spark, folder / WINDOW_FILE))
+        leaked = inside.count()
+        example = inside.select(UE.USER_ID).first() if leaked else None
+    if leaked:
+        raise PretrainingLeak(
+            f"train_two_tower: the evaluation events of {leaked:,} users (e.g. {example[UE.USER_ID]!r}) fall inside "
+            f"the pre-training window of {family} {version}: its ID embeddings have seen them. Pre-train on a "
+            f"window that ends before them (pretrain_ids.settings.holdout_events >= 2, on engagements no newer "
+            f"than these), or leave two_tower.pretrained_ids.version empty"
+        )
+    vectors, known = load_item_vectors(folder)
+    rows, found = aligned_vectors(vectors, known, item_ids)
+    window = registry.manifest(family, version)["inputs"].get("window", {})
+    log.info(
+        "train_two_tower: item IDs from %s %s (%s): %s of %s items pre-trained",
+        family,
+        version,
+        use.mode,
+        f"{int(found.sum()):,}",
+        f"{len(item_ids):,}",
+    )
+    record = {"version": version, "mode": use.mode, "window": window, "items_found": int(found.sum())}
+    return ItemInit(rows, found, frozen=use.mode == "frozen"), record
+
+
 def trained(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerOutputs:
     """Read, prepare, collect and train with the config's settings: ``run`` without the write."""
+    import dataclasses
+
     from models.retrieval.training import train_and_evaluate
 
     t = cfg.two_tower
-    prepared = transform(read(spark, cfg), max_attributes_per_item=t.max_attributes_per_item)
+    inputs = read(spark, cfg)
+    prepared = transform(inputs, max_attributes_per_item=t.max_attributes_per_item)
+    data, model = collect(prepared), t.model
+    if t.pretrained_ids.version:
+        init, record = pretrained_items(spark, cfg, inputs.engagements, data.item_ids)
+        data = dataclasses.replace(data, item_init=init)
+        prepared.versions["pretrained_ids"] = record
+        if t.pretrained_ids.mode == "finetune":
+            model = dataclasses.replace(model, id_dropout=t.pretrained_ids.dropout)
     result = train_and_evaluate(
-        collect(prepared),
-        model=t.model,
+        data,
+        model=model,
         training=t.training,
         index_factory=t.eval_index_factory,
         index_params=t.eval_index_params,

@@ -28,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from models.retrieval.evaluation import evaluate
+from models.retrieval.id_pretraining import ItemInit, initialise_item_ids
 from models.retrieval.ranking_metrics import RankingMetrics
 from models.retrieval.sequences import Sequences, length_buckets, trim_padding
 from models.retrieval.towers import user_item_scores
@@ -240,15 +241,19 @@ def fit_members(
     item_counts: torch.Tensor,
     training: TwoTowerTrainSettings,
     interests: torch.Tensor | None = None,
+    item_init: ItemInit | None = None,
 ) -> TwoTowerFit:
-    """The model of ``settings``: ``settings.members`` two-towers, member ``k`` initialised and
-    trained (:func:`fit`, with its own early stopping) under seed ``training.seed + k``; more than
-    one are validated and served as their :class:`TwoTowerEnsemble`."""
+    """The model of ``settings``: ``settings.members`` two-towers, member ``k`` initialised (its
+    item ID table from ``item_init`` when given) and trained (:func:`fit`, with its own early
+    stopping) under seed ``training.seed + k``; more than one are validated and served as their
+    :class:`TwoTowerEnsemble`."""
     fits = []
     for k in range(settings.members):
         seed = training.seed + k
         torch.manual_seed(seed)
         member = two_tower(n_items, dataclasses.replace(settings, members=1), attributes, interests)
+        if item_init is not None:
+            initialise_item_ids(member.item_tower.features.ids, item_init)
         if settings.members > 1:
             log.info("two-tower member %d of %d (seed %d)", k + 1, settings.members, seed)
         fits.append(fit(member, train, validation, item_counts, dataclasses.replace(training, seed=seed)))
@@ -282,6 +287,7 @@ class TwoTowerData:
     attributes: torch.Tensor | None = None
     interests: torch.Tensor | None = None
     interest_names: list[str] = field(default_factory=list)
+    item_init: ItemInit | None = None  # pre-trained item ID embeddings (pinpipe pretrain_ids)
 
 
 @dataclass
@@ -320,7 +326,15 @@ def train_and_evaluate(
         f"{int(data.counts.sum()):,}",
     )
     result = fit_members(
-        n_items, model, data.attributes, split.train, split.validation, data.counts, training, data.interests
+        n_items,
+        model,
+        data.attributes,
+        split.train,
+        split.validation,
+        data.counts,
+        training,
+        data.interests,
+        data.item_init,
     )
     metrics = {
         "validation": result.validation.as_dict(),

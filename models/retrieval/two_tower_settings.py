@@ -202,3 +202,60 @@ class TwoTowerTrainSettings:
             raise ValueError(f"full_softmax_mb must be >= 0, got {self.full_softmax_mb}")
         if self.extra_negatives < 0:
             raise ValueError(f"extra_negatives must be >= 0, got {self.extra_negatives}")
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Contrastive pre-training of user and item ID embeddings (``pinpipe pretrain_ids``)."""
+
+    dim: int = field(default=0, metadata={"help": "width of the ID vectors; 0 = two_tower.model.dim"})
+    holdout_events: int = field(
+        default=2,
+        metadata={
+            "help": (
+                "each user's last events left out of the window: the two-tower's validation and test "
+                "events (leave-one-out: 2)"
+            )
+        },
+    )
+    window: int = field(default=3, metadata={"help": "co-engaged items at most this many positions apart pair up"})
+    epochs: int = field(default=10, metadata={"help": "passes over the pairs"})
+    batch_size: int = field(default=1024, metadata={"help": "pairs per step and task (in-batch negatives)"})
+    lr: float = field(default=1.0e-3, metadata={"help": "Adam learning rate"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation and shuffling"})
+    progress: bool = field(default=True, metadata={"help": "Log a line per epoch."})
+
+    def __post_init__(self) -> None:
+        if min(self.window, self.epochs, self.batch_size) < 1 or min(self.dim, self.holdout_events) < 0:
+            raise ValueError(f"window, epochs, batch_size must be >= 1, dim and holdout_events >= 0: {self}")
+
+
+PRETRAINED_MODES = ("finetune", "frozen")
+
+
+@dataclass(frozen=True)
+class PretrainedIdsUse:
+    """Whether and how a two-tower starts from pre-trained item ID embeddings."""
+
+    version: str = field(
+        default="",
+        metadata={
+            "help": ("'' = none (random initialisation) | production (the promoted pretrain_ids version) | vNNNN")
+        },
+    )
+    mode: str = field(
+        default="finetune",
+        metadata={"help": "finetune (trained further, with ID dropout) | frozen (kept as pre-trained)"},
+    )
+    dropout: float = field(
+        default=0.5,
+        metadata={"help": "ID dropout on candidate items when fine-tuning (fine-tuned IDs overfit without it)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in PRETRAINED_MODES:
+            raise ValueError(f"mode must be one of {list(PRETRAINED_MODES)}, got {self.mode!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.version not in ("", "production") and not (self.version[:1] == "v" and self.version[1:].isdigit()):
+            raise ValueError(f"version must be '', production or vNNNN, got {self.version!r}")
