@@ -284,18 +284,35 @@ class PretrainingLeak(ValueError):
 
 
 def pretrained_items(
-    spark: SparkSession, cfg: PinpipeConfig, engagements: DataFrame, item_ids: list[str]
+    spark: SparkSession, cfg: PinpipeConfig, inputs: TwoTowerInputs, item_ids: list[str]
 ) -> tuple[Any, dict[str, Any]]:
-    """The item ID initialisation from the ``two_tower.pretrained_ids`` version (verified), and
-    what the manifest records of it; :class:`PretrainingLeak` when an evaluation event of this
-    two-tower (each evaluated user's last two) is inside that version's window."""
-    from jobs.engagement_windows import evaluation_events_inside, read_window
+    """The item ID initialisation from the ``two_tower.pretrained_ids`` version (``auto``: the
+    one pre-trained on this source's windows with ``pretrain_ids.settings``, made now if none is
+    kept), checksums verified, and what the manifest records of it; :class:`PretrainingLeak`
+    when an evaluation event of this two-tower (each evaluated user's last two) is inside that
+    version's window."""
+    from jobs.pretrained_ids import evaluation_events_inside, publish_pretrained, read_window, resolved, windows
     from models.artifacts.registry import Registry
     from models.retrieval.id_pretraining import WINDOW_FILE, ItemInit, aligned_vectors, load_item_vectors
 
     use, family = cfg.two_tower.pretrained_ids, cfg.pretrain_ids.family
-    registry = Registry(Lake.at(cfg.lake.root).artifacts_path())
-    version = registry.resolve(family, "" if use.version == "production" else use.version)
+    engagements, lake = inputs.engagements, Lake.at(cfg.lake.root)
+    registry = Registry(lake.artifacts_path())
+    if use.version == "auto":
+        settings = resolved(cfg.pretrain_ids.settings, cfg.two_tower.model.dim)
+        versions = {key: inputs.versions[key] for key in ("source", "user_engagements_version")}
+        made = publish_pretrained(
+            windows(engagements, settings.holdout_events),
+            versions,
+            lake,
+            settings,
+            family=family,
+            keep=cfg.pretrain_ids.registry_keep,
+            promote=False,
+        )
+        version = made.version
+    else:
+        version = registry.resolve(family, "" if use.version == "production" else use.version)
     registry.verify(family, version)
     folder = registry.path(family, version)
     with job_description(spark, "train_two_tower: pre-training window check"):
@@ -335,7 +352,7 @@ def trained(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerOutputs:
     prepared = transform(inputs, max_attributes_per_item=t.max_attributes_per_item)
     data, model = collect(prepared), t.model
     if t.pretrained_ids.version:
-        init, record = pretrained_items(spark, cfg, inputs.engagements, data.item_ids)
+        init, record = pretrained_items(spark, cfg, inputs, data.item_ids)
         data = dataclasses.replace(data, item_init=init)
         prepared.versions["pretrained_ids"] = record
         if t.pretrained_ids.mode == "finetune":

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from jobs import pretrain_ids, train_two_tower
-from jobs.engagement_windows import evaluation_events_inside, windows
+from jobs.pretrained_ids import evaluation_events_inside, windows
 from models.artifacts.registry import Registry
 from models.retrieval.id_pretraining import (
     ItemInit,
@@ -120,7 +120,8 @@ def test_pretrain_ids_publishes_and_a_two_tower_starts_from_it_or_is_refused_whe
     registry.verify("pretrain_ids", "v0001")
     manifest = registry.manifest("pretrain_ids", "v0001")
     assert manifest["inputs"]["source"] == "s3rec_tiny" and manifest["inputs"]["window"]["holdout_events"] == 2
-    assert manifest["config"]["pretrain_ids"]["settings"]["dim"] == 0  # resolved at run time: 16 below
+    assert manifest["config"]["pretrain_ids"]["dim"] == 16  # dim 0: the two-tower's
+    assert pretrain_ids.run(spark, config(*PRETRAIN_TINY)).version == "v0001"  # the same settings and inputs
     folder = registry.path("pretrain_ids", "v0001")
     assert len(json.loads((folder / "items.json").read_text())) == 25
 
@@ -134,8 +135,15 @@ def test_pretrain_ids_publishes_and_a_two_tower_starts_from_it_or_is_refused_whe
     tuned = train_two_tower.trained(spark, config("two_tower.pretrained_ids.version=v0001"))
     assert tuned.model.settings.id_dropout == 0.5 and tuned.inputs["pretrained_ids"]["mode"] == "finetune"
 
+    # auto: the kept version of the same settings and inputs, else pre-trained now (not promoted)
+    auto = train_two_tower.trained(spark, config(*PRETRAIN_TINY, "two_tower.pretrained_ids.version=auto"))
+    assert auto.inputs["pretrained_ids"]["version"] == "v0001" and registry.versions("pretrain_ids") == ["v0001"]
+    other = config(*PRETRAIN_TINY, "pretrain_ids.settings.epochs=2", "two_tower.pretrained_ids.version=auto")
+    assert train_two_tower.trained(spark, other).inputs["pretrained_ids"]["version"] == "v0002"
+    assert registry.current("pretrain_ids") == "v0001"
+
     pretrain_ids.run(spark, config(*PRETRAIN_TINY, "pretrain_ids.settings.holdout_events=1"))  # reads validation
-    with pytest.raises(train_two_tower.PretrainingLeak, match="evaluation events of 200 users .* pretrain_ids v0002"):
+    with pytest.raises(train_two_tower.PretrainingLeak, match="evaluation events of 200 users .* pretrain_ids v0003"):
         train_two_tower.trained(spark, config("two_tower.pretrained_ids.version=production"))
     with pytest.raises(ValueError, match="pretrain_ids.gate.enabled must be false"):
         config("pretrain_ids.gate.enabled=true")

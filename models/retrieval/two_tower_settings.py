@@ -257,5 +257,7 @@ class PretrainedIdsUse:
             raise ValueError(f"mode must be one of {list(PRETRAINED_MODES)}, got {self.mode!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.version not in ("", "production") and not (self.version[:1] == "v" and self.version[1:].isdigit()):
-            raise ValueError(f"version must be '', production or vNNNN, got {self.version!r}")
+        if self.version not in ("", "auto", "production") and not (
+            self.version[:1] == "v" and self.version[1:].isdigit()
+        ):
+            raise ValueError(f"version must be '', auto, production or vNNNN, got {self.version!r}")
