@@ -112,6 +112,19 @@ def run_variant(
     }
 
 
+def s3rec_lake_config(work: Path, data_root: str, datasets: list[str]):
+    """The config of a bench lake under ``work`` that ``ingest`` fills with S3-Rec ``datasets``."""
+    return load_config(
+        "local",
+        overrides=[
+            f"lake.root={work / 'lake'}",
+            f"ingest.data_root={data_root}",
+            "ingest.sources=[s3rec]",
+            f"ingest.s3rec_datasets=[{', '.join(datasets)}]",
+        ],
+    )
+
+
 def chosen_run(runs: dict[str, dict[str, Any]], dataset: str) -> str:
     """The name of ``dataset``'s logQ run (defaults or a variant) with the best validation NDCG@10."""
     candidates = [name for name in runs if name.split()[0] == dataset and name.split()[1].startswith("logQ")]
@@ -139,15 +152,7 @@ def main() -> None:
     variants_for = args.datasets if args.variants_for is None else args.variants_for
     configure_logging()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-two-tower-"))
-    base = load_config(
-        "local",
-        overrides=[
-            f"lake.root={work / 'lake'}",
-            f"ingest.data_root={args.data_root}",
-            "ingest.sources=[s3rec]",
-            f"ingest.s3rec_datasets=[{', '.join(args.datasets)}]",
-        ],
-    )
+    base = s3rec_lake_config(work, args.data_root, args.datasets)
     runs: dict[str, dict[str, Any]] = {}
     with spark_session("pinpipe-bench-two-tower", base.spark) as spark:
         ingest.run(spark, base)

@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.record import Figure, Record, write_record  # noqa: E402
-from bench.two_tower import PUBLISHED  # noqa: E402
+from bench.two_tower import PUBLISHED, s3rec_lake_config  # noqa: E402
 from jobs import ingest, pretrain_ids, train_two_tower  # noqa: E402
 from jobs.config import load_config  # noqa: E402
 from jobs.sources.s3rec import s3rec_source  # noqa: E402
@@ -127,15 +127,7 @@ def main() -> None:
     chosen = {name: VARIANTS[name] for name in (args.only or VARIANTS)}
     configure_logging()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pinpipe-bench-ablation-"))
-    base = load_config(
-        "local",
-        overrides=[
-            f"lake.root={work / 'lake'}",
-            f"ingest.data_root={args.data_root}",
-            "ingest.sources=[s3rec]",
-            f"ingest.s3rec_datasets=[{', '.join(args.datasets)}]",
-        ],
-    )
+    base = s3rec_lake_config(work, args.data_root, args.datasets)
     with spark_session("pinpipe-bench-two-tower-ablation", base.spark) as spark:
         ingest.run(spark, base)
         for dataset in args.datasets:
