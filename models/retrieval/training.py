@@ -88,7 +88,10 @@ def full_softmax_loss(
     items = model.item_tower(torch.arange(1, model.n_items + 1, device=positives.device))
     if model.user_tower.label_aware and users.shape[1] > 1:
         users = nearest_vector(users, items[positives - 1])
-    logits = user_item_scores(users, items) / model.temperature  # (N, n_items): column i-1 is item i
+    if users.shape[1] == 1:  # (N, n_items) in one product: the temperature scales N rows, not N x n_items
+        logits = (users[:, 0] / model.temperature) @ items.T  # column i-1 is item i
+    else:
+        logits = user_item_scores(users, items) / model.temperature
     if user_items is not None:
         sequences, row = user_items
         own = torch.zeros(len(sequences), model.n_items + 1, dtype=torch.bool, device=logits.device)
