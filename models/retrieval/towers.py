@@ -412,5 +412,7 @@ def user_item_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     -> (..., C), an item's score the best of the user's vectors (the vector nearest to it)."""
     if users.dim() < 3:
         raise ValueError(f"users must be (..., n_vectors, dim), got shape {tuple(users.shape)}")
+    if users.shape[-2] == 1:  # one vector: its scores as they are (no reduction pass over (..., C))
+        return users[..., 0, :] @ items.T
     scores = users.reshape(-1, users.shape[-1]) @ items.T
     return scores.view(*users.shape[:-1], -1).amax(-2)

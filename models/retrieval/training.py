@@ -88,10 +88,9 @@ def full_softmax_loss(
     items = model.item_tower(torch.arange(1, model.n_items + 1, device=positives.device))
     if model.user_tower.label_aware and users.shape[1] > 1:
         users = nearest_vector(users, items[positives - 1])
-    if users.shape[1] == 1:  # (N, n_items) in one product: the temperature scales N rows, not N x n_items
-        logits = (users[:, 0] / model.temperature) @ items.T  # column i-1 is item i
-    else:
-        logits = user_item_scores(users, items) / model.temperature
+    # (N, n_items), column i-1 is item i; the temperature scales the N user rows, not N x n_items
+    # logits (the best vector's cosine over T is the best of the cosines over T: T > 0)
+    logits = user_item_scores(users / model.temperature, items)
     if user_items is not None:
         sequences, row = user_items
         own = torch.zeros(len(sequences), model.n_items + 1, dtype=torch.bool, device=logits.device)
