@@ -37,16 +37,23 @@ from runtime.entry import configure_logging  # noqa: E402
 from runtime.lake import Lake  # noqa: E402
 from runtime.session import spark_session  # noqa: E402
 
+# Each variant names both parts, whatever the shipped defaults are: no crossing / crossing, and
+# no pre-trained IDs / the version pre-trained for the run (its seed, the two-tower's source).
+PLAIN = [
+    "two_tower.model.item_crossing=none",
+    "two_tower.model.user_crossing=none",
+    "two_tower.pretrained_ids.version=''",
+]
 CROSSING = ["two_tower.model.item_crossing=dhen", "two_tower.model.user_crossing=dhen"]
 FROZEN = ["two_tower.pretrained_ids.version=production", "two_tower.pretrained_ids.mode=frozen"]
 FINETUNED = ["two_tower.pretrained_ids.version=production", "two_tower.pretrained_ids.mode=finetune"]
-# name -> overrides of the shipped defaults; a variant that reads pretrain_ids pre-trains first.
+# name -> overrides; a variant that reads pretrain_ids pre-trains first.
 VARIANTS: dict[str, list[str]] = {
-    "today's model": [],
-    "+ crossing (DHEN, both towers)": CROSSING,
-    "+ pre-trained IDs, frozen": FROZEN,
-    "+ pre-trained IDs, fine-tuned": FINETUNED,
-    "+ crossing + pre-trained IDs, fine-tuned": CROSSING + FINETUNED,
+    "today's model": PLAIN,
+    "+ crossing (DHEN, both towers)": PLAIN + CROSSING,
+    "+ pre-trained IDs, frozen": PLAIN + FROZEN,
+    "+ pre-trained IDs, fine-tuned": PLAIN + FINETUNED,
+    "+ crossing + pre-trained IDs, fine-tuned": PLAIN + CROSSING + FINETUNED,
 }
 METRICS = ("hr@10", "ndcg@10", "coverage@10")
 
