@@ -6,6 +6,7 @@ Delta lake."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -77,15 +78,23 @@ def test_the_factory_follows_the_corpus_size():
 # ------------------------------------------------------------------ the jobs, on one lake
 
 
-# v0002: two members of 16 served as one (two_tower.model.members), each with three vectors per
-# user (two_tower.model.user_vectors): one index search per user vector, merged
+# v0001: feature crossing in both towers (DHEN items, MaskNet users; their projections not zero,
+# as trained). v0002: two members of 16 served as one (two_tower.model.members), each with three
+# vectors per user (two_tower.model.user_vectors): one index search per user vector, merged
 WIDTHS = {"v0001": 16, "v0002": 32}
 
 
-def publish_model(lake: Lake, seed: int, members: int = 1, user_vectors: int = 1) -> str:
+def publish_model(lake: Lake, seed: int, members: int = 1, user_vectors: int = 1, crossing: bool = False) -> str:
     torch.manual_seed(seed)
     settings = TwoTowerSettings(dim=16, max_len=6, layers=1, heads=2, members=members, user_vectors=user_vectors)
-    return publish(lake, new_model(N_ITEMS, settings).eval(), SOURCE)
+    if crossing:
+        settings = dataclasses.replace(settings, item_crossing="dhen", user_crossing="masknet")
+    model = new_model(N_ITEMS, settings).eval()
+    if crossing:
+        with torch.no_grad():
+            model.item_tower.crossing.out.weight.normal_()
+            model.user_tower.crossing.out.weight.normal_()
+    return publish(lake, model, SOURCE)
 
 
 def cfg(lake: Lake, *overrides: str):
@@ -98,11 +107,11 @@ def built(spark, tmp_path_factory):
     lake = Lake.at(str(tmp_path_factory.mktemp("index") / "lake"))
     write_sequences(spark, lake, USERS, SOURCE)
     reports = {}
-    for seed, members, vectors, extra in (
-        (1, 1, 1, ()),
-        (2, 2, 3, ("index.flat_below=0", "index.search_params=nprobe=4")),
+    for seed, members, vectors, crossing, extra in (
+        (1, 1, 1, True, ()),
+        (2, 2, 3, False, ("index.flat_below=0", "index.search_params=nprobe=4")),
     ):
-        version = publish_model(lake, seed, members, vectors)
+        version = publish_model(lake, seed, members, vectors, crossing)
         c = cfg(lake, f"index.model_version={version}", *extra)
         reports[version] = (embed_pins.run(spark, c), build_index.run(spark, c))
     return lake, reports
@@ -161,17 +170,23 @@ def test_the_manifest_describes_every_shard(built):
 
 
 @SPARK_BUILT
-def test_retrieval_matches_exact_scoring_of_the_promoted_model(built):
+@pytest.mark.parametrize("version", ["v0001", "v0002"])  # crossing towers; an ensemble of multi-vector users
+def test_retrieval_matches_exact_scoring_of_the_promoted_model(built, version):
     lake, _ = built
-    retrieval = Retrieval.open(lake.artifacts_path(), "two_tower_items")
-    exact = Retriever(load_model(Registry(lake.artifacts_path()).path("two_tower", "v0002") / MODEL_FOLDER))
-    for pins in USERS.values():
-        got = retrieval.top_k(pins, 10)
-        history = retrieval.history_row(pins)
-        top, scores = exact.top_k(history, 10)
-        assert [c.pin for c in got] == [f"p{int(i) - 1:04d}" for i in top[0]]
-        np.testing.assert_allclose([c.score for c in got], scores[0].numpy(), atol=1e-5)
-        assert not {c.pin for c in got} & set(pins)  # engaged pins are never returned
+    versions = IndexVersions(lake.artifacts_path(), "two_tower_items")
+    try:
+        versions.promote(version)  # index vN was built from model vN
+        retrieval = Retrieval.open(lake.artifacts_path(), "two_tower_items")
+        exact = Retriever(load_model(Registry(lake.artifacts_path()).path("two_tower", version) / MODEL_FOLDER))
+        for pins in USERS.values():
+            got = retrieval.top_k(pins, 10)
+            history = retrieval.history_row(pins)
+            top, scores = exact.top_k(history, 10)
+            assert [c.pin for c in got] == [f"p{int(i) - 1:04d}" for i in top[0]]
+            np.testing.assert_allclose([c.score for c in got], scores[0].numpy(), atol=1e-5)
+            assert not {c.pin for c in got} & set(pins)  # engaged pins are never returned
+    finally:
+        versions.promote("v0002")
 
 
 @SPARK_BUILT
