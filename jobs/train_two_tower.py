@@ -68,7 +68,7 @@ class TwoTowerConfig(PublishSettings):
     )
     source: str = setting("user_engagements source to train and evaluate on, e.g. s3rec_beauty.")
     pretrained_ids: PretrainedIdsUse = setting(
-        "Start the item ID table from a pretrain_ids version (version: '' none | production | vNNNN), "
+        "Start the item ID table from a pretrain_ids version (version: auto | '' none | production | vNNNN), "
         "frozen or fine-tuned with ID dropout; refused when its window holds an evaluation event."
     )
     item_attributes: bool = setting(

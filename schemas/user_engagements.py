@@ -51,12 +51,17 @@ def event_order(*carried: str) -> Column:
     return F.struct(EVENT_TIME, F.coalesce(SEQ_INDEX, F.lit(0)).alias("i"), PIN_ID, *carried).alias("e")
 
 
-def in_event_order(events: DataFrame, column: str, alias: str) -> DataFrame:
-    """(user_id, ``alias``): each user's ``column`` values in :func:`event_order` — the one
-    ordering of a user's sequence for training (item indices), ``pinpipe retrieve`` and
-    ``retrieve_candidates`` (pin ids)."""
-    carried = () if column == PIN_ID else (column,)
-    ordered = (
+def ordered_events(events: DataFrame, *carried: str) -> DataFrame:
+    """(user_id, e): each user's events as an array sorted by :func:`event_order` — structs of
+    (event_time, i, pin_id, ``carried``...)."""
+    return (
         events.select(USER_ID, event_order(*carried)).groupBy(USER_ID).agg(F.sort_array(F.collect_list("e")).alias("e"))
     )
-    return ordered.select(USER_ID, F.col(f"e.{column}").alias(alias))
+
+
+def in_event_order(events: DataFrame, column: str, alias: str) -> DataFrame:
+    """(user_id, ``alias``): each user's ``column`` values in :func:`event_order` — the one
+    ordering of a user's sequence for training (item indices), ``pinpipe retrieve``,
+    ``retrieve_candidates`` (pin ids) and the ID pre-training windows."""
+    carried = () if column == PIN_ID else (column,)
+    return ordered_events(events, *carried).select(USER_ID, F.col(f"e.{column}").alias(alias))
