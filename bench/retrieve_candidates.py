@@ -74,8 +74,8 @@ def main() -> None:
             retrieve_candidates.run(spark, cfg)  # warm: Python workers, JIT, the lake's table
             report = retrieve_candidates.run(spark, cfg)
             print(report.line(), flush=True)
-            lake = Lake.at(cfg.lake.root)
-            retrieval = Retrieval.open(lake.artifacts_path(), cfg.index.name)
+            lake = Lake.of(cfg.lake)
+            retrieval = Retrieval.open(lake.artifacts(), cfg.index.name)
             users = [
                 r[UE.USER_ID]
                 for r in lake.read(spark, "user_engagements")

@@ -62,7 +62,7 @@ def publish_teacher(lake: Lake, source: Path | None, calibration: tuple[list[str
         (folder / "encoding.json").write_text(json.dumps({"max_length": 128, "query_tokens": 16}))
         calibrate_teacher_int8(folder, *calibration, target=0.993).save(folder)
 
-    registry = Registry(lake.artifacts_path())
+    registry = Registry(lake.artifacts())
     version = registry.publish("teacher", build)
     registry.promote("teacher", version)
     return str(registry.path("teacher", version))
@@ -127,7 +127,7 @@ def main() -> None:
         ],
     )
     spark = build_session("pinpipe-bench-score", cfg.spark)
-    lake = Lake.at(cfg.lake.root)
+    lake = Lake.of(cfg.lake)
     cores = spark.sparkContext.defaultParallelism
     simulate.run(spark, cfg)
     pin_features.run(spark, cfg)

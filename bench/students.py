@@ -91,7 +91,7 @@ def prepare(spark, cfg: PinpipeConfig) -> dict[str, Any]:
     lines = {}
     for name, job in (("ingest", ingest), ("pin_features", pin_features)):
         lines[name] = job.run(spark, cfg).line()
-    registry = Registry(Lake.at(cfg.lake.root).artifacts_path())
+    registry = Registry(Lake.of(cfg.lake).artifacts())
     if registry.current(cfg.teacher.family) is None:
         lines["train_teacher"] = train_teacher.run(spark, cfg).line()
     for name, job in (
@@ -108,7 +108,7 @@ def train(spark, work: Path, folds: list[int], extra: list[str]) -> dict[str, An
     started = time.perf_counter()
     report = train_student.run(spark, cfg)
     family, version = report.version.split("/")
-    folder = Registry(Lake.at(cfg.lake.root).artifacts_path()).path(family, version)
+    folder = Registry(Lake.of(cfg.lake).artifacts()).path(family, version)
     metrics = json.loads((folder / "metrics.json").read_text())
     manifest = json.loads((folder / "manifest.json").read_text())
     return {
@@ -172,7 +172,7 @@ def inference(
     from schemas import student_features as SF
     from udfs.student_scorer import INPUTS, score_arrays, scores, with_positions
 
-    lake = Lake.at(cfg.lake.root)
+    lake = Lake.of(cfg.lake)
     features = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == cfg.student.feature_version)
     started = time.perf_counter()
     lookup = embedding_lookup(lake.read(spark, "text_embeddings"), features)
@@ -258,7 +258,7 @@ def bf16_metrics(spark, cfg: PinpipeConfig, folder: str, folds: list[int]) -> di
     from schemas import human_labels as HL
     from schemas import student_features as SF
 
-    lake = Lake.at(cfg.lake.root)
+    lake = Lake.of(cfg.lake)
     labels = human_rows(lake.read(spark, "human_labels").filter(F.col(HL.SOURCE) == "crowdflower"))
     held = labels.filter(F.col(HL.FOLD).isin(folds))
     features = lake.read(spark, "student_features").filter(F.col(SF.FEATURE_VERSION) == cfg.student.feature_version)

@@ -50,7 +50,7 @@ def main() -> None:
         started = time.perf_counter()
         report = train_teacher.run(spark, cfg)
         seconds = time.perf_counter() - started
-    folder = Registry(Lake.at(cfg.lake.root).artifacts_path()).path(cfg.teacher.family, report.version)
+    folder = Registry(Lake.of(cfg.lake).artifacts()).path(cfg.teacher.family, report.version)
     metrics = json.loads((folder / "metrics.json").read_text())
     test, val = metrics["test"], metrics["validation"]
     cut_key = "kappa, share-matched cuts (fit on validation)"
@@ -66,7 +66,7 @@ def main() -> None:
     ]
     if "int8" in metrics:
         figures.append(Figure("int8 layers kept fp32", float(len(metrics["int8"]["keep_fp32"]))))
-    manifest = Registry(Lake.at(cfg.lake.root).artifacts_path()).manifest(cfg.teacher.family, report.version)
+    manifest = Registry(Lake.of(cfg.lake).artifacts()).manifest(cfg.teacher.family, report.version)
     sizes = {k: v for k, v in manifest["inputs"].items() if k.endswith(("_pairs", "_queries")) or k == "quarantined"}
     write_record(
         Record(

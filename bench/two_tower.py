@@ -99,7 +99,7 @@ def run_variant(
     cfg = load_config("local", overrides=overrides(work, data_root, dataset, logq, variant))
     report = train_two_tower.run(spark, cfg)
     print(report.line(), flush=True)
-    folder = Registry(Lake.at(cfg.lake.root).artifacts_path()).path(cfg.two_tower.family, report.version)
+    folder = Registry(Lake.of(cfg.lake).artifacts()).path(cfg.two_tower.family, report.version)
     metrics = json.loads((folder / "metrics.json").read_text())
     return {
         "version": report.version,

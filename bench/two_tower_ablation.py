@@ -78,7 +78,7 @@ def run_once(spark, work: Path, data_root: str, dataset: str, overrides: list[st
         pretrained = report.version
     report = train_two_tower.run(spark, cfg)
     print(report.line(), flush=True)
-    folder = Registry(Lake.at(cfg.lake.root).artifacts_path()).path(cfg.two_tower.family, report.version)
+    folder = Registry(Lake.of(cfg.lake).artifacts()).path(cfg.two_tower.family, report.version)
     metrics = json.loads((folder / "metrics.json").read_text())
     return {
         "seed": seed,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -39,6 +38,7 @@ from pyspark.sql import functions as F
 
 from jobs.config import PinpipeConfig, run_job
 from models.artifacts.registry import Registry, content_key
+from models.artifacts.storage import Storage
 from models.retrieval.ann import empty_index, merge_top_k, recall_at, resolve_factory, to_bytes
 from models.retrieval.serving import IndexVersions
 from models.retrieval.sharded_index import INDEX, IndexDescription, ShardInfo
@@ -96,8 +96,8 @@ class IndexReport:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> IndexInputs:
-    lake, c = Lake.at(cfg.lake.root), cfg.index
-    version = Registry(lake.artifacts_path()).resolve_next(c.model_family, c.model_version)
+    lake, c = Lake.of(cfg.lake), cfg.index
+    version = Registry(lake.artifacts()).resolve_next(c.model_family, c.model_version)
     tag = f"{c.model_family}/{version}"
     embeddings = lake.read(spark, "pin_embeddings").filter(F.col(PE.MODEL_VERSION) == tag)
     return IndexInputs(embeddings.select(PE.ITEM_INDEX, PE.EMBEDDING), c.model_family, version)
@@ -169,13 +169,14 @@ def recall_without_self(shards: list[dict[str, Any]], query_ids: np.ndarray, k: 
     return recall_at(merged(S.ANN_IDS, S.ANN_SCORES), merged(S.EXACT_IDS, S.EXACT_SCORES))
 
 
-def build_shards(plan: IndexPlan, folder: Path) -> IndexDescription:
-    """Write the shards into ``folder`` with Spark and check their recall; their description."""
+def build_shards(plan: IndexPlan, target: Storage) -> IndexDescription:
+    """Write the shards into ``target`` with Spark (each task uploads its own) and check their
+    recall; their description."""
     spark = plan.vectors.sparkSession
     template = spark.sparkContext.broadcast(plan.template)
     queries = spark.sparkContext.broadcast(plan.queries)
     try:
-        build = S.shard_partitions(template, queries, str(folder), plan.search_params, RECALL_K + 1)
+        build = S.shard_partitions(template, queries, target, plan.search_params, RECALL_K + 1)
         with job_description(spark, f"build_index: {plan.factory} shards of {plan.rows:,} vectors"):
             shards = [r.asDict() for r in plan.vectors.mapInArrow(build, S.SHARD_SCHEMA).collect()]
     finally:
@@ -201,11 +202,11 @@ def build_shards(plan: IndexPlan, folder: Path) -> IndexDescription:
 def write(
     plan: IndexPlan, lake: Lake, *, name: str, keep: int, min_recall: float, promote: bool, config: dict[str, Any]
 ) -> IndexReport:
-    versions = IndexVersions(lake.artifacts_path(), name, keep=keep)
+    versions = IndexVersions(lake.artifacts(), name, keep=keep)
     built: list[IndexDescription] = []
 
-    def build(folder: Path) -> dict[str, Any]:
-        description = build_shards(plan, folder)
+    def build(target: Storage) -> tuple[dict[str, Any], dict[str, str]]:
+        description = build_shards(plan, target)
         if description.recall_at_10 < min_recall:
             raise IndexRecallTooLow(
                 f"build_index: not published: recall@10 of the sharded {description.factory} index "
@@ -214,13 +215,13 @@ def write(
                 "(index.search_params, e.g. a larger nprobe or efSearch) or choose another index.factory"
             )
         built.append(description)
-        return {INDEX: description.as_dict()}
+        return {INDEX: description.as_dict()}, {shard.file: shard.sha256 for shard in description.shards}
 
     inputs = {"pin_embeddings_model_version": f"{plan.model_family}/{plan.model_version}", "vectors": plan.rows}
     # Idempotent: the same config and model's vectors give back the version they built (a run
     # killed between publishing and recording it publishes nothing new when it resumes).
     key = content_key(config, inputs)
-    version = versions.indexes.publish(name, build, config=config, inputs=inputs, key=key)
+    version = versions.indexes.publish_stored(name, build, config=config, inputs=inputs, key=key)
     if promote:
         versions.promote(version)
     return IndexReport(name, version, built[0] if built else versions.describe(version), min_recall, promote)
@@ -238,7 +239,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> IndexReport:
         seed=c.seed,
         partitions=c.partitions,
     )
-    lake = Lake.at(cfg.lake.root)
+    lake = Lake.of(cfg.lake)
     return write(
         plan, lake, name=c.name, keep=c.keep, min_recall=c.min_recall_at_10, promote=c.promote, config=cfg.to_dict()
     )

@@ -125,7 +125,7 @@ class CorpusReport:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> CorpusInputs:
-    lake, c = Lake.at(cfg.lake.root), cfg.corpus
+    lake, c = Lake.of(cfg.lake), cfg.corpus
     labels = lake.read(spark, "human_labels")
     if c.label_sources:
         labels = labels.filter(F.col(HL.SOURCE).isin(list(c.label_sources)))
@@ -164,7 +164,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> CorpusReport:
         random_per_query=c.random_per_query,
         seed=c.seed,
     )
-    return write(outputs, Lake.at(cfg.lake.root), day=c.date)
+    return write(outputs, Lake.of(cfg.lake), day=c.date)
 
 
 def main(argv: Sequence[str] | None = None) -> CorpusReport:

@@ -18,13 +18,12 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import PinpipeConfig, run_job
-from models.artifacts.registry import Registry
+from models.artifacts.registry import ArtifactRef, Registry
 from models.retrieval.two_tower import ITEMS_FILE
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
@@ -39,7 +38,7 @@ TABLE = "pin_embeddings"
 @dataclass(frozen=True)
 class EmbedInputs:
     items: DataFrame  # (item_index) 1..n, in ranges per partition
-    model_folder: str
+    model: ArtifactRef  # the published two-tower, fetched by each node
     model_version: str  # <family>/<version>
 
 
@@ -58,19 +57,19 @@ def model_slice(model_version: str) -> str:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> EmbedInputs:
-    lake, c = Lake.at(cfg.lake.root), cfg.index
-    registry = Registry(lake.artifacts_path())
+    lake, c = Lake.of(cfg.lake), cfg.index
+    registry = Registry(lake.artifacts())
     version = registry.resolve_next(c.model_family, c.model_version)
     registry.verify(c.model_family, version)
-    folder = registry.path(c.model_family, version)
-    n_items = len(json.loads((folder / ITEMS_FILE).read_text()))
+    model = registry.ref(c.model_family, version)
+    n_items = len(json.loads(model.storage.read_text(ITEMS_FILE)))
     partitions = c.partitions or spark.sparkContext.defaultParallelism
     items = spark.range(1, n_items + 1, numPartitions=partitions).withColumnRenamed("id", PE.ITEM_INDEX)
-    return EmbedInputs(items, str(folder), f"{c.model_family}/{version}")
+    return EmbedInputs(items, model, f"{c.model_family}/{version}")
 
 
 def transform(inputs: EmbedInputs, *, batch_size: int) -> DataFrame:
-    embedded = inputs.items.mapInArrow(embed_partitions(inputs.model_folder, batch_size), EMBEDDED_SCHEMA)
+    embedded = inputs.items.mapInArrow(embed_partitions(inputs.model, batch_size), EMBEDDED_SCHEMA)
     return embedded.withColumn(PE.MODEL_VERSION, F.lit(inputs.model_version))
 
 
@@ -84,9 +83,9 @@ def write(embeddings: DataFrame, lake: Lake, model_version: str) -> EmbedReport:
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> EmbedReport:
     inputs = read(spark, cfg)
-    log.info("embed_pins: %s from %s", inputs.model_version, Path(inputs.model_folder))
+    log.info("embed_pins: %s from %s", inputs.model_version, inputs.model)
     embeddings = transform(inputs, batch_size=cfg.index.embed_batch_size)
-    return write(embeddings, Lake.at(cfg.lake.root), inputs.model_version)
+    return write(embeddings, Lake.of(cfg.lake), inputs.model_version)
 
 
 def main(argv: Sequence[str] | None = None) -> EmbedReport:

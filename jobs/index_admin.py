@@ -24,7 +24,7 @@ from runtime.lake import Lake
 def table(versions: IndexVersions) -> str:
     rows = versions.list()
     if not rows:
-        return f"index {versions.name}: no versions under {versions.indexes.root / versions.name}"
+        return f"index {versions.name}: no versions under {versions.indexes.storage.uri(versions.name)}"
     lines = [
         f"{'':2}{'version':<9}{'model':<20}{'vectors':>12}{'shards':>8}  {'factory':<18}{'recall@10':>10}  created"
     ]
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with one_line_errors("pinpipe index"):
         cfg = config_from_args(args)
-        versions = IndexVersions(Lake.at(cfg.lake.root).artifacts_path(), cfg.index.name, keep=cfg.index.keep)
+        versions = IndexVersions(Lake.of(cfg.lake).artifacts(), cfg.index.name, keep=cfg.index.keep)
         if args.command == "list":
             print(table(versions))
         elif args.command == "promote":

@@ -332,7 +332,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> IngestReport:
         s3rec_step_seconds=ing.s3rec_step_seconds,
     )
     guard = None if ing.allow_shrink else ing.min_slice_ratio
-    return write(batches, Lake.at(cfg.lake.root), guard)
+    return write(batches, Lake.of(cfg.lake), guard)
 
 
 def main(argv: Sequence[str] | None = None) -> IngestReport:

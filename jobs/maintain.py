@@ -117,7 +117,7 @@ def _vacuumed(delta: DeltaTable) -> int:
 
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> MaintainReport:
-    lake, settings = Lake.at(cfg.lake.root), cfg.maintain
+    lake, settings = Lake.of(cfg.lake), cfg.maintain
     tables = tables_to_maintain(spark, lake, settings.tables)
     # VACUUM lists a table's folders in a Spark job of parallelPartitionDiscovery.parallelism tasks
     # (10,000 by default: 35 s of empty tasks for a small table on 2 cores); one per core is plenty.

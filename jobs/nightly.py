@@ -15,7 +15,7 @@ stage that needs a production model its family does not have (a gate rejected th
 version) is recorded ``skipped`` with the reason, and the nightly goes on.
 
 A second nightly for the same date refuses to start while the first runs: the lock
-(``runtime.run_lock``) is a file in ``nightly.lock_dir`` whose lease the running nightly renews;
+(``runtime.run_lock``) lives on the lake (or ``nightly.lock_dir``); the running nightly renews its lease;
 a killed nightly's lock is stale at once on its host, and ``nightly.lock_ttl_seconds`` after its
 last renewal elsewhere.
 
@@ -32,7 +32,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -42,7 +41,8 @@ from jobs import table
 from jobs.config import PinpipeConfig, run_job
 from jobs.table import nightly_stages, trained_families, training_stages
 from models.artifacts.registry import NoProductionModel, Registry
-from runtime.config import local_folder, require, setting
+from models.artifacts.storage import Storage
+from runtime.config import require, setting
 from runtime.entry import Report, with_date_option
 from runtime.errors import explain
 from runtime.lake import Lake, counting_writes
@@ -69,12 +69,12 @@ class NightlyConfig:
         "of this, and on any day its model family has no promoted version; other days it is skipped."
     )
     lock_dir: str = setting(
-        "Folder of the nightly's lock files: a POSIX path every machine that may start the nightly "
-        "shares; empty = <lake.root>/_locks (a local lake.root only)."
+        "Folder of the nightly's locks: a path or URI (s3a://, hdfs://) every machine that may start the "
+        "nightly reaches; empty = <lake.root>/_locks."
     )
     report_dir: str = setting(
-        "Folder of the nightly's HTML reports (nightly-<date>.html); empty = <lake.root>/_reports (a local "
-        "lake.root only)."
+        "Another folder (path or URI) for the nightly's HTML reports (nightly-<date>.html), besides "
+        "<lake.root>/_reports where they always go; empty = the lake's only."
     )
     lock_ttl_seconds: float = setting(
         "Lease of the nightly's lock: a nightly for the same date refuses to start while the lock is "
@@ -160,10 +160,10 @@ def promoted_before(registry: Registry, family: str, day: dt.date) -> bool:
     return made_on != day.isoformat()
 
 
-def lock_path(cfg: PinpipeConfig, day: dt.date) -> Path:
-    """The date's lock file: a POSIX folder every machine that may start the nightly shares."""
-    folder = local_folder(cfg.nightly.lock_dir, "nightly.lock_dir", cfg.lake.root, "_locks")
-    return folder / f"nightly-{day.isoformat()}.lock"
+def lock_path(cfg: PinpipeConfig, day: dt.date) -> Storage:
+    """The date's lock (a folder of lease records, ``runtime.run_lock``) on the lake's storage, or
+    under ``nightly.lock_dir``: a place every machine that may start the nightly reaches."""
+    return Lake.of(cfg.lake).folder(cfg.nightly.lock_dir, "_locks").child(f"nightly-{day.isoformat()}.lock")
 
 
 def finished_stages(spark: SparkSession, lake: Lake, day: dt.date) -> set[str]:
@@ -201,10 +201,10 @@ def run_stage(
 ) -> StageOutcome:
     """Run ``stage`` (or skip it off its schedule) and record the outcome; a failure is recorded
     and raised as :class:`StageFailed`."""
-    day, lake = cfg.nightly.date, Lake.at(cfg.lake.root)
+    day, lake = cfg.nightly.date, Lake.of(cfg.lake)
     started = time.time()
     family = trained_families(cfg).get(stage)
-    has_promoted = family is None or promoted_before(Registry(lake.artifacts_path()), family, day)
+    has_promoted = family is None or promoted_before(Registry(lake.artifacts()), family, day)
     if not on_schedule(stage, day, cfg.nightly.train_every_days, has_promoted):
         outcome = StageOutcome(stage, PR.SKIPPED, summary="not on its schedule today")
         record(spark, lake, run_id, day, outcome, started)
@@ -247,7 +247,7 @@ def write_report(spark: SparkSession, cfg: PinpipeConfig) -> str:
 
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> NightlyReport:
-    day, lake = cfg.nightly.date, Lake.at(cfg.lake.root)
+    day, lake = cfg.nightly.date, Lake.of(cfg.lake)
     stage_cfg, run_id = dated(cfg, day), uuid.uuid4().hex[:12]
     outcomes: list[StageOutcome] = []
     with RunLock(lock_path(cfg, day), cfg.nightly.lock_ttl_seconds, what=f"nightly {day}"):

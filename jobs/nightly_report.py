@@ -33,7 +33,6 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -42,9 +41,9 @@ from pyspark.sql import functions as F
 from jobs.config import PinpipeConfig, run_job
 from jobs.table import trained_families
 from models.artifacts.registry import Registry, RegistryError
+from models.artifacts.storage import Storage
 from models.retrieval.serving import IndexVersion, IndexVersions, VersionMismatch
 from models.retrieval.sharded_index import IndexIntegrityError
-from runtime.config import local_folder
 from runtime.entry import with_date_option
 from runtime.errors import explain
 from runtime.lake import Lake
@@ -163,8 +162,8 @@ def production_health(registry: Registry, families: list[str], versions: IndexVe
 
 
 def gather(spark: SparkSession, cfg: PinpipeConfig, day: dt.date) -> ReportData:
-    lake = Lake.at(cfg.lake.root)
-    registry = Registry(lake.artifacts_path())
+    lake = Lake.of(cfg.lake)
+    registry = Registry(lake.artifacts())
     families = list(trained_families(cfg).values())
     quarantine = []
     if lake.exists(spark, "quarantine"):
@@ -189,7 +188,7 @@ def gather(spark: SparkSession, cfg: PinpipeConfig, day: dt.date) -> ReportData:
             log_x=True,
         ),
     ]
-    versions = IndexVersions(lake.artifacts_path(), cfg.index.name)
+    versions = IndexVersions(lake.artifacts(), cfg.index.name)
     return ReportData(
         date=day,
         lake_root=cfg.lake.root,
@@ -427,14 +426,24 @@ def render(data: ReportData) -> str:
 # --------------------------------------------------------------------------- write, run
 
 
-def report_path(cfg: PinpipeConfig, day: dt.date) -> Path:
-    folder = local_folder(cfg.nightly.report_dir, "nightly.report_dir", cfg.lake.root, "_reports")
-    return folder / f"nightly-{day.isoformat()}.html"
+def report_name(day: dt.date) -> str:
+    return f"nightly-{day.isoformat()}.html"
+
+
+def report_folders(cfg: PinpipeConfig) -> list[Storage]:
+    """Where the report goes: ``<lake.root>/_reports``, and ``nightly.report_dir`` when set."""
+    lake = Lake.of(cfg.lake)
+    return [lake.storage("_reports"), *([lake.folder(cfg.nightly.report_dir, "")] if cfg.nightly.report_dir else [])]
+
+
+def report_path(cfg: PinpipeConfig, day: dt.date) -> str:
+    """The report's path or URI on the lake."""
+    return report_folders(cfg)[0].uri(report_name(day))
 
 
 @dataclass(frozen=True)
 class ReportWritten:
-    path: Path
+    path: str  # on the lake (the first of report_folders)
     damaged: tuple[ArtifactHealth, ...] = ()
 
     def line(self) -> str:
@@ -442,18 +451,17 @@ class ReportWritten:
         return "\n".join([f"report: {self.path}", *warnings])
 
 
-def write(text: str, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+def write(text: str, folders: list[Storage], name: str) -> str:
+    """``text`` as ``name`` in each folder (each one whole or as it was); the first one's URI."""
+    for folder in folders:
+        folder.put(name, text.encode())
+    return folders[0].uri(name)
 
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> ReportWritten:
     day = cfg.nightly.date
     data = gather(spark, cfg, day)
-    return ReportWritten(write(render(data), report_path(cfg, day)), tuple(data.damaged))
+    return ReportWritten(write(render(data), report_folders(cfg), report_name(day)), tuple(data.damaged))
 
 
 def main(argv: Sequence[str] | None = None) -> ReportWritten:

@@ -312,7 +312,7 @@ class FeaturesReport:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> FeatureInputs:
-    lake = Lake.at(cfg.lake.root)
+    lake = Lake.of(cfg.lake)
     version = captions = None
     if cfg.captioner.model_path:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.features.caption_arrow_batch_rows))
@@ -367,7 +367,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> FeaturesReport:
         query_window_days=f.query_window_days,
         feature_version=f.version,
     )
-    return write(outputs, Lake.at(cfg.lake.root))
+    return write(outputs, Lake.of(cfg.lake))
 
 
 def main(argv: Sequence[str] | None = None) -> FeaturesReport:

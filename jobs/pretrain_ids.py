@@ -61,7 +61,7 @@ class PretrainInputs:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> PretrainInputs:
-    lake, source = Lake.at(cfg.lake.root), cfg.pretrain_ids.source or cfg.two_tower.source
+    lake, source = Lake.of(cfg.lake), cfg.pretrain_ids.source or cfg.two_tower.source
     engagements = lake.read(spark, "user_engagements").filter(F.col(UE.SOURCE) == source)
     return PretrainInputs(
         engagements, {"source": source, "user_engagements_version": lake.version(spark, "user_engagements")}
@@ -96,7 +96,7 @@ def write(
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> PretrainRunReport:
     prepared = transform(read(spark, cfg), holdout_events=cfg.pretrain_ids.settings.holdout_events)
-    return write(prepared, Lake.at(cfg.lake.root), cfg.pretrain_ids, two_tower_dim=cfg.two_tower.model.dim)
+    return write(prepared, Lake.of(cfg.lake), cfg.pretrain_ids, two_tower_dim=cfg.two_tower.model.dim)
 
 
 def main(argv: Sequence[str] | None = None) -> PretrainRunReport:

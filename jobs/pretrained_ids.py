@@ -108,7 +108,7 @@ def publish_pretrained(
     from models.artifacts.registry import Registry, content_key
     from models.retrieval.id_pretraining import ITEMS_FILE, USERS_FILE, VECTORS_FILE, WINDOW_FILE, pretrain
 
-    registry = Registry(lake.artifacts_path(), keep=keep)
+    registry = Registry(lake.artifacts(), keep=keep)
     config = {"pretrain_ids": dataclasses.asdict(settings)}
     key = content_key(config, versions)
     source = versions["source"]

@@ -95,8 +95,8 @@ def run(
     interest: str | None = None,
     interests: int | None = None,
 ) -> RetrieveReport:
-    lake = Lake.at(cfg.lake.root)
-    retrieval = Retrieval.open(lake.artifacts_path(), cfg.index.name, cfg.index.exact_filter_below)
+    lake = Lake.of(cfg.lake)
+    retrieval = Retrieval.open(lake.artifacts(), cfg.index.name, cfg.index.exact_filter_below)
     source = retrieval.model_source
     history = user_history(spark, lake, source, user)
     if not history:

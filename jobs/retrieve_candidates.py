@@ -30,6 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import PinpipeConfig, run_job
+from models.artifacts.storage import Storage
 from runtime.config import require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
@@ -60,7 +61,7 @@ class CandidatesConfig:
 @dataclass(frozen=True)
 class CandidatesInputs:
     histories: DataFrame  # (user_id, history): every engaged pin id of the user, oldest first
-    artifacts: str
+    artifacts: Storage
     index: str
     index_version: str
     model_version: str  # <family>/<version>
@@ -91,8 +92,8 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> CandidatesInputs:
     from models.retrieval.serving import IndexVersions
     from udfs.user_candidates import HISTORY
 
-    lake, name = Lake.at(cfg.lake.root), cfg.index.name
-    versions = IndexVersions(lake.artifacts_path(), name)
+    lake, name = Lake.of(cfg.lake), cfg.index.name
+    versions = IndexVersions(lake.artifacts(), name)
     index_version, description = versions.promoted_pair()
     manifest = versions.models.manifest(description.model_family, description.model_version)
     source = str(manifest.get("inputs", {}).get("source", ""))
@@ -100,7 +101,7 @@ def read(spark: SparkSession, cfg: PinpipeConfig) -> CandidatesInputs:
     if cfg.retrieve_candidates.users:
         engagements = engagements.filter(F.col(UE.USER_ID).isin(list(cfg.retrieve_candidates.users)))
     histories = UE.in_event_order(engagements, UE.PIN_ID, HISTORY)
-    return CandidatesInputs(histories, lake.artifacts_path(), name, index_version, description.model)
+    return CandidatesInputs(histories, lake.artifacts(), name, index_version, description.model)
 
 
 def transform(
@@ -164,7 +165,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> CandidatesReport:
         batch_users=c.batch_users,
         partitions=c.partitions,
     )
-    return write(candidates, Lake.at(cfg.lake.root), inputs, c.date, started)
+    return write(candidates, Lake.of(cfg.lake), inputs, c.date, started)
 
 
 def main(argv: Sequence[str] | None = None) -> CandidatesReport:

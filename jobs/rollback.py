@@ -27,7 +27,7 @@ from runtime.lake import Lake
 
 def rollback(cfg: PinpipeConfig, family: str) -> str:
     """Roll ``family`` back; returns what production is now, in words."""
-    artifacts = Lake.at(cfg.lake.root).artifacts_path()
+    artifacts = Lake.of(cfg.lake).artifacts()
     if family in (cfg.index.model_family, cfg.index.name):
         versions = IndexVersions(artifacts, cfg.index.name, keep=cfg.index.keep)
         if versions.indexes.current(cfg.index.name) is not None:

@@ -31,6 +31,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import PinpipeConfig, run_job
+from models.artifacts.registry import ArtifactRef
 from models.relevance.teacher_settings import ScoringSettings
 from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake, sql_literal
@@ -155,7 +156,7 @@ def labeled(impressions: DataFrame, scores: DataFrame, teacher_version: str) -> 
 
 
 def score_chunk(
-    rows: DataFrame, folder: str, settings: ScoringSettings, teacher_version: str, partitions: int
+    rows: DataFrame, folder: ArtifactRef, settings: ScoringSettings, teacher_version: str, partitions: int
 ) -> DataFrame:
     """``teacher_scores`` rows of one chunk; the same chunk always makes the same batches."""
     from udfs.teacher_scorer import SCORED_SCHEMA, score_partitions
@@ -180,7 +181,7 @@ class ScoreInputs:
     pins: DataFrame
     features: DataFrame  # pin_text_features of one feature_version
     scores: DataFrame  # teacher_scores so far
-    teacher_folder: str  # the verified artifact
+    teacher_folder: ArtifactRef  # the verified artifact, fetched by each node
     teacher_version: str  # family/version
     parallelism: int  # the cluster's default parallelism
 
@@ -225,23 +226,23 @@ class ScoreReport:
         )
 
 
-def resolve_teacher(lake: Lake, family: str, version: str) -> tuple[str, str]:
-    """(artifact folder, ``family/version``) of the teacher to score with, checksums verified;
+def resolve_teacher(lake: Lake, family: str, version: str) -> tuple[ArtifactRef, str]:
+    """(the artifact, ``family/version``) of the teacher to score with, checksums verified;
     an empty ``version`` is the promoted one."""
     from models.artifacts.registry import Registry, RegistryError
 
-    registry = Registry(lake.artifacts_path())
+    registry = Registry(lake.artifacts())
     try:
         version = registry.resolve(family, version)
     except RegistryError as e:  # the same class: NoProductionModel stays one (the nightly skips the stage)
         raise type(e)(f"no teacher to score with: {e} (run train_teacher, or set scorer.teacher_version)") from e
     registry.verify(family, version)
-    return str(registry.path(family, version)), f"{family}/{version}"
+    return registry.ref(family, version), f"{family}/{version}"
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> ScoreInputs:
     sc: ScorerConfig = cfg.scorer
-    lake = Lake.at(cfg.lake.root)
+    lake = Lake.of(cfg.lake)
     folder, teacher_version = resolve_teacher(lake, sc.teacher_family, sc.teacher_version)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.arrow_batch_rows))
     spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(sc.arrow_batch_bytes))
@@ -377,7 +378,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> ScoreReport:
         partitions=sc.partitions,
         scoring=scoring,
     )
-    return write(plan, Lake.at(cfg.lake.root))
+    return write(plan, Lake.of(cfg.lake))
 
 
 def main(argv: Sequence[str] | None = None) -> ScoreReport:

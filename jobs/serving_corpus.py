@@ -173,7 +173,7 @@ def latest_state_before(spark: SparkSession, lake: Lake, day: dt.date) -> dt.dat
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> CorpusInputs:
-    lake, c = Lake.at(cfg.lake.root), cfg.serving_corpus
+    lake, c = Lake.of(cfg.lake), cfg.serving_corpus
     previous_as_of = None if c.full_recompute else latest_state_before(spark, lake, c.date)
     events = lake.read(spark, "user_engagements").filter(F.col(UE.DT) <= F.lit(c.date))
     if c.sources:
@@ -215,7 +215,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> CorpusReport:
     start = f"carrying {STATE} of {inputs.previous_as_of} forward" if inputs.previous_as_of else "full recompute"
     log.info("serving_corpus: %s, %s", c.date, start)
     outputs = transform(inputs, as_of=c.date, half_life_days=c.half_life_days, weights=c.weights, min_score=c.min_score)
-    return write(outputs, Lake.at(cfg.lake.root), c.date, inputs.previous_as_of)
+    return write(outputs, Lake.of(cfg.lake), c.date, inputs.previous_as_of)
 
 
 def main(argv: Sequence[str] | None = None) -> CorpusReport:

@@ -485,7 +485,7 @@ def write(data: SimulatedData, lake: Lake) -> SimulateReport:
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> SimulateReport:
     data = transform(read(spark, cfg), traffic=Traffic.of(cfg.simulate))
-    return write(data, Lake.at(cfg.lake.root))
+    return write(data, Lake.of(cfg.lake))
 
 
 def main(argv: Sequence[str] | None = None) -> SimulateReport:

@@ -242,7 +242,7 @@ def window_of(as_of: dt.date, days: int) -> tuple[dt.date, dt.date]:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> StudentFeatureInputs:
-    lake, sf = Lake.at(cfg.lake.root), cfg.student_features
+    lake, sf = Lake.of(cfg.lake), cfg.student_features
     start, end = window_of(sf.as_of, sf.window_days)
     impressions = lake.read(spark, "search_impressions").filter(F.col(SI.DT).between(F.lit(start), F.lit(end)))
     if sf.impression_sources:
@@ -352,7 +352,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> StudentFeaturesReport:
         smoothing=Smoothing(sf.prior_impressions),
         bm25=Bm25Params(sf.bm25_k1, sf.bm25_b),
     )
-    return write(outputs, Lake.at(cfg.lake.root))
+    return write(outputs, Lake.of(cfg.lake))
 
 
 def main(argv: Sequence[str] | None = None) -> StudentFeaturesReport:

@@ -211,8 +211,8 @@ class StudentRunReport:
 def read(spark: SparkSession, cfg: PinpipeConfig) -> StudentInputs:
     from models.artifacts.registry import Registry
 
-    lake, s = Lake.at(cfg.lake.root), cfg.student
-    teacher = f"{s.teacher_family}/{Registry(lake.artifacts_path()).resolve(s.teacher_family, s.teacher_version)}"
+    lake, s = Lake.of(cfg.lake), cfg.student
+    teacher = f"{s.teacher_family}/{Registry(lake.artifacts()).resolve(s.teacher_family, s.teacher_version)}"
     labeled = lake.read(spark, "labeled_impressions").filter(F.col(TS.TEACHER_VERSION) == teacher)
     if s.impression_sources:
         labeled = labeled.filter(F.col(SI.SOURCE).isin(list(s.impression_sources)))
@@ -312,7 +312,7 @@ def write(outputs: StudentOutputs, lake: Lake, section: StudentConfig, *, config
         (folder / METRICS_FILE).write_text(json.dumps(without_wall_clock(trained.metrics), indent=2))
         (folder / REPORT_FILE).write_text(trained.report + "\n")
 
-    registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
+    registry = Registry(lake.artifacts(), keep=section.registry_keep)
     m = trained.metrics
     rows, lookup = outputs.test_rows, outputs.lookup
     published = publish_gated(
@@ -360,7 +360,7 @@ def trained(spark: SparkSession, cfg: PinpipeConfig) -> StudentOutputs:
 
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> StudentRunReport:
-    return write(trained(spark, cfg), Lake.at(cfg.lake.root), cfg.student, config=cfg.to_dict())
+    return write(trained(spark, cfg), Lake.of(cfg.lake), cfg.student, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> StudentRunReport:

@@ -226,7 +226,7 @@ class TeacherRunReport:
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> TeacherInputs:
-    lake = Lake.at(cfg.lake.root)
+    lake = Lake.of(cfg.lake)
     version = cfg.teacher.feature_version
     features = lake.read(spark, "pin_text_features").filter(F.col(PTF.FEATURE_VERSION) == version)
     versions = {
@@ -355,7 +355,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
         (folder / METRICS_FILE).write_text(json.dumps(without_wall_clock(trained.metrics), indent=2))
         (folder / REPORT_FILE).write_text(trained.report + "\n")
 
-    registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
+    registry = Registry(lake.artifacts(), keep=section.registry_keep)
     metrics = {"test": trained.metrics["test"], "validation": trained.metrics["validation"]}
     metrics.update({f"{name}_on_test": report.to_dict() for name, report in outputs.baselines.items()})
     rows = outputs.test_rows
@@ -404,7 +404,7 @@ def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
         int8=int8,
         fit=fitter(spark, t),
     )
-    return write(outputs, Lake.at(cfg.lake.root), t, config=cfg.to_dict())
+    return write(outputs, Lake.of(cfg.lake), t, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> TeacherRunReport:

@@ -187,7 +187,7 @@ def item_attributes(attributes: DataFrame, index: DataFrame, max_per_item: int) 
 
 
 def read(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerInputs:
-    lake, source = Lake.at(cfg.lake.root), cfg.two_tower.source
+    lake, source = Lake.of(cfg.lake), cfg.two_tower.source
     engagements = lake.read(spark, "user_engagements").filter(F.col(UE.SOURCE) == source)
     versions = {"source": source, "user_engagements_version": lake.version(spark, "user_engagements")}
     attributes = None
@@ -296,8 +296,8 @@ def pretrained_items(
     from models.retrieval.id_pretraining import WINDOW_FILE, ItemInit, aligned_vectors, load_item_vectors
 
     use, family = cfg.two_tower.pretrained_ids, cfg.pretrain_ids.family
-    engagements, lake = inputs.engagements, Lake.at(cfg.lake.root)
-    registry = Registry(lake.artifacts_path())
+    engagements, lake = inputs.engagements, Lake.of(cfg.lake)
+    registry = Registry(lake.artifacts())
     if use.version == "auto":
         settings = resolved(cfg.pretrain_ids.settings, cfg.two_tower.model.dim)
         versions = {key: inputs.versions[key] for key in ("source", "user_engagements_version")}
@@ -403,7 +403,7 @@ def write(
             (folder / INTERESTS_FILE).write_text(json.dumps(outputs.interest_names))
         (folder / "metrics.json").write_text(json.dumps(without_wall_clock(outputs.metrics), indent=2))
 
-    registry = Registry(lake.artifacts_path(), keep=section.registry_keep)
+    registry = Registry(lake.artifacts(), keep=section.registry_keep)
     published = publish_gated(
         registry,
         section,
@@ -435,7 +435,7 @@ def write(
 
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> TwoTowerRunReport:
-    return write(trained(spark, cfg), Lake.at(cfg.lake.root), cfg.two_tower, config=cfg.to_dict())
+    return write(trained(spark, cfg), Lake.of(cfg.lake), cfg.two_tower, config=cfg.to_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> TwoTowerRunReport:

@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from models.artifacts.storage import S3Settings
+
 ENVIRONMENTS = ("local", "cluster", "cluster-gpu")
 
 
@@ -82,17 +84,6 @@ def require_at_least(section: Any, prefix: str, names: tuple[str, ...], minimum:
 def is_uri(path: str) -> bool:
     """A URI (s3a://, hdfs://, file:...) rather than a local path."""
     return "://" in path or path.startswith("file:")
-
-
-def local_folder(setting: str, key: str, lake_root: str, default_name: str) -> Path:
-    """A folder setting that must be a POSIX path (a lock, a report): ``setting``, or
-    ``<lake_root>/<default_name>`` when it is empty and the lake is local; with a URI lake root
-    the setting is required (the error names ``key``)."""
-    if setting:
-        return Path(setting)
-    if is_uri(lake_root):
-        raise ValueError(f"{key}: lake.root {lake_root!r} is a URI; set {key} to a local (or shared POSIX) folder")
-    return Path(lake_root) / default_name
 
 
 # The master URLs Spark accepts (SparkContext's own patterns), checked before a JVM starts.
@@ -143,6 +134,16 @@ class LakeConfig:
         "Lake root: tables under <root>/tables, artifacts under <root>/artifacts. "
         "A local path (relative to the working directory) or a URI (s3a://, hdfs://).",
         path=True,
+    )
+    s3: S3Settings = setting(
+        "How pinpipe (pyarrow.fs, boto3) and Spark (Hadoop's S3A) reach an s3:// or s3a:// lake; credentials "
+        "come from the environment or the AWS provider chain, never from these files.",
+        default=S3Settings(),
+    )
+    cache_dir: str = setting(
+        "Node-local folder where each process keeps verified copies of the models and index shards it loads "
+        "from a remote lake; empty = $PINPIPE_CACHE, else <tmp>/pinpipe-cache.",
+        default="",
     )
 
     def __post_init__(self) -> None:

@@ -82,7 +82,7 @@ def run_job(
     configure_logging()
     try:
         cfg = load(args)
-        with spark_session(prog.replace(" ", "-"), cfg.spark, quiet=not args.verbose) as spark:
+        with spark_session(prog.replace(" ", "-"), cfg.spark, quiet=not args.verbose, lake=cfg.lake) as spark:
             report = run(spark, cfg)
     except Exception as exc:
         if args.verbose:

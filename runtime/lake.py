@@ -28,7 +28,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from runtime.config import is_uri
+from models.artifacts.storage import S3Settings, Storage
+from runtime.config import LakeConfig, is_uri
 from runtime.validation import conform_to_schema
 from schemas import TableSpec, table_spec
 
@@ -79,10 +80,32 @@ class Lake:
     """A lake root; local paths are made absolute so executors see the same folder."""
 
     root: str
+    s3: S3Settings = S3Settings()
+    cache_dir: str = ""
 
     @classmethod
-    def at(cls, root: str) -> Lake:
-        return cls(root if is_uri(root) else str(Path(root).resolve()))
+    def at(cls, root: str, s3: S3Settings | None = None, cache_dir: str = "") -> Lake:
+        return cls(root if is_uri(root) else str(Path(root).resolve()), s3 or S3Settings(), cache_dir)
+
+    @classmethod
+    def of(cls, cfg: LakeConfig) -> Lake:
+        """The lake a configuration names, with how to reach its store."""
+        return cls.at(cfg.root, cfg.s3, cfg.cache_dir)
+
+    def artifacts(self, *parts: str) -> Storage:
+        """The artifacts folder (or a folder under it) as storage: models, indexes, pointers."""
+        return Storage(self.artifacts_path(*parts), self.s3, self.cache_dir)
+
+    def storage(self, *parts: str) -> Storage:
+        """A folder of the lake outside tables and artifacts (reports, locks) as storage."""
+        return Storage("/".join([self.root.rstrip("/"), *parts]), self.s3, self.cache_dir)
+
+    def folder(self, setting: str, default_name: str) -> Storage:
+        """A folder setting (a path or URI on any store this lake's settings reach), or
+        ``<root>/<default_name>`` when it is empty."""
+        if not setting:
+            return self.storage(default_name)
+        return Storage(setting if is_uri(setting) else str(Path(setting).resolve()), self.s3, self.cache_dir)
 
     def table_path(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/tables/{table}"

@@ -1,31 +1,37 @@
-"""A lock that one run holds while it works, and that a killed run cannot leave stuck.
+"""A lock that one run holds while it works, and that a killed run cannot leave stuck — on any
+:class:`~models.artifacts.storage.Storage` (a local or shared folder, S3, HDFS).
 
-The lock is a file created with ``O_CREAT | O_EXCL`` (atomic on a local or POSIX shared file
-system; not on object stores: keep ``lake.root``'s lock folder on one). It records the holder
-(host, pid, start) and a lease: ``expires_at``. While the holder lives, a heartbeat thread
-renews the lease every ``ttl / 3`` seconds. A second run that finds the file refuses, naming the
-holder and when its lease ends, unless the lock is stale:
+The lock is a folder of numbered records, ``g000001.json``, ``g000002.json``, ...: the newest
+names the holder (host, pid, start) and its lease, ``expires_at``. A record is only ever
+*created if absent* (``Storage.create``: atomic on every store), so of two runs that want the
+lock at once exactly one gets the next number. While the holder lives, a heartbeat thread
+renews its own record every ``ttl / 3`` seconds (one whole-object write), and stops for good
+once a newer record exists. A second run that finds the newest record live refuses, naming the
+holder and when its lease ends, unless it is stale:
 
 - its lease has expired (the holder stopped renewing: killed, machine gone), or
-- its holder is on this host and its pid no longer exists (killed: stale at once).
+- its holder is on this host and its pid no longer exists (killed: stale at once), or
+- it was released (the holder finished).
 
-A stale lock is taken over atomically (renamed away, then created again with ``O_EXCL``), so two
-runs that find the same stale lock cannot both win.
+A stale lock is taken over by creating the next record; the older records are then deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from models.artifacts.storage import Storage
 from models.processes import gone
+
+RECORD = re.compile(r"^g(\d{6,})\.json$")
 
 
 class LockHeld(RuntimeError):
@@ -38,20 +44,21 @@ class Holder:
     pid: int
     started: float
     expires_at: float
+    released: bool = False
 
     @classmethod
-    def read(cls, path: Path) -> Holder | None:
-        """The holder recorded in ``path``; None when it is gone or half written."""
+    def parse(cls, data: bytes | str) -> Holder | None:
+        """The holder a record names; None when it is not one."""
         try:
-            data = json.loads(path.read_text())
-            return cls(str(data["host"]), int(data["pid"]), float(data["started"]), float(data["expires_at"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            d = json.loads(data)
+            return cls(
+                str(d["host"]), int(d["pid"]), float(d["started"]), float(d["expires_at"]), bool(d.get("released"))
+            )
+        except (ValueError, KeyError, TypeError):
             return None
 
     def stale(self, now: float) -> bool:
-        if now >= self.expires_at:
-            return True
-        return gone(self.host, self.pid)
+        return self.released or now >= self.expires_at or gone(self.host, self.pid)
 
     def describe(self, now: float) -> str:
         return (
@@ -60,71 +67,84 @@ class Holder:
         )
 
 
-class RunLock:
-    """``with RunLock(path, ttl_seconds, what="nightly 2024-01-31"):`` — held inside the block."""
+def _records(folder: Storage) -> list[str]:
+    return sorted((n for n in folder.listdir() if RECORD.match(n)), key=lambda n: int(RECORD.match(n)[1]))
 
-    def __init__(self, path: str | os.PathLike[str], ttl_seconds: float, what: str = "run") -> None:
+
+def holder_of(folder: Storage) -> Holder | None:
+    """Who the newest record of the lock ``folder`` names (None: never taken)."""
+    records = _records(folder)
+    if not records:
+        return None
+    try:
+        return Holder.parse(folder.read_bytes(records[-1]))
+    except FileNotFoundError:
+        return None
+
+
+class RunLock:
+    """``with RunLock(folder, ttl_seconds, what="nightly 2024-01-31"):`` — held inside the block;
+    ``folder`` is a :class:`Storage` or a local path."""
+
+    def __init__(self, folder: Storage | str | os.PathLike[str], ttl_seconds: float, what: str = "run") -> None:
         if ttl_seconds <= 0:
             raise ValueError(f"lock ttl must be > 0 seconds, got {ttl_seconds}")
-        self.path, self.ttl, self.what = Path(path), float(ttl_seconds), what
+        self.folder = folder if isinstance(folder, Storage) else Storage(str(Path(folder)))
+        self.ttl, self.what = float(ttl_seconds), what
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._started = 0.0
+        self._record_name = ""
 
-    def _record(self, now: float) -> bytes:
+    def _record(self, now: float, released: bool = False) -> bytes:
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": self._started}
-        return json.dumps({**holder, "expires_at": now + self.ttl}).encode()
-
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(self._record(time.time()))
-        return True
+        return json.dumps({**holder, "expires_at": now + self.ttl, "released": released}).encode()
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._started = time.time()
-        if not self._create():
-            now = time.time()
-            holder = Holder.read(self.path)
+        self._started = now = time.time()
+        records = _records(self.folder)
+        number = 1
+        if records:
+            newest = records[-1]
+            try:
+                holder = Holder.parse(self.folder.read_bytes(newest))
+            except FileNotFoundError:  # deleted by a run that took over meanwhile: the create below decides
+                holder = None
             if holder is not None and not holder.stale(now):
                 raise LockHeld(
-                    f"{self.what} is already running ({holder.describe(now)}); lock file {self.path}. "
+                    f"{self.what} is already running ({holder.describe(now)}); lock {self.folder.uri()}. "
                     f"A killed run's lock expires {self.ttl:.0f} s after its last renewal (at once on the same host)."
                 )
-            aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
-            try:
-                os.rename(self.path, aside)  # only one contender moves this file
-                aside.unlink()
-            except FileNotFoundError:
-                pass  # another contender moved it first; the O_EXCL create below decides
-            if not self._create():
-                raise LockHeld(f"{self.what}: another run took over the stale lock {self.path} first")
+            number = int(RECORD.match(newest)[1]) + 1
+        name = f"g{number:06d}.json"
+        if not self.folder.create(name, self._record(now)):
+            raise LockHeld(f"{self.what}: another run took the lock {self.folder.uri()} first")
+        self._record_name = name
+        for old in records:  # every older record is stale or released: it names no holder
+            self.folder.delete(old)
         self._stop.clear()
-        self._heartbeat = threading.Thread(target=self._renew, name=f"lock {self.path.name}", daemon=True)
+        self._heartbeat = threading.Thread(target=self._renew, name=f"lock {self.what}", daemon=True)
         self._heartbeat.start()
         return self
 
+    def _holds(self) -> bool:
+        records = _records(self.folder)
+        return bool(records) and records[-1] == self._record_name
+
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
-            holder = Holder.read(self.path)
-            if holder is None or holder.pid != os.getpid() or holder.host != socket.gethostname():
-                return  # taken over after this run stalled past its lease: never overwrite the new holder
-            tmp = self.path.with_name(f"{self.path.name}.renew-{os.getpid()}")
-            tmp.write_bytes(self._record(time.time()))
-            os.replace(tmp, self.path)  # atomic: readers never see half a record
+            if not self._holds():
+                return  # taken over after this run stalled past its lease: never renew again
+            self.folder.put(self._record_name, self._record(time.time()))
 
     def release(self) -> None:
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
             self._heartbeat = None
-        holder = Holder.read(self.path)
-        if holder is not None and holder.pid == os.getpid() and holder.host == socket.gethostname():
-            self.path.unlink(missing_ok=True)
+        if self._record_name and self._holds():
+            self.folder.put(self._record_name, self._record(time.time(), released=True))
+        self._record_name = ""
 
     def __enter__(self) -> RunLock:
         return self.acquire()

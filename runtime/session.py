@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from runtime.config import SparkConfig
+from runtime.config import LakeConfig, SparkConfig
 from runtime.threads import use_driver_threads
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,54 @@ def delta_jars() -> list[str]:
     return jars
 
 
+def s3_jars() -> list[str]:
+    """The S3A connector's jars (``.cache/jars/s3``, filled by ``setup/setup.sh``); raises with
+    the fix when there are none."""
+    jars = sorted(str(p) for p in (jars_dir() / "s3").glob("*.jar"))
+    if not any(Path(j).name.startswith("hadoop-aws-") for j in jars):
+        raise MissingJarsError(
+            f"no S3A connector jars in {jars_dir() / 's3'} for an s3:// lake; run setup/setup.sh, or launch with "
+            "spark-submit and pass hadoop-aws and the AWS SDK bundle on the submit line"
+        )
+    return jars
+
+
+def on_s3(lake: LakeConfig | None) -> bool:
+    return lake is not None and lake.root.split("://", 1)[0] in ("s3", "s3a", "s3n")
+
+
+def s3a_options(lake: LakeConfig) -> dict[str, str]:
+    """Hadoop's S3A settings for ``lake.s3`` (``spark.hadoop.*``, read when the SparkContext
+    starts, also under spark-submit). Credentials are left to S3A's default provider chain
+    (environment variables, the AWS config files, the instance role)."""
+    s3 = lake.s3
+    options = {
+        # s3:// roots read by the same connector as s3a:// ones
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.path.style.access": str(s3.path_style).lower(),
+    }
+    if s3.endpoint:
+        options["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint
+        options["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(s3.endpoint.startswith("https")).lower()
+    if s3.region:
+        options["spark.hadoop.fs.s3a.endpoint.region"] = s3.region
+    return options
+
+
 def log_level(cfg: SparkConfig, quiet: bool) -> str:
     """Spark's own (log4j) level: off when ``quiet`` (a local CLI run without ``--verbose``);
     under spark-submit always ``spark.log_level``, for the cluster's driver logs."""
     return "OFF" if quiet and not under_spark_submit() else cfg.log_level
 
 
-def session_builder(app_name: str, cfg: SparkConfig, quiet: bool = False) -> SparkSession.Builder:
-    """A builder configured for pinpipe: Delta enabled, UTC, Arrow on. A local run's JVM starts
-    with ``conf/log4j2.properties`` at the run's level, so even a failure while Spark starts
-    (a bad master) logs nothing when ``quiet``."""
-    extra = dict(cfg.extra)
+def session_builder(
+    app_name: str, cfg: SparkConfig, quiet: bool = False, lake: LakeConfig | None = None
+) -> SparkSession.Builder:
+    """A builder configured for pinpipe: Delta enabled, UTC, Arrow on; with a ``lake`` on S3,
+    Hadoop's S3A connector configured for it (and, in a local run, its jars). A local run's JVM
+    starts with ``conf/log4j2.properties`` at the run's level, so even a failure while Spark
+    starts (a bad master) logs nothing when ``quiet``."""
+    extra = {**(s3a_options(lake) if lake is not None and on_s3(lake) else {}), **cfg.extra}
     builder = (
         SparkSession.builder.config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
@@ -81,7 +118,7 @@ def session_builder(app_name: str, cfg: SparkConfig, quiet: bool = False) -> Spa
         builder = (
             builder.master(cfg.master)
             .appName(app_name)
-            .config("spark.jars", ",".join(delta_jars()))
+            .config("spark.jars", ",".join(delta_jars() + (s3_jars() if on_s3(lake) else [])))
             .config("spark.driver.memory", cfg.driver_memory)
             .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
             .config("spark.sql.warehouse.dir", str(Path("spark-warehouse").resolve()))
@@ -101,8 +138,8 @@ def session_builder(app_name: str, cfg: SparkConfig, quiet: bool = False) -> Spa
     return builder
 
 
-def build_session(app_name: str, cfg: SparkConfig, quiet: bool = False) -> SparkSession:
-    spark = session_builder(app_name, cfg, quiet).getOrCreate()
+def build_session(app_name: str, cfg: SparkConfig, quiet: bool = False, lake: LakeConfig | None = None) -> SparkSession:
+    spark = session_builder(app_name, cfg, quiet, lake).getOrCreate()
     spark.sparkContext.setLogLevel(log_level(cfg, quiet))
     threads = use_driver_threads(cfg.driver_threads)  # after the JVM started: its environment is its own
     log.info(
@@ -126,9 +163,11 @@ def job_description(spark: SparkSession, text: str) -> Iterator[None]:
 
 
 @contextmanager
-def spark_session(app_name: str, cfg: SparkConfig, quiet: bool = False) -> Iterator[SparkSession]:
-    """``with spark_session("ingest", cfg.spark) as spark: ...``; stops the session after."""
-    spark = build_session(app_name, cfg, quiet)
+def spark_session(
+    app_name: str, cfg: SparkConfig, quiet: bool = False, lake: LakeConfig | None = None
+) -> Iterator[SparkSession]:
+    """``with spark_session("ingest", cfg.spark, lake=cfg.lake) as spark: ...``; stops the session after."""
+    spark = build_session(app_name, cfg, quiet, lake)
     try:
         yield spark
     finally:

@@ -6,13 +6,13 @@
 #   PINPIPE_PYTHON      interpreter for the virtualenv (default: python3.11, else python3)
 #   PINPIPE_VENV        where the virtualenv lives (default: .venv)
 #   PINPIPE_WHEELHOUSE  where downloaded packages are kept (default: ~/.cache/pinpipe/wheelhouse)
+#   PINPIPE_M2          the Maven repository JVM jars are resolved into (default: ~/.cache/pinpipe/m2)
 #
 # torch from PyPI is the multi-GB CUDA build. The packages of setup/requirements.lock are
 # downloaded once into the wheelhouse, outside the checkout, and installed from there: a second
 # clone on the same machine (CI's, say) downloads nothing again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 venv=${PINPIPE_VENV:-.venv}
 wheelhouse=${PINPIPE_WHEELHOUSE:-$HOME/.cache/pinpipe/wheelhouse}
@@ -20,7 +20,6 @@ build_setuptools=84.2.1  # build backend for pinpipe itself and for pyspark's sd
 build_wheel=0.48.0
 py=${PINPIPE_PYTHON:-$(command -v python3.11 || command -v python3)}
 jars_dir=.cache/jars
-m2_repo=$root/.cache/m2
 log() { printf '[setup] %s\n' "$*"; }
 
 # 1. virtualenv
@@ -45,35 +44,48 @@ if [[ "$(cat "$venv/.pinpipe-packages" 2>/dev/null)" != "$py_stamp" ]]; then
   "$venv/bin/python" -m pip download --quiet --no-deps --prefer-binary -d "$wheelhouse" \
     -r setup/requirements.lock "setuptools==$build_setuptools" "wheel==$build_wheel"
   "$venv/bin/python" -m pip install --quiet --no-index --find-links "$wheelhouse" \
-    -c setup/requirements.lock -e '.[dev]'
+    -c setup/requirements.lock -e '.[dev,s3]'
   echo "$py_stamp" > "$venv/.pinpipe-packages"
 else
   log "Python packages up to date"
 fi
 
-# 3. Delta Lake jars: resolved once from Maven Central into .cache/ (local repo .cache/m2),
-#    minus every artifact that pyspark already ships (Spark provides those at run time).
-jar_stamp=$(cat setup/delta-jars.pom.xml | sha256sum | cut -c1-16)
-if [[ "$(cat "$jars_dir/.stamp" 2>/dev/null)" != "$jar_stamp" ]]; then
-  command -v mvn >/dev/null || { echo "setup: Maven (mvn) is needed to fetch the Delta jars: apt-get install maven" >&2; exit 1; }
+# 3. JVM jars: Delta Lake (.cache/jars) and Hadoop's S3A connector (.cache/jars/s3, used only
+#    with an s3:// or s3a:// lake), each resolved once from Maven Central into a local Maven
+#    repository outside the checkout (the AWS SDK bundle is ~650 MB: a second clone downloads
+#    nothing again) and linked from there, minus every artifact pyspark already ships.
+m2_repo=${PINPIPE_M2:-$HOME/.cache/pinpipe/m2}
+resolve_jars() {  # resolve_jars <pom> <folder> <what>
+  local pom=$1 dir=$2 what=$3
+  local stamp
+  stamp=$(sha256sum < "$pom" | cut -c1-16)
+  if [[ "$(cat "$dir/.stamp" 2>/dev/null)" == "$stamp" ]]; then
+    log "$what jars up to date"
+    return
+  fi
+  command -v mvn >/dev/null || { echo "setup: Maven (mvn) is needed to fetch the $what jars: apt-get install maven" >&2; exit 1; }
   command -v java >/dev/null || { echo "setup: a Java 17+ runtime is needed by Spark: apt-get install openjdk-17-jdk-headless" >&2; exit 1; }
-  log "resolving Delta Lake jars from Maven Central"
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  mvn --batch-mode --quiet -f setup/delta-jars.pom.xml -Dmaven.repo.local="$m2_repo" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp"
+  log "resolving $what jars from Maven Central"
+  local classpath
+  classpath=$(mktemp)
+  mvn --batch-mode --quiet -f "$pom" -Dmaven.repo.local="$m2_repo" \
+    dependency:build-classpath -DincludeScope=runtime -Dmdep.outputFile="$classpath"
+  local spark_jars
   spark_jars=$("$venv/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')
   artifact() { basename "$1" .jar | sed -E 's/-[0-9][^-]*(-[0-9A-Za-z.]+)*$//'; }
   declare -A provided=()
   for j in "$spark_jars"/*.jar; do provided[$(artifact "$j")]=1; done
-  rm -rf "$jars_dir" && mkdir -p "$jars_dir"
-  for j in "$tmp"/*.jar; do
-    if [[ -z ${provided[$(artifact "$j")]:-} ]]; then cp "$j" "$jars_dir/"; fi
+  find "$dir" -maxdepth 1 -name '*.jar' -delete 2>/dev/null || true
+  mkdir -p "$dir"
+  local j
+  for j in $(tr ':' ' ' < "$classpath"); do
+    if [[ -z ${provided[$(artifact "$j")]:-} ]]; then ln -sf "$j" "$dir/"; fi
   done
-  ls "$jars_dir"/delta-spark_*.jar >/dev/null 2>&1 || { echo "setup: no delta-spark jar resolved" >&2; exit 1; }
-  echo "$jar_stamp" > "$jars_dir/.stamp"
-  log "Delta jars in $jars_dir: $(ls "$jars_dir" | grep -c '\.jar$') (pyspark provides the rest)"
-else
-  log "Delta jars up to date"
-fi
+  rm -f "$classpath"
+  echo "$stamp" > "$dir/.stamp"
+  log "$what jars in $dir: $(find "$dir" -maxdepth 1 -name '*.jar' | wc -l) (pyspark provides the rest)"
+}
+resolve_jars setup/delta-jars.pom.xml "$jars_dir" Delta
+ls "$jars_dir"/delta-spark_*.jar >/dev/null 2>&1 || { echo "setup: no delta-spark jar resolved" >&2; exit 1; }
+resolve_jars setup/s3-jars.pom.xml "$jars_dir/s3" "S3A connector"
 log "ready: $venv/bin/pinpipe --help"

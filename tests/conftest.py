@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from jobs.config import load_config
+from models.artifacts.storage import Storage
 from runtime.config import SparkConfig
 from runtime.lake import Lake
 from runtime.session import build_session
+from tests.s3_server import s3_server  # noqa: F401  (a fixture)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -51,3 +53,11 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real evaluation data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> Storage:
+    """An empty artifacts folder on a local disk, then on a real S3 server (the same test twice)."""
+    if request.param == "local":
+        return Storage(str(tmp_path / "artifacts"))
+    return request.getfixturevalue("s3_server").storage(tmp_path / "cache")

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from models.artifacts.registry import CURRENT, GATES, Registry
+from models.artifacts.registry import PROMOTIONS, Registry
 from runtime.errors import explain
 
 SIZE = 512 * 1024
@@ -48,7 +48,8 @@ def test_a_publish_that_runs_out_of_space_leaves_no_version_and_says_so(small_di
         registry.publish("m", too_big)
     assert full.value.errno == errno.ENOSPC
     assert registry.versions("m") == [first]  # nothing half-published
-    assert sorted(p.name for p in (small_disk / "artifacts" / "m").iterdir()) == [first]  # staging removed
+    assert [p.name for p in (small_disk / "artifacts" / "m").iterdir() if p.name != ".claims"] == [first]
+    assert not list((small_disk / "artifacts" / "m" / ".claims").iterdir())  # its claim released
     line = explain(full.value)
     assert "No space left on device" in line and "the disk is full: free space where the lake" in line
     second = registry.publish("m", lambda d: (d / "w.bin").write_bytes(b"3" * 1000) and None)
@@ -66,13 +67,13 @@ def test_pointers_and_the_gate_log_on_a_full_disk_keep_what_they_held(small_disk
     fill(small_disk)
     with pytest.raises(OSError):
         registry.promote("m", v2)
-    assert registry.current("m") == v1 and (family / CURRENT).read_text() == f"{v1}\n"
+    assert registry.current("m") == v1 and json.loads((family / PROMOTIONS).read_text()) == [v1]
     assert sorted(p.name for p in family.iterdir()) == before  # no temporary pointer files left
     with pytest.raises(OSError):
         registry.record_gate("m", {"candidate_version": v2, "passed": True, "reason": "x" * SIZE})
-    assert [g["candidate_version"] for g in registry.gates("m")] == [v1]  # a line cut short is not a decision
+    assert [g["candidate_version"] for g in registry.gates("m")] == [v1]  # nothing cut short was kept
+    assert sorted(p.name for p in family.iterdir()) == before
     (small_disk / "ballast").unlink()
     registry.promote("m", v2)
     registry.record_gate("m", {"candidate_version": v2, "passed": True})
     assert registry.current("m") == v2 and [g["candidate_version"] for g in registry.gates("m")] == [v1, v2]
-    assert all(json.loads(line) for line in (family / GATES).read_text().splitlines()[:1])

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from jobs import build_index, embed_pins, index_admin, nightly_report, retrieve
 from jobs.config import load_config
 from models.artifacts.registry import Registry, RegistryError
+from models.artifacts.storage import Storage
 from models.retrieval.ann import merge_top_k, recall_at, resolve_factory
 from models.retrieval.retriever import Retriever
 from models.retrieval.serving import IndexVersions, Retrieval, VersionMismatch
@@ -276,7 +278,7 @@ def test_the_report_names_a_damaged_production_and_exits_1(spark, copy_of):
     )
     assert warning in written.line().splitlines()
     assert [h.artifact for h in written.damaged] == ["index two_tower_items/v0002"]  # its model is intact
-    page = written.path.read_text()
+    page = Path(written.path).read_text()
     assert "Production is damaged: index two_tower_items/v0002</b>" in page
     assert "<td>two_tower/v0002</td><td>intact (checksums verified)</td>" in page
     command = subprocess.run(
@@ -285,15 +287,16 @@ def test_the_report_names_a_damaged_production_and_exits_1(spark, copy_of):
     assert command.returncode == 1 and warning in command.stdout.splitlines()
 
 
-def test_two_builds_of_the_same_vectors_write_the_same_shards(spark, tmp_path):
+def test_two_builds_of_the_same_vectors_write_the_same_shards(spark, tmp_path, s3_server):
     """The shards are a function of the ids, not of how Spark happened to split the vectors (a
-    killed-and-resumed nightly writes the same index as an uninterrupted one). Enough vectors that
-    Spark's range partitioning would only sample them."""
+    killed-and-resumed nightly writes the same index as an uninterrupted one), nor of where they
+    are stored: the first build writes into a local folder, the second's tasks upload theirs to an
+    S3 server. Enough vectors that Spark's range partitioning would only sample them."""
     rng = np.random.default_rng(0)
     rows = [(i, rng.standard_normal(8).astype(np.float32).tolist()) for i in range(1, 5001)]
     vectors = spark.createDataFrame(rows, f"{PE.ITEM_INDEX} long, {PE.EMBEDDING} array<float>")
-    built_twice = []
-    for n, layout in enumerate((vectors.repartition(1), vectors.repartition(7, PE.EMBEDDING))):
+    built_twice, stores = [], [Storage(str(tmp_path / "local")), s3_server.storage(tmp_path / "cache")]
+    for store, layout in zip(stores, (vectors.repartition(1), vectors.repartition(7, PE.EMBEDDING)), strict=True):
         plan = build_index.transform(
             build_index.IndexInputs(layout, "two_tower", "v0001"),
             factory="IVF16,Flat",
@@ -304,8 +307,7 @@ def test_two_builds_of_the_same_vectors_write_the_same_shards(spark, tmp_path):
             seed=0,
             partitions=3,
         )
-        (tmp_path / str(n)).mkdir()
-        built_twice.append(build_index.build_shards(plan, tmp_path / str(n)))
+        built_twice.append(build_index.build_shards(plan, store))
     first, second = built_twice
     assert first.factory == "IVF16,Flat" and first.rows == 5000
     assert [(s.file, s.min_id, s.max_id) for s in first.shards] == [
@@ -314,6 +316,9 @@ def test_two_builds_of_the_same_vectors_write_the_same_shards(spark, tmp_path):
         ("shard-00002.faiss", 3335, 5000),
     ]
     assert first.shards == second.shards  # the same files, byte for byte
+    for store in stores:
+        assert store.files() == [s.file for s in first.shards]
+        assert [store.sha256(s.file) for s in first.shards] == [s.sha256 for s in first.shards]
     assert first.recall_at_10 == second.recall_at_10
 
 
@@ -326,7 +331,9 @@ def test_an_index_below_the_recall_gate_is_not_published(spark, built):
     with pytest.raises(build_index.IndexRecallTooLow, match=r"not published: recall@10 of the sharded IVF4,Flat"):
         build_index.run(spark, c)
     assert versions.indexes.versions("two_tower_items") == before
-    assert not list((versions.indexes.root / "two_tower_items").glob(".staging-*"))  # nothing half-written
+    store = versions.indexes.storage
+    left = [f for f in store.files("two_tower_items") if not f.startswith(tuple(f"{v}/" for v in before))]
+    assert left == []  # nothing half-written, no claim left
 
 
 @SPARK_BUILT

@@ -20,6 +20,7 @@ import pytest
 from jobs import pin_features, score_impressions
 from models.random_models import save_random_blip
 from runtime.lake import Lake
+from runtime.run_lock import holder_of
 from tests.test_pin_features import image_pins  # noqa: F401  (fixture)
 from tests.test_score_impressions import overrides as scorer_overrides
 from tests.test_score_impressions import publish_teacher, write_inputs
@@ -148,7 +149,7 @@ def test_nightly_killed_at_any_point_resumes_to_the_uninterrupted_result(spark, 
     lock = nightly.lock_path(cfg_for(*sets, f"lake.root={killed.root}"), DAY)
     runs = Path(killed.table_path("pipeline_runs"))
     when = {
-        "lock taken": lock.exists,
+        "lock taken": lambda: holder_of(lock) is not None,
         "ingest recorded": lambda: commits(runs) >= 1,
         "serving_corpus writing": lambda: data_files(Path(killed.table_path("engagement_decay"))) > 0,
     }[kill_at]

@@ -56,7 +56,7 @@ def test_a_failed_nightly_resumes_at_the_failed_stage(spark, lake, cfg_for, tiny
     assert "disk full" in failed[PR.ERROR] and failed[PR.RUN_DATE] == DAY
     ingested = lake.read(spark, "pipeline_runs").filter(f"{PR.STAGE} = 'ingest'").first()
     assert ingested[PR.ROWS_WRITTEN]["user_engagements"] == 11  # the rows of Tiny.txt
-    page = nightly_report.report_path(cfg, DAY).read_text()  # written for a failed nightly too
+    page = Path(nightly_report.report_path(cfg, DAY)).read_text()  # written for a failed nightly too
     assert "FAILED at serving_corpus" in page and "disk full" in page and "user_engagements=11" in page
 
     def must_not_run(spark, cfg):
@@ -101,9 +101,8 @@ def test_dates_and_schedules():
     assert nightly.on_schedule("serving_corpus", monday + dt.timedelta(days=1), every, has_promoted=True)
     with pytest.raises(ConfigError, match="nightly.stages: unknown stages \\['train_everything'\\]"):
         load_config("local", overrides=["nightly.stages=[ingest, train_everything]"])
-    uri = load_config("local", overrides=["lake.root=s3a://bucket/lake"])
-    with pytest.raises(ValueError, match="nightly.lock_dir: lake.root 's3a://bucket/lake' is a URI"):
-        nightly.lock_path(uri, DAY)
+    uri = load_config("local", overrides=["lake.root=s3a://bucket/lake"])  # the lock lives on the lake's store
+    assert nightly.lock_path(uri, DAY).uri() == f"s3a://bucket/lake/_locks/nightly-{DAY}.lock"
 
 
 def test_a_model_this_dates_nightly_promoted_does_not_count_as_promoted_before(tmp_path):

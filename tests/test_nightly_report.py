@@ -1,7 +1,6 @@
 import base64
 import datetime as dt
 import re
-from pathlib import Path
 
 from jobs.nightly_report import ArtifactHealth, Histogram, ReportData, ReportWritten, render
 from models.retrieval.serving import IndexVersion
@@ -71,7 +70,7 @@ def test_the_report_is_one_self_contained_page_with_every_section():
     assert "<b>Production is damaged: index two_tower_items/v0001</b>" in page
     assert "<td>student/v0001</td><td>intact (checksums verified)</td>" in page
     assert "DAMAGED: two_tower_items/v0001: shard-00000.faiss is missing or changed" in page
-    assert ReportWritten(Path("r.html"), tuple(data.damaged)).line() == (
+    assert ReportWritten("r.html", tuple(data.damaged)).line() == (
         "report: r.html\nreport: WARNING production index two_tower_items/v0001 is damaged: "
         "two_tower_items/v0001: shard-00000.faiss is missing or changed"
     )

@@ -20,8 +20,8 @@ def writer(text):
     return build
 
 
-def test_publish_versions_manifest_and_keep(tmp_path):
-    reg = Registry(tmp_path, keep=3)
+def test_publish_versions_manifest_and_keep(store):
+    reg = Registry(store, keep=3)
     versions = [
         reg.publish(
             "teacher",
@@ -34,14 +34,15 @@ def test_publish_versions_manifest_and_keep(tmp_path):
     ]
     assert versions == ["v0001", "v0002", "v0003", "v0004"]
     assert reg.versions("teacher") == ["v0002", "v0003", "v0004"]  # oldest pruned
+    assert store.listdir("teacher/.claims") == ["v0002", "v0003", "v0004"]  # its claim with it
     m = reg.manifest("teacher", "v0004")
     assert m["metrics"] == {"kappa": 0.3} and m["inputs"] == {"human_labels": "delta@3"}
     assert set(m["files"]) == {"weights.bin", "sub/config.json"}
     reg.verify("teacher", "v0004")
 
 
-def test_promote_rollback_and_pruning_spares_current(tmp_path):
-    reg = Registry(tmp_path, keep=2)
+def test_promote_rollback_and_pruning_spares_current(store):
+    reg = Registry(store, keep=2)
     reg.publish("two_tower", writer("a"))
     reg.promote("two_tower", "v0001")
     reg.publish("two_tower", writer("b"))
@@ -55,8 +56,8 @@ def test_promote_rollback_and_pruning_spares_current(tmp_path):
         reg.rollback("two_tower")
 
 
-def test_rollback_returns_to_the_previous_production_never_to_an_unpromoted_version(tmp_path):
-    reg = Registry(tmp_path)
+def test_rollback_returns_to_the_previous_production_never_to_an_unpromoted_version(store):
+    reg = Registry(store)
     for text in "abc":
         reg.publish("student", writer(text))
     reg.promote("student", "v0001")
@@ -67,8 +68,8 @@ def test_rollback_returns_to_the_previous_production_never_to_an_unpromoted_vers
     assert reg.rollback("student") == "v0003"
 
 
-def test_the_candidate_is_spared_by_pruning_and_forgotten_once_promoted(tmp_path):
-    reg = Registry(tmp_path, keep=1)
+def test_the_candidate_is_spared_by_pruning_and_forgotten_once_promoted(store):
+    reg = Registry(store, keep=1)
     reg.publish("two_tower", writer("a"))
     reg.promote("two_tower", "v0001")
     reg.publish("two_tower", writer("b"))
@@ -80,8 +81,8 @@ def test_the_candidate_is_spared_by_pruning_and_forgotten_once_promoted(tmp_path
     assert reg.candidate("two_tower") is None
 
 
-def test_publishing_with_a_kept_key_returns_that_version_and_builds_nothing(tmp_path):
-    reg = Registry(tmp_path)
+def test_publishing_with_a_kept_key_returns_that_version_and_builds_nothing(store):
+    reg = Registry(store)
     key = content_key({"lr": 1e-4}, {"human_labels": 3})
     assert reg.publish("teacher", writer("a"), key=key) == "v0001"
     built = []
@@ -93,8 +94,8 @@ def test_publishing_with_a_kept_key_returns_that_version_and_builds_nothing(tmp_
         reg.promote("two_tower", "v0009")
 
 
-def test_failed_build_leaves_nothing(tmp_path):
-    reg = Registry(tmp_path)
+def test_failed_build_leaves_nothing(store):
+    reg = Registry(store)
 
     def broken(folder):
         (folder / "half.bin").write_text("x")
@@ -103,25 +104,26 @@ def test_failed_build_leaves_nothing(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         reg.publish("teacher", broken)
     assert reg.versions("teacher") == []
-    assert list((tmp_path / "teacher").iterdir()) == []
+    assert store.files("teacher") == []  # no files, no claim
 
 
-def test_verify_detects_tampering(tmp_path):
-    reg = Registry(tmp_path)
+def test_verify_detects_tampering(store):
+    reg = Registry(store)
     v = reg.publish("index", writer("shard"))
-    (reg.path("index", v) / "weights.bin").write_text("changed")
+    reg.verify("index", v)
+    store.put(f"index/{v}/weights.bin", b"changed")
     with pytest.raises(RegistryError, match="weights.bin is missing or changed"):
         reg.verify("index", v)
 
 
-def test_a_broken_manifest_is_named(tmp_path):
-    reg = Registry(tmp_path)
+def test_a_broken_manifest_is_named(store):
+    reg = Registry(store)
     version = reg.publish("teacher", writer("w"), metrics={}, config={}, inputs={})
-    path = reg.path("teacher", version) / "manifest.json"
-    path.write_text('{"files": {"weights.bin": ')  # cut short, as by a full disk
+    path = store.uri(f"teacher/{version}/manifest.json")
+    store.put(f"teacher/{version}/manifest.json", b'{"files": {"weights.bin": ')  # cut short
     with pytest.raises(RegistryError, match=rf"cannot read the manifest {path}: Expecting value"):
         reg.manifest("teacher", version)
-    path.write_text("[1, 2]")
+    store.put(f"teacher/{version}/manifest.json", b"[1, 2]")
     with pytest.raises(RegistryError, match=rf"the manifest {path} is not a JSON object"):
         reg.manifest("teacher", version)
 
@@ -148,63 +150,94 @@ def test_rollback_of_a_family_without_production_is_one_line_and_exit_1(tmp_path
     assert len(err.splitlines()) == 1
 
 
-PUBLISH_AND_HANG = """
-import sys, time
+OPEN_REGISTRY = """
+import json, sys, time
+from pathlib import Path
 from models.artifacts.registry import Registry
+from models.artifacts.storage import S3Settings, Storage
+root, endpoint, cache = sys.argv[1:4]
+storage = Storage(root, S3Settings(endpoint=endpoint, path_style=bool(endpoint)), cache)
+"""
+
+PUBLISH_AND_HANG = (
+    OPEN_REGISTRY
+    + """
 def build(folder):
     (folder / "weights.bin").write_text("half")
     print("building", flush=True)
     time.sleep(600)
-Registry(sys.argv[1]).publish("student", build)
+Registry(storage).publish("student", build)
 """
+)
 
 
-def publisher_in_build(root: Path) -> subprocess.Popen:
-    """A process publishing to ``root`` that stops inside ``build`` (its staging folder written)."""
+def process_args(store) -> list[str]:
+    return [store.root, store.s3.endpoint, store.cache_dir]
+
+
+def publisher_in_build(store) -> subprocess.Popen:
+    """A process publishing into ``store`` that stops inside ``build`` (its version claimed)."""
     cwd = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-c", PUBLISH_AND_HANG, str(root)], cwd=cwd, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", PUBLISH_AND_HANG, *process_args(store)], cwd=cwd, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout.readline().strip() == "building"
     return proc
 
 
-def test_a_killed_publishers_staging_folder_is_removed_by_the_next_publish_a_live_ones_is_not(tmp_path):
-    killed, live = publisher_in_build(tmp_path), publisher_in_build(tmp_path)
+def test_a_killed_publishers_leftovers_are_removed_by_the_next_publish_a_live_ones_are_not(store):
+    killed, live = publisher_in_build(store), publisher_in_build(store)
     try:
         os.kill(killed.pid, signal.SIGKILL)  # mid-build: no cleanup runs
         killed.wait()
-        staging = sorted(p.name for p in (tmp_path / "student").glob(".staging-*"))
-        assert len(staging) == 2 and all(name.endswith(f"@{os.uname().nodename}") for name in staging)
-        assert Registry(tmp_path).publish("student", writer("whole")) == "v0001"
-        left = [p.name for p in (tmp_path / "student").glob(".staging-*")]
-        assert left == [f for f in staging if f"-{live.pid}@" in f]  # the live publisher's folder stays
+        claims = {v: json.loads(store.read_text(f"student/.claims/{v}")) for v in store.listdir("student/.claims")}
+        assert sorted(claims) == ["v0001", "v0002"] and {c["pid"] for c in claims.values()} == {killed.pid, live.pid}
+        killed_version = next(v for v, c in claims.items() if c["pid"] == killed.pid)
+        live_version = next(v for v, c in claims.items() if c["pid"] == live.pid)
+        registry = Registry(store)
+        assert registry.versions("student") == []  # claimed, never committed: no version for readers
+        assert registry.publish("student", writer("whole")) == "v0003"  # claimed numbers are never given again
+        assert not store.exists(f"student/{killed_version}/weights.bin")  # its files deleted
+        assert json.loads(store.read_text(f"student/.claims/{killed_version}"))["abandoned"]  # tombstone
+        assert "abandoned" not in json.loads(store.read_text(f"student/.claims/{live_version}"))
+        assert Registry(store).remove_abandoned("student") == []
+        # a claim older than abandon_after_s counts as abandoned even when its publisher is elsewhere
+        assert Registry(store, abandon_after_s=0).remove_abandoned("student") == [live_version]
+        assert Registry(store).publish("student", writer("next")) == "v0004"
     finally:
         live.kill()
         live.wait()
-    assert Registry(tmp_path).versions("student") == ["v0001"]
+    assert Registry(store).versions("student") == ["v0003", "v0004"]
+    assert [f for f in store.files("student") if not f.startswith(".claims/")] == [
+        "v0003/manifest.json",
+        "v0003/sub/config.json",
+        "v0003/weights.bin",
+        "v0004/manifest.json",
+        "v0004/sub/config.json",
+        "v0004/weights.bin",
+    ]
 
 
-PUBLISHER = """
-import sys, time
-from pathlib import Path
-from models.artifacts.registry import Registry
-root, name, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+PUBLISHER = (
+    OPEN_REGISTRY
+    + """
+name, n, go = sys.argv[4], int(sys.argv[5]), Path(sys.argv[6])
 while not go.exists():
     time.sleep(0.01)
-registry = Registry(root, keep=1000)
+registry = Registry(storage, keep=1000)
 for i in range(n):
     registry.publish("m", lambda folder: (folder / "weights.bin").write_text(f"{name}-{i}") and None)
 """
+)
 
 
-def test_concurrent_publishers_never_share_or_lose_a_version_number(tmp_path):
+def test_concurrent_publishers_never_share_or_lose_a_version_number(store, tmp_path):
     """Two real processes publishing into one family at the same moment: every publish is a
-    version of its own, its manifest naming its folder, nothing left in staging."""
-    go, n = tmp_path / "go", 150
+    version of its own, its manifest naming its folder, no claim left behind."""
+    go, n = tmp_path / "go", 150 if store.is_local else 25
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER, str(tmp_path / "artifacts"), name, str(n), str(go)],
+            [sys.executable, "-c", PUBLISHER, *process_args(store), name, str(n), str(go)],
             cwd=Path(__file__).resolve().parents[1],
             stderr=subprocess.PIPE,
             text=True,
@@ -214,11 +247,12 @@ def test_concurrent_publishers_never_share_or_lose_a_version_number(tmp_path):
     time.sleep(3)  # both started and waiting
     go.write_text("go")
     for proc in procs:
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()
-    registry = Registry(tmp_path / "artifacts", keep=1000)
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    registry = Registry(store, keep=1000)
     versions = registry.versions("m")
     assert versions == [f"v{i:04d}" for i in range(1, 2 * n + 1)]
     assert all(registry.manifest("m", v)["version"] == v for v in versions)
     held = sorted((registry.path("m", v) / "weights.bin").read_text() for v in versions)
     assert held == sorted(f"{name}-{i}" for name in ("a", "b") for i in range(n))  # none lost
-    assert sorted(p.name for p in (tmp_path / "artifacts" / "m").iterdir()) == versions  # no staging left
+    assert store.files("m/.claims") == versions  # one claim per version, none abandoned
+    assert [name for name in store.listdir("m") if name != ".claims"] == versions  # nothing else written

@@ -4,68 +4,119 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from runtime.run_lock import Holder, LockHeld, RunLock
+from models.artifacts.storage import Storage
+from runtime.run_lock import Holder, LockHeld, RunLock, holder_of
 
 HOLD = """
 import sys, time
+from models.artifacts.storage import S3Settings, Storage
 from runtime.run_lock import RunLock
-lock = RunLock(sys.argv[1], ttl_seconds=60, what="nightly 2024-01-31").acquire()
+root, endpoint = sys.argv[1:3]
+folder = Storage(root, S3Settings(endpoint=endpoint, path_style=bool(endpoint)))
+lock = RunLock(folder, ttl_seconds=60, what="nightly 2024-01-31").acquire()
 print("held", flush=True)
 time.sleep(600)
 """
 
 
-def holder_process(path: Path) -> subprocess.Popen:
+def holder_process(folder: Storage) -> subprocess.Popen:
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], cwd=root, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, folder.root, folder.s3.endpoint], cwd=root, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
 
-def test_a_second_run_refuses_while_the_first_lives_and_takes_over_once_it_is_killed(tmp_path):
-    path = tmp_path / "locks" / "nightly-2024-01-31.lock"
-    proc = holder_process(path)
+@pytest.fixture
+def lock_folder(store) -> Storage:
+    """The lock of one date, on a local disk and then on the S3 server."""
+    return store.child("locks/nightly-2024-01-31.lock")
+
+
+def test_a_second_run_refuses_while_the_first_lives_and_takes_over_once_it_is_killed(lock_folder):
+    proc = holder_process(lock_folder)
     try:
         with pytest.raises(LockHeld, match=rf"nightly 2024-01-31 is already running \(pid {proc.pid} on"):
-            RunLock(path, ttl_seconds=60, what="nightly 2024-01-31").acquire()
+            RunLock(lock_folder, ttl_seconds=60, what="nightly 2024-01-31").acquire()
     finally:
-        os.kill(proc.pid, signal.SIGKILL)  # no cleanup runs: the lock file stays behind
+        os.kill(proc.pid, signal.SIGKILL)  # no cleanup runs: its record stays behind
         proc.wait()
-    assert path.exists()
-    with RunLock(path, ttl_seconds=60) as lock:  # same host, holder's pid gone: stale at once
-        assert Holder.read(lock.path).pid == os.getpid()
-    assert not path.exists()
+    assert holder_of(lock_folder).pid == proc.pid
+    with RunLock(lock_folder, ttl_seconds=60):  # same host, holder's pid gone: stale at once
+        assert holder_of(lock_folder).pid == os.getpid()
+        assert lock_folder.listdir() == ["g000002.json"]  # the killed run's record is gone
+    assert holder_of(lock_folder).released
 
 
-def write_holder(path: Path, host: str, expires_in: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_holder(folder: Storage, name: str, host: str, expires_in: float) -> None:
     now = time.time()
-    path.write_text(json.dumps({"host": host, "pid": 1, "started": now - 100, "expires_at": now + expires_in}))
+    record = {"host": host, "pid": 1, "started": now - 100, "expires_at": now + expires_in}
+    folder.put(name, json.dumps(record).encode())
 
 
-def test_a_lock_from_another_host_holds_until_its_lease_expires(tmp_path):
-    path = tmp_path / "nightly.lock"
+def test_a_lock_from_another_host_holds_until_its_lease_expires(lock_folder):
     other = socket.gethostname() + "-elsewhere"
-    write_holder(path, other, expires_in=300)
+    write_holder(lock_folder, "g000007.json", other, expires_in=300)
     with pytest.raises(LockHeld, match="lease ends in"):
-        RunLock(path, ttl_seconds=60).acquire()
-    write_holder(path, other, expires_in=-1)  # the other host stopped renewing: expired
-    lock = RunLock(path, ttl_seconds=60).acquire()
-    assert Holder.read(path).host == socket.gethostname()
+        RunLock(lock_folder, ttl_seconds=60).acquire()
+    write_holder(lock_folder, "g000007.json", other, expires_in=-1)  # the other host stopped renewing: expired
+    lock = RunLock(lock_folder, ttl_seconds=60).acquire()
+    assert holder_of(lock_folder).host == socket.gethostname() and lock_folder.listdir() == ["g000008.json"]
     lock.release()
 
 
-def test_the_holder_renews_its_lease_so_a_live_run_never_looks_stale(tmp_path):
-    path = tmp_path / "nightly.lock"
-    with RunLock(path, ttl_seconds=0.6):
-        first = Holder.read(path).expires_at
-        time.sleep(1.5)  # past the first lease: only renewal keeps it live
-        assert Holder.read(path).expires_at > first + 0.5
+def test_the_holder_renews_its_lease_so_a_live_run_never_looks_stale(lock_folder):
+    with RunLock(lock_folder, ttl_seconds=0.9):
+        first = holder_of(lock_folder).expires_at
+        time.sleep(2.0)  # past the first lease: only renewal keeps it live
+        assert holder_of(lock_folder).expires_at > first + 0.5
         with pytest.raises(LockHeld):
-            RunLock(path, ttl_seconds=0.6).acquire()
-    assert not path.exists()
+            RunLock(lock_folder, ttl_seconds=0.9).acquire()
+    assert holder_of(lock_folder).released
+    RunLock(lock_folder, ttl_seconds=0.9).acquire().release()  # released: free at once
+
+
+def test_a_holder_that_stalled_past_its_lease_never_renews_over_the_run_that_took_over(lock_folder):
+    stalled = RunLock(lock_folder, ttl_seconds=0.6)
+    stalled.acquire()
+    stalled._stop.set()  # its heartbeat stops, as in a process frozen past its lease
+    stalled._heartbeat.join()
+    time.sleep(0.8)
+    with RunLock(lock_folder, ttl_seconds=60) as taker:
+        stalled._stop.clear()  # it wakes up: one renewal round
+        renew = threading.Thread(target=stalled._renew)
+        renew.start()
+        time.sleep(0.4)
+        stalled._stop.set()
+        renew.join()
+        stalled.release()
+        assert holder_of(lock_folder) == Holder.parse(lock_folder.read_bytes(taker._record_name))
+        assert holder_of(lock_folder).expires_at > time.time() + 30  # still the taker's lease, not released
+
+
+def test_of_many_runs_that_find_a_stale_lock_at_once_exactly_one_takes_it(lock_folder):
+    write_holder(lock_folder, "g000001.json", socket.gethostname() + "-elsewhere", expires_in=-1)
+    won, refused, go = [], [], threading.Event()
+
+    def contend() -> None:
+        go.wait()
+        try:
+            won.append(RunLock(lock_folder, ttl_seconds=60).acquire())
+        except LockHeld:
+            refused.append(1)
+
+    threads = [threading.Thread(target=contend) for _ in range(6)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == 5
+    won[0].release()

@@ -307,7 +307,8 @@ def test_a_lora_teacher_pins_its_base_model_and_a_swapped_base_is_refused(spark,
     pinned = registry.manifest("teacher", report.version)["external"]["base model"]
     assert pinned["path"] == str(teacher_lake.resolve())
     assert {"config.json", "model.safetensors"} <= set(pinned["files"])
-    folder, _ = resolve_teacher(lake, "teacher", report.version)  # verified: the base is the one it was built on
+    teacher, _ = resolve_teacher(lake, "teacher", report.version)  # verified: the base is the one it was built on
+    folder = teacher.local()
     assert (Path(folder) / "adapter").is_dir() and not (Path(folder) / "backbone").exists()
 
     save_random_backbone(teacher_lake, "bert", seed=1)  # same architecture, other weights

@@ -4,7 +4,8 @@ Every row carries its shard number (:data:`SHARD`, a function of its item id: se
 ``jobs.build_index.shard_numbers``), and all the rows of a shard are in one partition. Every task
 gets the same trained empty index (bytes, a broadcast) and the same recall queries (a broadcast);
 for each shard among its rows it adds the shard's vectors under their item ids, in id order,
-writes the shard into the version's staging folder, and returns one row: the shard's
+writes the shard into a local folder and uploads it into the version's folder on the lake's storage
+(nothing is left on the executor's disk, nothing assumes the driver's), and returns one row: the shard's
 description, and for every query its ``k`` best ids and scores from the shard and from exact
 search over the same vectors. The driver merges those rows into the sharded index's recall@k
 before anything is published. What a shard holds and its bytes do not depend on how Spark split
@@ -21,6 +22,7 @@ import pyarrow as pa
 from pyspark import Broadcast
 from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, StructField, StructType
 
+from models.artifacts.storage import Storage
 from models.retrieval.ann import from_bytes, set_search_params
 from models.retrieval.sharded_index import write_shard
 from schemas import pin_embeddings as PE
@@ -64,11 +66,11 @@ def partition_vectors(batches: Iterator[pa.RecordBatch]) -> tuple[np.ndarray, np
 
 
 def shard_partitions(
-    template: Broadcast[bytes], queries: Broadcast[np.ndarray], folder: str, params: str, k: int
+    template: Broadcast[bytes], queries: Broadcast[np.ndarray], target: Storage, params: str, k: int
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A ``mapInArrow`` function from ``pin_embeddings`` rows (with :data:`SHARD`) to one
-    :data:`SHARD_SCHEMA` row per shard; the shard files land in ``folder`` (a path every task can
-    write)."""
+    :data:`SHARD_SCHEMA` row per shard; the shard files land in ``target`` (the index version's
+    folder on the lake's storage)."""
 
     def build(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         shard_numbers, all_ids, all_vectors = partition_vectors(batches)
@@ -84,7 +86,8 @@ def shard_partitions(
         if vectors.shape[1] != index.d:
             raise ValueError(f"vectors of dimension {vectors.shape[1]}, the index takes {index.d}")
         index.add_with_ids(vectors, ids)
-        info = write_shard(index, folder, number, ids)
+        with target.writing() as folder:
+            info = write_shard(index, folder, number, ids)
         q = queries.value
         ann_scores, ann_ids = set_search_params(index, params).search(q, k)
         exact = faiss.IndexFlatIP(index.d)

@@ -14,10 +14,11 @@ import pyarrow as pa
 import torch
 from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, StructField, StructType
 
+from models.artifacts.registry import ArtifactRef
 from models.retrieval.two_tower import RetrievalModel, load_artifact
 from schemas import pin_embeddings as PE
 from udfs.arrow_lists import float32_lists
-from udfs.task_resources import worker_model
+from udfs.task_resources import model_folder, worker_model
 
 EMBEDDED_SCHEMA = StructType(
     [
@@ -29,17 +30,19 @@ EMBEDDED_SCHEMA = StructType(
 
 
 def embed_partitions(
-    folder: str, batch_size: int = 8192
+    artifact: str | ArtifactRef, batch_size: int = 8192
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A ``mapInArrow`` function from rows with ``item_index`` to :data:`EMBEDDED_SCHEMA`, with the
-    two-tower artifact at ``folder``."""
+    two-tower ``artifact`` (a published version, fetched by each node, or a local folder)."""
 
     def embed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model, pins = worker_model(("two_tower", folder), lambda device: load_artifact(folder, device))
+        model, pins = worker_model(
+            ("two_tower", artifact), lambda device: load_artifact(model_folder(artifact), device)
+        )
         for batch in batches:
             items = batch.column(PE.ITEM_INDEX).to_numpy(zero_copy_only=False).astype(np.int64)
             if len(items) and (items.min() < 1 or items.max() > len(pins)):
-                raise ValueError(f"item_index outside 1..{len(pins)} for the model at {folder}")
+                raise ValueError(f"item_index outside 1..{len(pins)} for the model at {artifact}")
             yield pa.RecordBatch.from_arrays(
                 [
                     pa.array([pins[i - 1] for i in items], pa.string()),

@@ -21,11 +21,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
+from models.artifacts.registry import ArtifactRef
 from models.relevance.embedding_lookup import EmbeddingLookup, MissingEmbeddings
 from models.relevance.student_scoring import StudentScorer, dense_vectors
 from schemas import student_features as SF
 from udfs.arrow_lists import float32_lists
-from udfs.task_resources import worker_model
+from udfs.task_resources import model_folder, worker_model
 
 QUERY_POSITION = "query_position"
 PIN_POSITION = "pin_position"
@@ -57,8 +58,10 @@ def with_positions(rows: DataFrame, lookup: EmbeddingLookup) -> DataFrame:
     return rows
 
 
-def student_for(folder: str, precision: str) -> StudentScorer:
-    return worker_model(("student", folder, precision), lambda device: StudentScorer(folder, device, precision))
+def student_for(folder: str | ArtifactRef, precision: str) -> StudentScorer:
+    return worker_model(
+        ("student", folder, precision), lambda device: StudentScorer(model_folder(folder), device, precision)
+    )
 
 
 def score_arrays(
@@ -75,7 +78,9 @@ def score_arrays(
     )
 
 
-def student_udf(folder: str, lookup: Broadcast[EmbeddingLookup], precision: str = "fp32", batch_size: int = 4096):
+def student_udf(
+    folder: str | ArtifactRef, lookup: Broadcast[EmbeddingLookup], precision: str = "fp32", batch_size: int = 4096
+):
     """An Arrow UDF of the :data:`INPUTS` columns -> :data:`SCORES`."""
 
     @F.arrow_udf(SCORES)
@@ -87,7 +92,7 @@ def student_udf(folder: str, lookup: Broadcast[EmbeddingLookup], precision: str 
 
 def scores(
     positioned: DataFrame,
-    folder: str,
+    folder: str | ArtifactRef,
     lookup: Broadcast[EmbeddingLookup],
     precision: str = "fp32",
     batch_size: int = 4096,

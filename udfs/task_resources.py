@@ -9,6 +9,8 @@ from typing import TypeVar
 import torch
 from pyspark import TaskContext
 
+from models.artifacts.registry import ArtifactRef
+
 
 def task_device() -> torch.device:
     """The task's assigned GPU if Spark gave it one; outside Spark, any GPU; else CPU."""
@@ -26,6 +28,12 @@ def task_threads() -> int:
     """torch threads for this task: the cores Spark gave it (all cores outside Spark)."""
     ctx = TaskContext.get()
     return max(1, ctx.cpus()) if ctx is not None else torch.get_num_threads()
+
+
+def model_folder(model: str | ArtifactRef) -> str:
+    """The local folder to load ``model`` from: a published version is fetched into this node's
+    cache first (once, verified; see ``Storage.fetch``), a plain path is used as it is."""
+    return str(model.local()) if isinstance(model, ArtifactRef) else model
 
 
 T = TypeVar("T")

@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, StringType, StructField, StructType
 
+from models.artifacts.registry import ArtifactRef
 from models.relevance.scoring import ScoringSettings, TeacherScorer
 from schemas import teacher_scores as TS
-from udfs.task_resources import worker_model
+from udfs.task_resources import model_folder, worker_model
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,18 @@ SCORED_SCHEMA = StructType(
 )
 
 
-def scorer_for(folder: str, settings: ScoringSettings) -> TeacherScorer:
+def scorer_for(folder: str | ArtifactRef, settings: ScoringSettings) -> TeacherScorer:
     """This worker's scorer for (artifact, settings, device), loaded on first use."""
 
     def load(device: torch.device) -> TeacherScorer:
         log.info("loading teacher %s on %s (%s)", folder, device, settings.precision)
-        return TeacherScorer(folder, settings, device)
+        return TeacherScorer(model_folder(folder), settings, device)
 
-    return worker_model(("teacher", str(folder), settings), load)
+    return worker_model(("teacher", folder, settings), load)
 
 
 def score_partitions(
-    folder: str, settings: ScoringSettings, text_col: str
+    folder: str | ArtifactRef, settings: ScoringSettings, text_col: str
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function from rows ``query, pin_id, <text_col>`` to :data:`SCORED_SCHEMA`."""
 

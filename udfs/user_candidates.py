@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 from pyspark.sql.types import FloatType, IntegerType, StringType, StructField, StructType
 
+from models.artifacts.storage import Storage
 from models.retrieval.serving import Retrieval
 from schemas import user_candidates as UC
 from udfs.task_resources import worker_model
@@ -33,7 +34,7 @@ CANDIDATE_SCHEMA = StructType(
 
 
 def candidate_partitions(
-    artifacts: str,
+    artifacts: Storage,
     index: str,
     version: str,
     k: int,

@@ -1,53 +1,71 @@
-"""Versioned model and index artifacts: publish, promote, roll back, keep the last N.
+"""Versioned model and index artifacts: publish, promote, roll back, keep the last N — on any
+:class:`~models.artifacts.storage.Storage` (a local folder, S3, HDFS).
 
 Layout under the registry root (``<lake>/artifacts`` by default)::
 
     <family>/v0001/...files...            an artifact, immutable once published
     <family>/v0001/manifest.json           version, time, metrics, resolved config, inputs, sha256 of files
-    <family>/CURRENT                       the promoted version
-    <family>/PROMOTIONS                    the promotion stack (JSON list, newest last)
+    <family>/PROMOTIONS                    the promotion stack (JSON list, newest last): its top is production
     <family>/CANDIDATE                     a version that passed its gate and waits (two-tower: for its index)
-    <family>/GATES.jsonl                   every gate decision on the family's candidates, one JSON per line
+    <family>/gates/<time>-<id>.json        every gate decision on the family's candidates, one object each
+    <family>/.claims/v0001                 who claimed the version number (kept while the version is)
 
-A version is built in a staging folder (``.staging-<uuid>-<pid>@<host>``) and renamed into place
-only when complete, so a crash never leaves a half-written version; the staging folder of a
-publisher killed on this host is deleted by the next publish of the family (one on another host,
-or still running, is left alone). Publishing prunes the oldest versions beyond ``keep``,
-never the promoted one. ``rollback`` pops the promotion stack: it promotes the version that was
-production before the current one (never a version that was published but not promoted, such as
-a candidate its gate rejected). A ``key`` (a digest of the config and inputs that made the
-artifact) makes publishing idempotent: publishing again with the key of a kept version returns
-that version, so a job killed between publishing and recording it publishes nothing new on re-run.
+Publishing never renames (object stores cannot): a publisher first **claims** the next version
+number by creating ``.claims/vNNNN`` only if absent (a conditional write: of two publishers
+racing for a number exactly one wins, the other takes the next), then writes the version's
+files into ``vNNNN/``, and last its ``manifest.json`` — the commit. The claim stays: numbers are
+given out above the highest claim (or version), and a claim is deleted only with its pruned
+version and never when it is the highest, so no number is ever given twice. A version exists
+for readers only once its manifest does, so a publisher killed at any point leaves nothing
+anyone takes for a version; the next publish of the family deletes what a publisher left once it
+is known to be gone (killed on this host) or its claim is older than ``abandon_after_s`` (another
+host), and keeps that claim as a tombstone. A build that fails deletes its own files and claim.
+
+``PROMOTIONS`` and ``CANDIDATE`` are single objects, each replaced whole in one write (see
+``Storage.put``), so production moves atomically. Publishing prunes the oldest versions beyond
+``keep``, never the promoted one or the candidate. ``rollback`` pops the promotion stack: it
+promotes the version that was production before the current one (never a version that was
+published but not promoted, such as a candidate its gate rejected). A ``key`` (a digest of the
+config and inputs that made the artifact) makes publishing idempotent: publishing again with the
+key of a kept version returns that version, so a job killed between publishing and recording it
+publishes nothing new on re-run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import hashlib
 import json
 import os
 import re
-import shutil
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from models.artifacts.fingerprint import file_sha256
+from models.artifacts.storage import Storage, local_files
 from models.processes import gone, this_host
 
 MANIFEST = "manifest.json"
-CURRENT = "CURRENT"
 PROMOTIONS = "PROMOTIONS"
 CANDIDATE = "CANDIDATE"
-GATES = "GATES.jsonl"
-STAGING = ".staging-"
-_STAGING_OWNER = re.compile(r"^\.staging-[0-9a-f]{32}-(?P<pid>\d+)@(?P<host>.+)$")
+GATES = "gates"
+CLAIMS = ".claims"
+LEGACY_CURRENT, LEGACY_GATES = "CURRENT", "GATES.jsonl"  # read from lakes written before the storage layer
+ABANDON_AFTER_S = 24 * 3600  # a claim older than this with no manifest: its publisher is taken for gone
+VERSION = re.compile(r"^v\d{4,}$")
 
 
 class RegistryError(RuntimeError):
     """A registry operation could not be done (unknown family/version, tampered files, ...)."""
+
+
+class ClaimLost(RegistryError):
+    """A publisher's claim was taken for abandoned while it still worked (it ran past
+    ``abandon_after_s``): it publishes nothing and leaves the tombstone alone."""
 
 
 class NoProductionModel(RegistryError):
@@ -55,62 +73,75 @@ class NoProductionModel(RegistryError):
     one): work that needs it cannot run, and the nightly records that work as skipped."""
 
 
-def remove_abandoned_staging(family_dir: Path) -> list[str]:
-    """Delete the staging folders under ``family_dir`` whose publisher is known to be gone
-    (killed on this host); returns their names."""
-    removed = []
-    for folder in sorted(family_dir.glob(f"{STAGING}*")):
-        owner = _STAGING_OWNER.match(folder.name)
-        if owner and gone(owner["host"], int(owner["pid"])):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
-    return removed
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A published version as Spark tasks get it: where it is stored and its files' SHA-256.
+    ``local()`` is the folder to load it from (fetched once per node when the store is remote)."""
+
+    storage: Storage
+    files: tuple[tuple[str, str], ...]
+    name: str  # <family>/<version>, for messages and cache keys
+
+    def local(self) -> Path:
+        return self.storage.fetch("", dict(self.files))
+
+    def __str__(self) -> str:
+        return self.storage.uri()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """``path`` holds ``text`` or what it held before (a full disk, a kill): never a part of it,
-    and no temporary file left behind by a failed write."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
-        with tmp.open("w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _number(version: str) -> int:
+    return int(version[1:])
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class Registry:
-    def __init__(self, root: str | Path, keep: int = 5) -> None:
+    def __init__(self, root: str | Path | Storage, keep: int = 5, abandon_after_s: float = ABANDON_AFTER_S) -> None:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
-        self.root = Path(root)
+        self.storage = root if isinstance(root, Storage) else Storage(str(root))
         self.keep = keep
+        self.abandon_after_s = abandon_after_s
+
+    @property
+    def root(self) -> str:
+        return self.storage.root
 
     def versions(self, family: str) -> list[str]:
-        folder = self.root / family
-        if not folder.is_dir():
-            return []
-        return sorted(
-            p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("v") and (p / MANIFEST).is_file()
-        )
+        """The published versions of ``family`` (those with a manifest), oldest first."""
+        names = [n for n in self.storage.listdir(family) if VERSION.match(n)]
+        return sorted((n for n in names if self.storage.is_file(f"{family}/{n}/{MANIFEST}")), key=_number)
+
+    def _require(self, family: str, version: str) -> None:
+        if not VERSION.match(version) or not self.storage.is_file(f"{family}/{version}/{MANIFEST}"):
+            raise RegistryError(f"no version {version!r} of {family!r}; have {self.versions(family)}")
 
     def path(self, family: str, version: str) -> Path:
-        path = self.root / family / version
-        if not (path / MANIFEST).is_file():
-            raise RegistryError(f"no version {version!r} of {family!r}; have {self.versions(family)}")
-        return path
+        """A local folder with the version's files: the version's own folder on a local store,
+        else this node's verified copy (see ``Storage.fetch``)."""
+        self._require(family, version)
+        if self.storage.is_local:
+            return self.storage.local_path(f"{family}/{version}")
+        return self.ref(family, version).local()
+
+    def ref(self, family: str, version: str) -> ArtifactRef:
+        """The version as Spark tasks load it (they fetch it themselves; nothing on the driver's disk)."""
+        files = self.manifest(family, version).get("files") or {}
+        return ArtifactRef(
+            self.storage.child(f"{family}/{version}"), tuple(sorted(files.items())), f"{family}/{version}"
+        )
 
     def manifest(self, family: str, version: str) -> dict[str, Any]:
-        path = self.path(family, version) / MANIFEST
+        self._require(family, version)
+        where = self.storage.uri(f"{family}/{version}/{MANIFEST}")
         try:
-            manifest = json.loads(path.read_text())
+            manifest = json.loads(self.storage.read_text(f"{family}/{version}/{MANIFEST}"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RegistryError(f"cannot read the manifest {path}: {err}") from err
+            raise RegistryError(f"cannot read the manifest {where}: {err}") from err
         if not isinstance(manifest, dict):
-            raise RegistryError(f"the manifest {path} is not a JSON object")
+            raise RegistryError(f"the manifest {where} is not a JSON object")
         return manifest
 
     def publish(
@@ -124,60 +155,118 @@ class Registry:
         external: dict[str, str | Path] | None = None,
         key: str = "",
     ) -> str:
-        """Run ``build(folder)`` to write the artifact's files, then publish it as a new version.
+        """Run ``build(folder)`` to write the artifact's files into a local folder, then publish
+        them as a new version.
 
         ``external`` names folders outside the artifact that it needs to run (the base model of
         a LoRA teacher): their path and every file's checksum go into the manifest, and
         :meth:`verify` refuses the artifact when any of them changed. ``build`` may return more
         top-level manifest entries (an index's description of the shards it wrote). With a ``key``
         (see :func:`content_key`), a kept version published with the same key is returned as is."""
+
+        def write(target: Storage) -> tuple[dict[str, Any], dict[str, str]]:
+            with target.writing() as folder:
+                extra = build(folder) or {}
+                files = {name: file_sha256(folder / name) for name in local_files(folder)}
+            return extra, files
+
+        return self.publish_stored(
+            family, write, metrics=metrics, config=config, inputs=inputs, external=external, key=key
+        )
+
+    def publish_stored(
+        self,
+        family: str,
+        write: Callable[[Storage], tuple[dict[str, Any], dict[str, str]]],
+        *,
+        metrics: dict | None = None,
+        config: dict | None = None,
+        inputs: dict | None = None,
+        external: dict[str, str | Path] | None = None,
+        key: str = "",
+    ) -> str:
+        """:meth:`publish` for an artifact written straight into storage (by Spark tasks, say):
+        ``write(target)`` stores every file under ``target`` and returns (more manifest entries,
+        {relative name: SHA-256} of the files it stored)."""
         if key and (same := self.find(family, key)):
             return same
-        family_dir = self.root / family
-        family_dir.mkdir(parents=True, exist_ok=True)
-        remove_abandoned_staging(family_dir)
-        staging = family_dir / f"{STAGING}{uuid.uuid4().hex}-{os.getpid()}@{this_host()}"
-        staging.mkdir()
+        self.remove_abandoned(family)
+        version, token = self._claim(family)
+        target = self.storage.child(f"{family}/{version}")
         try:
-            extra = build(staging) or {}
-            files = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+            extra, files = write(target)
             manifest = {
                 "family": family,
-                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "version": version,
+                "created_at": _now(),
                 "metrics": metrics or {},
                 "config": config or {},
                 "inputs": inputs or {},
-                "files": files,
+                "files": dict(sorted(files.items())),
                 "external": {name: folder_checksums(Path(folder)) for name, folder in (external or {}).items()},
                 "key": key or None,
             }
-            clash = sorted(set(extra) & {*manifest, "version"})
+            clash = sorted(set(extra) & set(manifest))
             if clash:
                 raise ValueError(f"build returned manifest entries {clash} that would replace the registry's own")
             manifest.update(extra)
-            version = self._claim(family_dir, staging, manifest)
+            if self._claim_owner(family, version).get("token") != token:
+                raise ClaimLost(
+                    f"{family}/{version}: this publish's claim was taken for abandoned and removed "
+                    f"(older than {self.abandon_after_s:.0f} s); publish again"
+                )
+            text = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+            if not self.storage.create(f"{family}/{version}/{MANIFEST}", text):
+                raise RegistryError(f"{family}/{version} was published by someone else meanwhile")
+        except ClaimLost:
+            raise
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.storage.delete_tree(f"{family}/{version}")
+            self.storage.delete(f"{family}/{CLAIMS}/{version}")
             raise
         self.prune(family)
         return version
 
-    def _claim(self, family_dir: Path, staging: Path, manifest: dict[str, Any], attempts: int = 100) -> str:
-        """Rename ``staging`` to the next version number, its manifest naming that number. The
-        rename is the commit: it fails when another publisher took the number meanwhile, and
-        then the next number is tried, so concurrent publishers never share or lose a version."""
+    def _claim(self, family: str, attempts: int = 100) -> tuple[str, str]:
+        """Claim the next free version number; (version, this claim's token)."""
+        token = uuid.uuid4().hex
+        owner = {"host": this_host(), "pid": os.getpid(), "at": time.time(), "token": token}
         for _ in range(attempts):
-            existing = self.versions(manifest["family"])
-            version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
-            text = json.dumps({**manifest, "version": version}, indent=2, sort_keys=True, default=str)
-            (staging / MANIFEST).write_text(text)
-            try:
-                os.rename(staging, family_dir / version)
-                return version
-            except OSError as err:
-                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (family_dir / version).is_dir():
-                    raise
-        raise RegistryError(f"{family_dir}: no free version number after {attempts} tries (too many publishers)")
+            taken = [n for n in self.storage.listdir(family) if VERSION.match(n)]
+            taken += [n for n in self.storage.listdir(f"{family}/{CLAIMS}") if VERSION.match(n)]
+            version = f"v{max(map(_number, taken), default=0) + 1:04d}"
+            if self.storage.create(f"{family}/{CLAIMS}/{version}", json.dumps(owner).encode()):
+                return version, token
+        raise RegistryError(f"{self.storage.uri(family)}: no free version number after {attempts} tries")
+
+    def _claim_owner(self, family: str, version: str) -> dict[str, Any]:
+        try:
+            owner = json.loads(self.storage.read_text(f"{family}/{CLAIMS}/{version}"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def remove_abandoned(self, family: str) -> list[str]:
+        """Delete what publishers left behind: the files of a claimed version without a manifest
+        whose publisher is gone (killed on this host) or whose claim is older than
+        ``abandon_after_s``; its claim stays as a tombstone. Returns the versions whose leftovers
+        were deleted."""
+        removed = []
+        for version in self.storage.listdir(f"{family}/{CLAIMS}"):
+            claim = f"{family}/{CLAIMS}/{version}"
+            if not VERSION.match(version):
+                continue
+            if self.storage.is_file(f"{family}/{version}/{MANIFEST}"):
+                continue  # published
+            owner = self._claim_owner(family, version)
+            if not owner or owner.get("abandoned"):  # gone meanwhile (its version just published), or a tombstone
+                continue
+            stale = time.time() - float(owner.get("at", 0)) > self.abandon_after_s
+            if stale or gone(str(owner.get("host", "")), int(owner.get("pid", -1))):
+                self.storage.delete_tree(f"{family}/{version}")
+                self.storage.put(claim, json.dumps({**owner, "abandoned": _now()}).encode())
+                removed.append(version)
+        return removed
 
     def find(self, family: str, key: str) -> str | None:
         """The newest kept version published with ``key``, if any."""
@@ -187,65 +276,71 @@ class Registry:
         return None
 
     def promote(self, family: str, version: str) -> None:
-        """Make ``version`` production, pushing it on the promotion stack."""
-        self.path(family, version)  # must exist
+        """Make ``version`` production, pushing it on the promotion stack (one write)."""
+        self._require(family, version)
         stack = self.promotions(family)
         if not stack or stack[-1] != version:
-            _write_atomic(self.root / family / PROMOTIONS, json.dumps([*stack, version]))
-        _write_atomic(self.root / family / CURRENT, version + "\n")
+            self.storage.put(f"{family}/{PROMOTIONS}", json.dumps([*stack, version]).encode())
 
     def current(self, family: str) -> str | None:
-        pointer = self.root / family / CURRENT
-        return pointer.read_text().strip() if pointer.is_file() else None
+        """The promoted version: the top of the promotion stack."""
+        stack = self.promotions(family)
+        if stack:
+            return stack[-1]
+        legacy = self._read(f"{family}/{LEGACY_CURRENT}")
+        return legacy.strip() or None if legacy is not None else None
 
     def promotions(self, family: str) -> list[str]:
-        """Versions promoted so far, oldest first (the current one last, unless rolled back past)."""
-        path = self.root / family / PROMOTIONS
-        return json.loads(path.read_text()) if path.is_file() else []
+        """Versions promoted so far, oldest first (the current one last)."""
+        text = self._read(f"{family}/{PROMOTIONS}")
+        return json.loads(text) if text else []
+
+    def _read(self, path: str) -> str | None:
+        try:
+            return self.storage.read_text(path)
+        except FileNotFoundError:
+            return None
 
     def approve(self, family: str, version: str) -> None:
         """Mark ``version`` as the candidate that passed its gate and waits to be promoted."""
-        self.path(family, version)
-        _write_atomic(self.root / family / CANDIDATE, version + "\n")
+        self._require(family, version)
+        self.storage.put(f"{family}/{CANDIDATE}", (version + "\n").encode())
 
     def candidate(self, family: str) -> str | None:
         """The approved version newer than production, if any (promoting it makes it stale)."""
-        pointer = self.root / family / CANDIDATE
-        version = pointer.read_text().strip() if pointer.is_file() else ""
-        if not version or version not in self.versions(family) or version <= (self.current(family) or ""):
+        version = (self._read(f"{family}/{CANDIDATE}") or "").strip()
+        if not version or version not in self.versions(family):
+            return None
+        current = self.current(family)
+        if current is not None and _number(version) <= _number(current):
             return None
         return version
 
     def record_gate(self, family: str, decision: dict[str, Any]) -> None:
-        """Append one gate decision to the family's log."""
-        folder = self.root / family
-        folder.mkdir(parents=True, exist_ok=True)
-        entry = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **decision}
-        path = folder / GATES
-        if path.is_file() and (data := path.read_bytes()) and not data.endswith(b"\n"):
-            with path.open("r+b") as f:  # a line cut short (a full disk): dropped, not continued
-                f.truncate(data.rfind(b"\n") + 1)
-        with path.open("a") as f:  # one appended line: concurrent publishers both keep theirs
-            f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+        """Keep one gate decision (an object of its own: concurrent publishers both keep theirs)."""
+        at = dt.datetime.now(dt.UTC)
+        entry = {"at": at.isoformat(timespec="seconds"), **decision}
+        name = f"{family}/{GATES}/{at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.json"
+        self.storage.put(name, json.dumps(entry, sort_keys=True, default=str).encode())
 
     def gates(self, family: str) -> list[dict[str, Any]]:
-        """The gate log, oldest first; a last line cut short (a full disk, a kill while it was
-        written: no newline yet) is not a decision and is left out."""
-        path = self.root / family / GATES
-        if not path.is_file():
-            return []
-        text = path.read_text()
-        lines = text.split("\n")
-        if not text.endswith("\n"):
-            lines.pop()  # written in part
-        return [json.loads(line) for line in lines if line.strip()]
+        """The gate decisions, oldest first."""
+        legacy = self._read(f"{family}/{LEGACY_GATES}") or ""
+        lines = legacy.split("\n")
+        if not legacy.endswith("\n"):
+            lines.pop()  # a line cut short is not a decision
+        decisions = [json.loads(line) for line in lines if line.strip()]
+        for name in self.storage.listdir(f"{family}/{GATES}"):
+            if name.endswith(".json"):
+                decisions.append(json.loads(self.storage.read_text(f"{family}/{GATES}/{name}")))
+        return decisions
 
     def resolve(self, family: str, version: str = "") -> str:
         """``version``, or the promoted one when it is empty; a clear error when there is none."""
         version = version or self.current(family) or ""
         if not version:
             raise NoProductionModel(self.no_production(family))
-        self.path(family, version)  # must exist
+        self._require(family, version)
         return version
 
     def no_production(self, family: str) -> str:
@@ -273,8 +368,7 @@ class Registry:
             stack.pop()
         if not stack:
             raise RegistryError(f"{family!r}: no version promoted before {current} is kept to roll back to")
-        _write_atomic(self.root / family / PROMOTIONS, json.dumps(stack))
-        _write_atomic(self.root / family / CURRENT, stack[-1] + "\n")
+        self.storage.put(f"{family}/{PROMOTIONS}", json.dumps(stack).encode())
         return stack[-1]
 
     def prune(self, family: str) -> list[str]:
@@ -282,21 +376,25 @@ class Registry:
         versions = self.versions(family)
         spared = {self.current(family), self.candidate(family)}
         removable = [v for v in versions[: max(0, len(versions) - self.keep)] if v not in spared]
+        claims = sorted((n for n in self.storage.listdir(f"{family}/{CLAIMS}") if VERSION.match(n)), key=_number)
         for v in removable:
-            shutil.rmtree(self.root / family / v)
+            self.storage.delete(f"{family}/{v}/{MANIFEST}")  # first: it stops being a version
+            self.storage.delete_tree(f"{family}/{v}")
+            if claims and v != claims[-1]:  # the highest claim stays: numbers are counted from it
+                self.storage.delete(f"{family}/{CLAIMS}/{v}")
         return removable
 
     def verify(self, family: str, version: str) -> None:
         """Raise unless every file still has the checksum its manifest recorded."""
-        folder = self.path(family, version)
-        files = self.manifest(family, version).get("files")
+        manifest = self.manifest(family, version)
+        files = manifest.get("files")
         if not isinstance(files, dict):
-            raise RegistryError(f"the manifest {folder / MANIFEST} lists no files to verify")
+            raise RegistryError(f"the manifest {self.storage.uri(f'{family}/{version}/{MANIFEST}')} lists no files")
         for name, digest in files.items():
-            path = folder / name
-            if not path.is_file() or file_sha256(path) != digest:
+            path = f"{family}/{version}/{name}"
+            if not self.storage.is_file(path) or self.storage.sha256(path) != digest:
                 raise RegistryError(f"{family}/{version}: {name} is missing or changed")
-        for name, pinned in (self.manifest(family, version).get("external") or {}).items():
+        for name, pinned in (manifest.get("external") or {}).items():
             now = folder_checksums(Path(pinned["path"]))
             changed = sorted(set(now["files"].items()) ^ set(pinned["files"].items()))
             if changed:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from models.artifacts.registry import Registry, RegistryError
+from models.artifacts.storage import Storage
 from models.retrieval.retriever import best_score, round_robin, without
 from models.retrieval.sharded_index import EXACT_FILTER_BELOW, IndexDescription, ShardedIndex
 from models.retrieval.two_tower import RetrievalModel, load_artifact, load_interest_names
@@ -43,10 +44,11 @@ class IndexVersion:
 class IndexVersions:
     """The versions of one named index, next to the model registry they refer to."""
 
-    def __init__(self, artifacts: str | Path, name: str, keep: int = 5) -> None:
+    def __init__(self, artifacts: str | Path | Storage, name: str, keep: int = 5) -> None:
+        storage = artifacts if isinstance(artifacts, Storage) else Storage(str(artifacts))
         self.name = name
-        self.models = Registry(artifacts)
-        self.indexes = Registry(Path(artifacts) / INDEXES, keep=keep)
+        self.models = Registry(storage)
+        self.indexes = Registry(storage.child(INDEXES), keep=keep)
 
     def describe(self, version: str) -> IndexDescription:
         where = f"index {self.name}/{version}"
@@ -128,7 +130,11 @@ class Retrieval:
 
     @classmethod
     def open(
-        cls, artifacts: str | Path, name: str, exact_filter_below: int = EXACT_FILTER_BELOW, version: str | None = None
+        cls,
+        artifacts: str | Path | Storage,
+        name: str,
+        exact_filter_below: int = EXACT_FILTER_BELOW,
+        version: str | None = None,
     ) -> Retrieval:
         """The promoted index and model (refused when they are not a pair), or index ``version``
         and the model version its manifest names (a batch job pins the pair it started with)."""
