@@ -40,10 +40,11 @@ from jobs.config import PinpipeConfig, run_job
 from models.artifacts.registry import Registry, content_key
 from models.artifacts.storage import Storage
 from models.retrieval.ann import empty_index, merge_top_k, recall_at, resolve_factory, to_bytes
-from models.retrieval.serving import IndexVersions
+from models.retrieval.serving import INDEXES, IndexVersions
 from models.retrieval.sharded_index import INDEX, IndexDescription, ShardInfo
 from runtime.lake import Lake
 from runtime.session import job_description
+from runtime.tracking import TrackedRun
 from schemas import pin_embeddings as PE
 from udfs import index_shards as S
 
@@ -85,6 +86,12 @@ class IndexReport:
     description: IndexDescription
     min_recall: float
     promoted: bool
+
+    def tracked(self) -> TrackedRun:
+        d = self.description
+        metrics = {"recall_at_10": d.recall_at_10, "vectors": d.rows, "dim": d.dim, "shards": len(d.shards)}
+        gate = f"recall@10 {d.recall_at_10:.4f} >= index.min_recall_at_10 {self.min_recall}"
+        return TrackedRun(f"{INDEXES}/{self.name}/{self.version}", metrics, gate, self.promoted)
 
     def line(self) -> str:
         d = self.description

@@ -61,5 +61,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_job(prog: str, doc: str | None, run: Callable[..., R], argv: Sequence[str] | None) -> R:
-    """``main`` of a job (``runtime.entry.run_job``) with the pipeline's configuration."""
-    return entry.run_job(prog, doc, run, argv, config_from_args)
+    """``main`` of a job (``runtime.entry.run_job``) with the pipeline's configuration; what it
+    reports goes to MLflow too when ``tracking.mlflow_uri`` is set (``jobs.tracking``)."""
+    from jobs.tracking import track
+
+    def run_and_track(spark: Any, cfg: Any) -> R:
+        report = run(spark, cfg)
+        track(cfg, prog.removeprefix("pinpipe "), report)
+        return report
+
+    return entry.run_job(prog, doc, run_and_track, argv, config_from_args)

@@ -40,6 +40,7 @@ from pyspark.sql import functions as F
 from jobs import table
 from jobs.config import PinpipeConfig, run_job
 from jobs.table import nightly_stages, trained_families, training_stages
+from jobs.tracking import track
 from models.artifacts.registry import NoProductionModel, Registry
 from models.artifacts.storage import Storage
 from runtime.config import require, setting
@@ -226,6 +227,7 @@ def run_stage(
             f"nightly {day}: stage {stage} failed: {error} (re-run the nightly to resume at {stage})"
         ) from exc
     outcome = StageOutcome(stage, PR.SUCCEEDED, time.time() - started, report.line(), written)
+    track(stage_cfg, stage, report)
     record(spark, lake, run_id, day, outcome, started)
     log.info("nightly %s: %s", day, outcome.line().strip())
     return outcome

@@ -36,6 +36,7 @@ class Job:
 SHARED_SECTIONS: dict[str, str] = {
     "spark": "runtime.config:SparkConfig",
     "lake": "runtime.config:LakeConfig",
+    "tracking": "runtime.tracking:TrackingConfig",
     "captioner": "udfs.captioner_settings:CaptionerSettings",
     "evaluation": "models.relevance.splits:EvaluationConfig",
 }

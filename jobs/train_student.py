@@ -61,6 +61,7 @@ from models.relevance.student_settings import StudentSettings, StudentTrainSetti
 from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake
 from runtime.session import job_description
+from runtime.tracking import TrackedRun
 from schemas import human_labels as HL
 from schemas import labeled_impressions as LI
 from schemas import search_impressions as SI
@@ -197,6 +198,13 @@ class StudentRunReport:
     bm25_kappa: float
     gate: str = ""
     promoted: bool = False
+
+    def tracked(self) -> TrackedRun:
+        metrics = {"test_kappa": self.kappa, "test_auroc_at_3": self.auroc_3, "bm25_kappa": self.bm25_kappa}
+        if self.teacher_kappa is not None:
+            metrics["teacher_kappa"] = self.teacher_kappa
+        sizes = {"train_rows": self.train_rows, "test_rows": self.test_rows}
+        return TrackedRun(self.version, {**metrics, **sizes}, self.gate, self.promoted)
 
     def line(self) -> str:
         teacher = f"{self.teacher_kappa:.4f}" if self.teacher_kappa is not None else "n/a"

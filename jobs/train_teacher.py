@@ -40,6 +40,7 @@ from models.relevance.teacher_settings import TeacherSettings, TrainSettings
 from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
+from runtime.tracking import TrackedRun
 from runtime.validation import REASON, duplicated, first_failure, is_blank, split_rejected, to_quarantine
 from schemas import human_labels as HL
 from schemas import pin_text_features as PTF
@@ -215,6 +216,12 @@ class TeacherRunReport:
     ndcg_at_20: float  # on test
     gate: str = ""
     promoted: bool = False
+    family: str = "teacher"
+
+    def tracked(self) -> TrackedRun:
+        metrics = {"test_kappa": self.kappa, "test_ndcg_at_20": self.ndcg_at_20}
+        sizes = {"train_pairs": self.train_pairs, "val_pairs": self.val_pairs, "test_pairs": self.test_pairs}
+        return TrackedRun(f"{self.family}/{self.version}", {**metrics, **sizes}, self.gate, self.promoted)
 
     def line(self) -> str:
         return (
@@ -386,6 +393,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
         metrics["test"]["ndcg_at_20"],
         decision.line() if decision else "",
         registry.current(family) == version,
+        family,
     )
 
 

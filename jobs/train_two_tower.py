@@ -43,6 +43,7 @@ from models.retrieval.two_tower_settings import (
 from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake
 from runtime.session import job_description
+from runtime.tracking import TrackedRun
 from schemas import item_attributes as IA
 from schemas import user_engagements as UE
 
@@ -140,6 +141,13 @@ class TwoTowerRunReport:
     candidate: bool = False
     train_seconds: float = 0.0  # wall clock: in this report, not in the artifact (whose bytes it would change)
     warning: str = ""  # training did not converge (TwoTowerFit.convergence_warning)
+    family: str = "two_tower"
+
+    def tracked(self) -> TrackedRun:
+        ann = {f"ann_{k}": v for k, v in self.ann.items() if isinstance(v, (int, float))}
+        sizes = {"users": self.users, "items": self.items, "best_epoch": self.best_epoch}
+        test = {f"test_{k}": v for k, v in self.test.items()}
+        return TrackedRun(f"{self.family}/{self.version}", {**test, **ann, **sizes}, self.gate, self.candidate)
 
     def line(self) -> str:
         t = self.test
@@ -431,6 +439,7 @@ def write(
         candidate=published.approved,
         train_seconds=outputs.metrics["train_seconds"],
         warning=outputs.metrics["convergence_warning"],
+        family=section.family,
     )
 
 

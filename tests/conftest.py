@@ -61,3 +61,16 @@ def store(request, tmp_path) -> Storage:
     if request.param == "local":
         return Storage(str(tmp_path / "artifacts"))
     return request.getfixturevalue("s3_server").storage(tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_nightly(tmp_path_factory) -> tuple[Path, Lake]:
+    """The whole nightly at tiny sizes (``tests.test_kill_resume.whole_nightly_sets``), run once
+    per session as its own process into a local lake: the reference the killed-and-resumed runs
+    and the cluster run on S3 are compared with. (inputs folder, lake)"""
+    from tests.test_kill_resume import run_nightly, whole_nightly_sets
+
+    root = tmp_path_factory.mktemp("uninterrupted-nightly")
+    lake = Lake.at(str(root / "lake"))
+    print(run_nightly(whole_nightly_sets(root, Path(lake.root))))
+    return root, lake

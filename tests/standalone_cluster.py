@@ -36,9 +36,10 @@ class Cluster:
         with urllib.request.urlopen(f"{self.ui_url}/json/", timeout=5) as response:
             return json.load(response)
 
-    def submit(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def submit(self, *args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """spark-submit in client mode, the driver running in ``cwd`` (default: this process's)."""
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", self.master_url, "--deploy-mode", "client", *args]
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def cluster_env(log_dir: Path) -> dict[str, str]:
@@ -56,8 +57,14 @@ def cluster_env(log_dir: Path) -> dict[str, str]:
 
 @contextmanager
 def standalone_cluster(
-    log_dir: Path, cores: int = 2, memory: str = "2g", start_timeout: float = 120
+    log_dir: Path,
+    cores: int = 2,
+    memory: str = "2g",
+    start_timeout: float = 120,
+    worker_env: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
+    """``worker_env``: more environment for the worker (and so its executors) only, e.g. its own
+    temp folders (``SPARK_LOCAL_DIRS``)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     env = cluster_env(log_dir)
     port, ui_port, worker_ui = free_port(), free_port(), free_port()
@@ -101,7 +108,7 @@ def standalone_cluster(
                         str(log_dir / "work"),
                         master_url,
                     ],
-                    env=env,
+                    env={**env, **(worker_env or {})},
                     stdout=worker_log,
                     stderr=subprocess.STDOUT,
                 )

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from jobs import pin_features, score_impressions
+from models.artifacts.registry import Registry
+from models.artifacts.storage import Storage
 from models.random_models import save_random_blip
 from runtime.lake import Lake
 from runtime.run_lock import holder_of
@@ -230,32 +232,34 @@ def run_nightly(sets: list[str]) -> str:
     return done.stdout
 
 
-def published(lake: Lake) -> dict[str, object]:
-    """Every family's kept versions (their files' checksums), promoted version and candidate."""
-    from models.artifacts.registry import Registry
-
-    root = Path(lake.artifacts_path())
+def published(artifacts: Storage) -> dict[str, object]:
+    """Every family's kept versions (their files' checksums), promoted version and candidate,
+    on any store (``indexes/<name>`` for the indexes)."""
     found = {}
-    for family_dir in sorted(p for p in root.rglob("*") if p.is_dir() and any(p.glob("v*/manifest.json"))):
-        family = str(family_dir.relative_to(root))
-        registry = Registry(root)
-        found[family] = {
-            "versions": {v: registry.manifest(family, v)["files"] for v in registry.versions(family)},
-            "current": registry.current(family),
-            "candidate": registry.candidate(family),
-        }
+    families = [n for n in artifacts.listdir() if n != "indexes"]
+    for family in [*families, *(f"indexes/{n}" for n in artifacts.listdir("indexes"))]:
+        folder, _, name = family.rpartition("/")
+        registry = Registry(artifacts.child(folder) if folder else artifacts)
+        if versions := registry.versions(name):
+            found[family] = {
+                "versions": {v: registry.manifest(name, v)["files"] for v in versions},
+                "current": registry.current(name),
+                "candidate": registry.candidate(name),
+            }
     return found
 
 
-def test_the_whole_nightly_killed_four_times_resumes_to_the_uninterrupted_tables_and_artifacts(spark, tmp_path):
+def test_the_whole_nightly_killed_four_times_resumes_to_the_uninterrupted_tables_and_artifacts(
+    spark, tmp_path, uninterrupted_nightly
+):
     """One lake runs the nightly uninterrupted; another is SIGKILLed four times, each re-run
     resuming where the last was killed: a random moment into train_teacher, just after the
     student is published (before its stage is recorded), a random moment into build_index, a
     random moment into retrieve_candidates."""
     from schemas import TABLES
 
-    whole, killed = Lake.at(str(tmp_path / "whole")), Lake.at(str(tmp_path / "killed"))
-    print(run_nightly(whole_nightly_sets(tmp_path, Path(whole.root))))
+    inputs, whole = uninterrupted_nightly
+    killed = Lake.at(str(tmp_path / "killed"))
 
     artifacts, runs = Path(killed.artifacts_path()), Path(killed.table_path("pipeline_runs"))
     rng = random.Random()
@@ -281,7 +285,7 @@ def test_the_whole_nightly_killed_four_times_resumes_to_the_uninterrupted_tables
         "during build_index": after_stage("embed_pins", 3.0),
         "during retrieve_candidates": after_stage("build_index", 1.0),
     }
-    sets = whole_nightly_sets(tmp_path, Path(killed.root))
+    sets = whole_nightly_sets(inputs, Path(killed.root))
     for point, when in kill_points.items():
         run_and_kill("jobs.nightly", sets, when, timeout=900)
         print(f"killed {point}: {commits(runs) - 1} stage rows recorded")
@@ -293,7 +297,7 @@ def test_the_whole_nightly_killed_four_times_resumes_to_the_uninterrupted_tables
     tables_with_rows = ("serving_corpus", "pin_embeddings", "labeled_impressions", "student_features", "teacher_scores")
     for table in (*tables_with_rows, "user_candidates"):
         assert whole.read(spark, table).count() > 0, table
-    assert published(killed) == published(whole)
-    assert {"teacher", "student", "two_tower", "indexes/two_tower_items"} <= set(published(whole))
+    assert published(killed.artifacts()) == published(whole.artifacts())
+    assert {"teacher", "student", "two_tower", "indexes/two_tower_items"} <= set(published(whole.artifacts()))
     done = killed.read(spark, "pipeline_runs").filter("status = 'succeeded'").select("stage").collect()
     assert sorted(r.stage for r in done) == sorted(WHOLE_NIGHTLY_STAGES.strip("[]").split(", "))  # each once

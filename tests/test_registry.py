@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.artifacts.registry import Registry, RegistryError, content_key
+from models.artifacts.storage import Storage, StorageError
 
 
 def writer(text):
@@ -196,25 +197,25 @@ def test_a_killed_publishers_leftovers_are_removed_by_the_next_publish_a_live_on
         live_version = next(v for v, c in claims.items() if c["pid"] == live.pid)
         registry = Registry(store)
         assert registry.versions("student") == []  # claimed, never committed: no version for readers
-        assert registry.publish("student", writer("whole")) == "v0003"  # claimed numbers are never given again
-        assert not store.exists(f"student/{killed_version}/weights.bin")  # its files deleted
-        assert json.loads(store.read_text(f"student/.claims/{killed_version}"))["abandoned"]  # tombstone
+        # the killed publisher's files and claim are deleted; its number is free again, the live one's is not
+        whole = registry.publish("student", writer("whole"))
+        assert whole == (killed_version if killed_version > live_version else "v0003")
+        assert not store.exists(f"student/{killed_version}/weights.bin") or whole == killed_version
+        assert store.listdir("student/.claims") == sorted({live_version, whole})
         assert "abandoned" not in json.loads(store.read_text(f"student/.claims/{live_version}"))
         assert Registry(store).remove_abandoned("student") == []
         # a claim older than abandon_after_s counts as abandoned even when its publisher is elsewhere
+        # (perhaps alive): its files go, its claim stays as a tombstone, its number is never given again
         assert Registry(store, abandon_after_s=0).remove_abandoned("student") == [live_version]
-        assert Registry(store).publish("student", writer("next")) == "v0004"
+        assert json.loads(store.read_text(f"student/.claims/{live_version}"))["abandoned"]
+        nxt = Registry(store).publish("student", writer("next"))
+        assert nxt == f"v{max(int(whole[1:]), int(live_version[1:])) + 1:04d}"
     finally:
         live.kill()
         live.wait()
-    assert Registry(store).versions("student") == ["v0003", "v0004"]
+    assert Registry(store).versions("student") == [whole, nxt]
     assert [f for f in store.files("student") if not f.startswith(".claims/")] == [
-        "v0003/manifest.json",
-        "v0003/sub/config.json",
-        "v0003/weights.bin",
-        "v0004/manifest.json",
-        "v0004/sub/config.json",
-        "v0004/weights.bin",
+        f"{v}/{name}" for v in (whole, nxt) for name in ("manifest.json", "sub/config.json", "weights.bin")
     ]
 
 
@@ -231,6 +232,7 @@ for i in range(n):
 )
 
 
+@pytest.mark.slow  # two processes publishing 150 (local) / 25 (S3) versions each: in `make test-slow`
 def test_concurrent_publishers_never_share_or_lose_a_version_number(store, tmp_path):
     """Two real processes publishing into one family at the same moment: every publish is a
     version of its own, its manifest naming its folder, no claim left behind."""
@@ -256,3 +258,87 @@ def test_concurrent_publishers_never_share_or_lose_a_version_number(store, tmp_p
     assert held == sorted(f"{name}-{i}" for name in ("a", "b") for i in range(n))  # none lost
     assert store.files("m/.claims") == versions  # one claim per version, none abandoned
     assert [name for name in store.listdir("m") if name != ".claims"] == versions  # nothing else written
+
+
+PUBLISH_GATE_PROMOTE = (
+    OPEN_REGISTRY
+    + """
+registry = Registry(storage)
+def build(folder):
+    for i in range(30):
+        (folder / f"part-{i:02d}.bin").write_bytes(bytes([i]) * 300_000)
+version = registry.publish("index", build, key="same-config-same-inputs")
+time.sleep(1.5)  # the gate's evaluation, between the manifest and the pointer
+registry.promote("index", version)
+print(version, flush=True)
+"""
+)
+
+
+def publish_gate_promote(store, kill_when=None) -> None:
+    """The publish -> gate -> promote step as a process of its own; SIGKILLed (its whole process
+    group) as soon as ``kill_when()`` holds, else run to the end."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUBLISH_GATE_PROMOTE, *process_args(store)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    if kill_when is None:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        return
+    deadline = time.monotonic() + 120
+    while not kill_when():
+        assert proc.poll() is None, f"finished before the kill point: {proc.stderr.read()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow  # four publisher processes per case, two stores: in `make test-slow`
+@pytest.mark.parametrize("kill_at", ["mid-upload", "between manifest and pointer"])
+def test_a_publisher_killed_mid_upload_or_before_its_pointer_resumes_to_the_uninterrupted_result(
+    store, tmp_path, kill_at
+):
+    uninterrupted = store.child("uninterrupted")
+    publish_gate_promote(uninterrupted)
+    killed = store.child("killed")
+    when = {
+        "mid-upload": lambda: bool(killed.files("index/v0001")) and not killed.exists("index/v0001/manifest.json"),
+        "between manifest and pointer": lambda: (
+            killed.exists("index/v0001/manifest.json") and not killed.exists("index/PROMOTIONS")
+        ),
+    }[kill_at]
+    publish_gate_promote(killed, when)
+    registry = Registry(killed)
+    if kill_at == "mid-upload":
+        assert registry.versions("index") == [] and registry.current("index") is None  # nothing half visible
+    else:
+        assert registry.versions("index") == ["v0001"] and registry.current("index") is None
+    publish_gate_promote(killed)  # resumed: the same step again
+    want, got = Registry(uninterrupted), registry
+    assert got.versions("index") == want.versions("index") == ["v0001"]  # no duplicate, no gap
+    assert got.current("index") == want.current("index") == "v0001"
+    assert got.manifest("index", "v0001")["files"] == want.manifest("index", "v0001")["files"]
+    got.verify("index", "v0001")
+    assert killed.files("index") == uninterrupted.files("index")  # nothing left over
+
+
+def test_a_stored_version_is_fetched_once_into_the_node_cache_and_verified(s3_server, tmp_path):
+    store = s3_server.storage(tmp_path / "cache")
+    reg = Registry(store)
+    v = reg.publish("student", writer("weights"))
+    ref = reg.ref("student", v)
+    folder = ref.local()  # what a Spark task does: a local copy, keyed by the files' checksums
+    assert folder.is_relative_to(tmp_path / "cache") and (folder / "weights.bin").read_text() == "weights"
+    assert reg.path("student", v) == folder  # the driver gets the same copy
+    (folder / "weights.bin").write_text("local edit")
+    assert ref.local() == folder and (folder / "weights.bin").read_text() == "local edit"  # fetched once, not again
+    store.put(f"student/{v}/weights.bin", b"tampered")  # the stored file is not the published one
+    other = Registry(Storage(store.root, store.s3, str(tmp_path / "other-node"))).ref("student", v)
+    with pytest.raises(StorageError, match=rf"student/{v}/weights.bin is not the file its manifest recorded"):
+        other.local()
+    assert not any((tmp_path / "other-node").iterdir())  # nothing half-fetched left in its cache

@@ -18,8 +18,10 @@ given out above the highest claim (or version), and a claim is deleted only with
 version and never when it is the highest, so no number is ever given twice. A version exists
 for readers only once its manifest does, so a publisher killed at any point leaves nothing
 anyone takes for a version; the next publish of the family deletes what a publisher left once it
-is known to be gone (killed on this host) or its claim is older than ``abandon_after_s`` (another
-host), and keeps that claim as a tombstone. A build that fails deletes its own files and claim.
+is known to be gone (killed on this host: its claim goes too, and its number is given out again,
+so a killed and resumed job publishes the version an uninterrupted one would) or its claim is
+older than ``abandon_after_s`` (another host, perhaps still alive: its claim stays as a
+tombstone, never given out again). A build that fails deletes its own files and claim.
 
 ``PROMOTIONS`` and ``CANDIDATE`` are single objects, each replaced whole in one write (see
 ``Storage.put``), so production moves atomically. Publishing prunes the oldest versions beyond
@@ -248,9 +250,9 @@ class Registry:
 
     def remove_abandoned(self, family: str) -> list[str]:
         """Delete what publishers left behind: the files of a claimed version without a manifest
-        whose publisher is gone (killed on this host) or whose claim is older than
-        ``abandon_after_s``; its claim stays as a tombstone. Returns the versions whose leftovers
-        were deleted."""
+        whose publisher is gone (killed on this host; its claim is deleted too) or whose claim is
+        older than ``abandon_after_s`` (its claim stays as a tombstone). Returns the versions
+        whose leftovers were deleted."""
         removed = []
         for version in self.storage.listdir(f"{family}/{CLAIMS}"):
             claim = f"{family}/{CLAIMS}/{version}"
@@ -261,8 +263,11 @@ class Registry:
             owner = self._claim_owner(family, version)
             if not owner or owner.get("abandoned"):  # gone meanwhile (its version just published), or a tombstone
                 continue
-            stale = time.time() - float(owner.get("at", 0)) > self.abandon_after_s
-            if stale or gone(str(owner.get("host", "")), int(owner.get("pid", -1))):
+            if gone(str(owner.get("host", "")), int(owner.get("pid", -1))):
+                self.storage.delete_tree(f"{family}/{version}")
+                self.storage.delete(claim)  # last: the number is free only once its files are gone
+                removed.append(version)
+            elif time.time() - float(owner.get("at", 0)) > self.abandon_after_s:
                 self.storage.delete_tree(f"{family}/{version}")
                 self.storage.put(claim, json.dumps({**owner, "abandoned": _now()}).encode())
                 removed.append(version)

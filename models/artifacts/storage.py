@@ -160,14 +160,8 @@ class Storage:
     def put(self, path: str, data: bytes) -> None:
         """``path`` holds ``data`` or what it held before: never a part (see the module doc)."""
         if self.is_local:
-            target = self.local_path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _local_temp(target, data)
-            try:
+            with self._local_temp(path, data) as (tmp, target):
                 os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
         elif self.scheme == "s3":
             with self.fs.open_output_stream(self._fs_path(path)) as f:
                 f.write(data)
@@ -182,16 +176,12 @@ class Storage:
         """Write ``data`` at ``path`` only if nothing is there; True when this call wrote it. Of
         two callers racing for one path, exactly one gets True."""
         if self.is_local:
-            target = self.local_path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _local_temp(target, data)
-            try:
-                os.link(tmp, target)
-                return True
-            except FileExistsError:
-                return False
-            finally:
-                tmp.unlink(missing_ok=True)
+            with self._local_temp(path, data) as (tmp, target):
+                try:
+                    os.link(tmp, target)  # fails if target exists: the check and the write are one step
+                    return True
+                except FileExistsError:
+                    return False
         if self.scheme == "s3":
             return _s3_create(self, path, data)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -204,6 +194,22 @@ class Storage:
             if self.exists(path):
                 return False
             raise
+
+    @contextmanager
+    def _local_temp(self, path: str, data: bytes) -> Iterator[tuple[Path, Path]]:
+        """(a fully written, synced temporary file beside ``path``'s local target, that target);
+        the temporary file is gone after the block, whatever happened in it."""
+        target = self.local_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+        try:
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            yield tmp, target
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _write_stream(self, path: str, data: bytes) -> None:
         self.fs.create_dir(self._fs_path(path).rsplit("/", 1)[0], recursive=True)
@@ -305,20 +311,6 @@ def _join(base: str, path: str) -> str:
     if not path:
         return base
     return f"{base.rstrip('/')}/{path.lstrip('/')}"
-
-
-def _local_temp(target: Path, data: bytes) -> Path:
-    """A fully written, synced temporary file beside ``target`` (removed again if writing fails)."""
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 _filesystems: dict[tuple[str, str, S3Settings], pafs.FileSystem] = {}

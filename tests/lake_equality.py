@@ -1,0 +1,46 @@
+"""Compare the Delta tables of two lakes, either on any store: ``python -m tests.lake_equality
+A B --set lake.s3.endpoint=...`` prints one JSON object, ``{table: [rows, only in A, only in B]}``
+for every pinpipe table either lake holds (run-time columns set aside). Its own process: the
+Spark session it opens has Hadoop's S3A connector, which the tests' shared session has not."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bench.compare_lakes import comparable
+from jobs.config import load_config
+from runtime.lake import Lake
+from runtime.session import spark_session
+from schemas import TABLES
+
+RUN_TIME_COLUMNS = {
+    "pin_captions": ["captioned_at"],
+    "quarantine": ["quarantined_at"],
+    "teacher_scores": ["scored_at"],
+    "labeled_impressions": ["scored_at"],
+    "text_embeddings": ["embedded_at"],
+    "pipeline_runs": ["run_id", "started_at", "ended_at", "seconds", "summary"],  # summaries hold rates
+}
+
+
+def main(argv: list[str]) -> None:
+    a_root, b_root, *sets = argv
+    cfg = load_config("local", overrides=[f"lake.root={b_root}", *sets])
+    a, b = Lake.at(a_root, cfg.lake.s3), Lake.of(cfg.lake)
+    out = {}
+    with spark_session("lake-equality", cfg.spark, quiet=True, lake=cfg.lake) as spark:
+        for table in TABLES:
+            if not (a.exists(spark, table) or b.exists(spark, table)):
+                continue
+            drop = RUN_TIME_COLUMNS.get(table, [])
+            left, right = (
+                comparable(a.read_or_empty(spark, table), drop),
+                comparable(b.read_or_empty(spark, table), drop),
+            )
+            out[table] = [left.count(), left.exceptAll(right).count(), right.exceptAll(left).count()]
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
