@@ -332,8 +332,9 @@ def test_an_index_below_the_recall_gate_is_not_published(spark, built):
         build_index.run(spark, c)
     assert versions.indexes.versions("two_tower_items") == before
     store = versions.indexes.storage
-    left = [f for f in store.files("two_tower_items") if not f.startswith(tuple(f"{v}/" for v in before))]
-    assert left == []  # nothing half-written, no claim left
+    folders = [n for n in store.listdir("two_tower_items") if n.startswith("v")]
+    assert folders == before  # nothing half-written
+    assert store.listdir("two_tower_items/.claims") == before  # its claim released
 
 
 @SPARK_BUILT

@@ -169,6 +169,7 @@ def plain_scores(folder, queries, texts):
     return np.array(out)
 
 
+@pytest.mark.slow  # ~45 s on 2 cores (scores every pair twice): in `make test-slow`, which CI runs
 def test_scores_equal_the_plain_model_and_rerun_scores_nothing(spark, lake, cfg_for, scoring_lake):
     cfg = cfg_for(*overrides())
     first = score_impressions.run(spark, cfg)

@@ -146,6 +146,7 @@ def test_labels_are_unique_graded_pairs(data):
     assert grades <= {1, 2, 3, 4} and len(grades) >= 3
 
 
+@pytest.mark.slow  # ~25 s on 2 cores (three runs of the job): in `make test-slow`, which CI runs
 def test_run_writes_tables_idempotently_and_adds_new_days(spark, lake, cfg_for):
     cfg = cfg_for(*SMALL)
     first = simulate.run(spark, cfg).written
