@@ -7,11 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def feed_stream(digest, stream) -> None:
+    """Feed an open binary stream's bytes into ``digest``, a block at a time."""
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(block)
+
+
 def feed_file(digest, path: Path) -> None:
     """Stream ``path``'s bytes into ``digest``."""
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+        feed_stream(digest, f)
 
 
 def file_sha256(path: Path) -> str:

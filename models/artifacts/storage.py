@@ -37,11 +37,10 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from models.artifacts.fingerprint import file_sha256
+from models.artifacts.fingerprint import feed_stream, file_sha256
 
 S3_SCHEMES = ("s3", "s3a", "s3n")
 COMPLETE = ".complete"  # written last into a fetched folder of the cache
-_CHUNK = 1 << 20
 
 
 class StorageError(RuntimeError):
@@ -118,9 +117,6 @@ class Storage:
     def is_file(self, path: str) -> bool:
         return self.fs.get_file_info(self._fs_path(path)).type == pafs.FileType.File
 
-    def is_dir(self, path: str = "") -> bool:
-        return self.fs.get_file_info(self._fs_path(path)).type == pafs.FileType.Directory
-
     def listdir(self, path: str = "") -> list[str]:
         """Names of the files and folders directly under ``path`` (none when it is missing)."""
         selector = pafs.FileSelector(self._fs_path(path), recursive=False, allow_not_found=True)
@@ -151,8 +147,7 @@ class Storage:
     def sha256(self, path: str) -> str:
         digest = hashlib.sha256()
         with self.fs.open_input_stream(self._fs_path(path)) as f:
-            while block := f.read(_CHUNK):
-                digest.update(block)
+            feed_stream(digest, f)
         return digest.hexdigest()
 
     # -- writing -----------------------------------------------------------------------------
