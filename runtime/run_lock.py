@@ -1,10 +1,10 @@
 """A lock that one run holds while it works, and that a killed run cannot leave stuck — on any
 :class:`~models.artifacts.storage.Storage` (a local or shared folder, S3, HDFS).
 
-The lock is a folder of numbered records, ``g000001.json``, ``g000002.json``, ...: the newest
-names the holder (host, pid, start) and its lease, ``expires_at``. A record is only ever
-*created if absent* (``Storage.create``: atomic on every store), so of two runs that want the
-lock at once exactly one gets the next number. While the holder lives, a heartbeat thread
+The lock is a folder of numbered records, ``g000001.json``, ``g000002.json``, ...
+(:class:`~models.artifacts.records.NumberedRecords`): the newest names the holder (host, pid,
+start) and its lease, ``expires_at``. A record is only ever *created if absent*, so of two runs
+that want the lock at once exactly one gets the next number. While the holder lives, a heartbeat thread
 renews its own record every ``ttl / 3`` seconds (one whole-object write), and stops for good
 once a newer record exists. A second run that finds the newest record live refuses, naming the
 holder and when its lease ends, unless it is stale:
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -28,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from models.artifacts.records import NumberedRecords
 from models.artifacts.storage import Storage
 from models.processes import gone
-
-RECORD = re.compile(r"^g(\d{6,})\.json$")
 
 
 class LockHeld(RuntimeError):
@@ -67,19 +65,14 @@ class Holder:
         )
 
 
-def _records(folder: Storage) -> list[str]:
-    return sorted((n for n in folder.listdir() if RECORD.match(n)), key=lambda n: int(RECORD.match(n)[1]))
+def _records(folder: Storage) -> NumberedRecords:
+    return NumberedRecords(folder, "g")
 
 
 def holder_of(folder: Storage) -> Holder | None:
     """Who the newest record of the lock ``folder`` names (None: never taken)."""
-    records = _records(folder)
-    if not records:
-        return None
-    try:
-        return Holder.parse(folder.read_bytes(records[-1]))
-    except FileNotFoundError:
-        return None
+    data = _records(folder).newest()[1]
+    return Holder.parse(data) if data is not None else None
 
 
 class RunLock:
@@ -103,39 +96,33 @@ class RunLock:
     def acquire(self) -> RunLock:
         self._started = now = time.time()
         records = _records(self.folder)
-        number = 1
-        if records:
-            newest = records[-1]
-            try:
-                holder = Holder.parse(self.folder.read_bytes(newest))
-            except FileNotFoundError:  # deleted by a run that took over meanwhile: the create below decides
-                holder = None
-            if holder is not None and not holder.stale(now):
-                raise LockHeld(
-                    f"{self.what} is already running ({holder.describe(now)}); lock {self.folder.uri()}. "
-                    f"A killed run's lock expires {self.ttl:.0f} s after its last renewal (at once on the same host)."
-                )
-            number = int(RECORD.match(newest)[1]) + 1
-        name = f"g{number:06d}.json"
-        if not self.folder.create(name, self._record(now)):
+        number, data = records.newest()
+        # a newest record deleted meanwhile (by a run that took over): the append below decides
+        holder = Holder.parse(data) if data is not None else None
+        if holder is not None and not holder.stale(now):
+            raise LockHeld(
+                f"{self.what} is already running ({holder.describe(now)}); lock {self.folder.uri()}. "
+                f"A killed run's lock expires {self.ttl:.0f} s after its last renewal (at once on the same host)."
+            )
+        name = records.append(number, self._record(now))
+        if name is None:
             raise LockHeld(f"{self.what}: another run took the lock {self.folder.uri()} first")
         self._record_name = name
-        for old in records:  # every older record is stale or released: it names no holder
-            self.folder.delete(old)
+        records.delete_older(than=records.number(name))  # they are stale or released: they name no holder
         self._stop.clear()
         self._heartbeat = threading.Thread(target=self._renew, name=f"lock {self.what}", daemon=True)
         self._heartbeat.start()
         return self
 
     def _holds(self) -> bool:
-        records = _records(self.folder)
-        return bool(records) and records[-1] == self._record_name
+        names = _records(self.folder).names()
+        return bool(names) and names[-1] == self._record_name
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             if not self._holds():
                 return  # taken over after this run stalled past its lease: never renew again
-            self.folder.put(self._record_name, self._record(time.time()))
+            _records(self.folder).rewrite(self._record_name, self._record(time.time()))
 
     def release(self) -> None:
         self._stop.set()
@@ -143,7 +130,7 @@ class RunLock:
             self._heartbeat.join()
             self._heartbeat = None
         if self._record_name and self._holds():
-            self.folder.put(self._record_name, self._record(time.time(), released=True))
+            _records(self.folder).rewrite(self._record_name, self._record(time.time(), released=True))
         self._record_name = ""
 
     def __enter__(self) -> RunLock:

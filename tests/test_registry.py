@@ -3,12 +3,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from models.artifacts.registry import Registry, RegistryError, content_key
+from models.artifacts.records import NumberedRecords
+from models.artifacts.registry import PointerMoved, Registry, RegistryError, content_key
 from models.artifacts.storage import Storage, StorageError
 
 
@@ -67,6 +69,90 @@ def test_rollback_returns_to_the_previous_production_never_to_an_unpromoted_vers
     reg.promote("student", "v0003")
     reg.promote("student", "v0001")  # promoted back by hand: the stack remembers the order
     assert reg.rollback("student") == "v0003"
+
+
+def overtaken_by(monkeypatch, move) -> None:
+    """The next move of any registry finds ``move()`` landed between its read of the promotion
+    stack and its write (once)."""
+    original = NumberedRecords.append
+
+    def late(self, after, data):
+        monkeypatch.setattr(NumberedRecords, "append", original)
+        move()
+        return original(self, after, data)
+
+    monkeypatch.setattr(NumberedRecords, "append", late)
+
+
+def test_a_rollback_overtaken_by_a_promotion_changes_nothing_and_says_so(store, monkeypatch):
+    reg, other = Registry(store), Registry(store)
+    for text in "abc":
+        reg.publish("m", writer(text))
+    reg.promote("m", "v0001")
+    reg.promote("m", "v0002")
+    overtaken_by(monkeypatch, lambda: other.promote("m", "v0003"))
+    with pytest.raises(PointerMoved, match="production moved"):
+        reg.rollback("m")  # it would have undone v0003, a promotion it never saw
+    assert reg.promotions("m") == ["v0001", "v0002", "v0003"]
+    assert reg.rollback("m") == "v0002"  # asked again, on the state it now sees
+
+
+def test_a_promotion_overtaken_by_another_move_is_made_on_top_of_it(store, monkeypatch):
+    reg, other = Registry(store), Registry(store)
+    for text in "abc":
+        reg.publish("m", writer(text))
+    reg.promote("m", "v0001")
+    reg.promote("m", "v0002")
+    overtaken_by(monkeypatch, lambda: other.rollback("m"))
+    reg.promote("m", "v0003")
+    assert reg.promotions("m") == ["v0001", "v0003"]  # neither move lost
+    assert len(store.listdir("m/promotions")) == 4  # one record per move
+
+
+def test_promotions_made_at_once_are_all_kept(store):
+    """Eight promoters, each with its own registry, move production at the same moment: every
+    promotion is on the stack (with a pointer replaced whole, the last writer would win)."""
+    reg = Registry(store, keep=20)
+    versions = [reg.publish("m", writer(str(i))) for i in range(8)]
+    start = threading.Barrier(len(versions))
+
+    def promote(version):
+        start.wait()
+        Registry(store).promote("m", version)
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(reg.promotions("m")) == versions
+
+
+def test_a_lake_with_the_promotion_stack_as_one_object_moves_on_from_it(store):
+    reg = Registry(store, keep=2)
+    for text in "abc":
+        reg.publish("m", writer(text))
+    store.put("m/PROMOTIONS", json.dumps(["v0001", "v0002"]).encode())  # as written before the records
+    assert reg.current("m") == "v0002"
+    reg.promote("m", "v0003")
+    assert reg.promotions("m") == ["v0001", "v0002", "v0003"] and reg.rollback("m") == "v0002"
+
+
+def test_old_promotion_records_are_pruned_the_state_stays(store, monkeypatch):
+    monkeypatch.setattr("models.artifacts.registry.KEEP_PROMOTION_RECORDS", 3)
+    reg = Registry(store, keep=2)
+    reg.publish("m", writer("a"))
+    reg.publish("m", writer("b"))
+    for _ in range(3):
+        reg.promote("m", "v0001")
+        reg.promote("m", "v0002")
+        reg.rollback("m")
+    assert len(store.listdir("m/promotions")) == 7  # promoting the version on top moves nothing
+    reg.publish("m", writer("c"))  # publishing prunes
+    assert store.listdir("m/promotions") == ["p000005.json", "p000006.json", "p000007.json"]
+    assert reg.promotions("m") == ["v0001"] and reg.current("m") == "v0001"
+    reg.promote("m", "v0003")
+    assert store.listdir("m/promotions")[-1] == "p000008.json"
 
 
 def test_the_candidate_is_spared_by_pruning_and_forgotten_once_promoted(store):
@@ -309,7 +395,7 @@ def test_a_publisher_killed_mid_upload_or_before_its_pointer_resumes_to_the_unin
     when = {
         "mid-upload": lambda: bool(killed.files("index/v0001")) and not killed.exists("index/v0001/manifest.json"),
         "between manifest and pointer": lambda: (
-            killed.exists("index/v0001/manifest.json") and not killed.exists("index/PROMOTIONS")
+            killed.exists("index/v0001/manifest.json") and not killed.listdir("index/promotions")
         ),
     }[kill_at]
     publish_gate_promote(killed, when)

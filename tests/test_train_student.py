@@ -130,16 +130,17 @@ def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its
         partial.collect()
 
 
-def shuffled_weights(safetensors_bytes: bytes, seed: int = 0) -> bytes:
-    """The same tensors with each one's values randomly permuted: a broken model of the same shape."""
-    import torch
+def mirrored_weights(safetensors_bytes: bytes) -> bytes:
+    """The student with its grade outputs in reverse order (the head's rows flipped): where the
+    trained student predicts grade g it predicts ``levels - 1 - g``. Broken by construction: a
+    student that agrees with the labels becomes one that disagrees as much (a shuffle of the
+    weights can, by chance, still score well)."""
     from safetensors.torch import load, save
 
-    generator = torch.Generator().manual_seed(seed)
     tensors = load(safetensors_bytes)
-    return save(
-        {k: v.flatten()[torch.randperm(v.numel(), generator=generator)].reshape(v.shape) for k, v in tensors.items()}
-    )
+    heads = [k for k in tensors if k in ("head.weight", "head.bias")]
+    assert heads, f"no grade head among {sorted(tensors)}"
+    return save({k: v.flip(0).contiguous() if k in heads else v for k, v in tensors.items()})
 
 
 TINY_STUDENT = (
@@ -151,7 +152,7 @@ TINY_STUDENT = (
 LEARNING_STUDENT = (*TINY_STUDENT, "student.human_only=true", "student.training.epochs=30", "student.training.lr=0.01")
 
 
-def test_the_gate_rejects_a_shuffled_student_and_rollback_restores_production_scores_exactly(
+def test_the_gate_rejects_a_mirrored_student_and_rollback_restores_production_scores_exactly(
     spark, lake, cfg_for, learnable_student_lake
 ):
     from jobs import rollback
@@ -172,7 +173,7 @@ def test_the_gate_rejects_a_shuffled_student_and_rollback_restores_production_sc
     cfg = cfg_for(*LEARNING_STUDENT, "student.training.seed=1", "student.gate.tolerance=0.0")
     outputs = train_student.trained(spark, cfg)
     files = outputs.trained.folder_files
-    files[WEIGHTS_FILE] = shuffled_weights(files[WEIGHTS_FILE])
+    files[WEIGHTS_FILE] = mirrored_weights(files[WEIGHTS_FILE])
     broken = train_student.write(outputs, lake, cfg.student, config=cfg.to_dict())
     assert broken.version == "student/v0002" and not broken.promoted
     assert "gate REJECTED" in broken.gate and "production stays student/v0001" in broken.gate
@@ -198,13 +199,13 @@ def zeroed_weights(safetensors_bytes: bytes) -> bytes:
     return save({k: torch.zeros_like(v) for k, v in load(safetensors_bytes).items()})
 
 
-def test_a_first_student_that_is_shuffled_or_constant_is_rejected_and_leaves_no_production(
+def test_a_first_student_that_is_mirrored_or_constant_is_rejected_and_leaves_no_production(
     spark, lake, cfg_for, learnable_student_lake
 ):
     from models.relevance.student import WEIGHTS_FILE
 
     registry = Registry(lake.artifacts_path())
-    for seed, (broken, name) in enumerate([(shuffled_weights, "shuffled"), (zeroed_weights, "constant")], start=1):
+    for seed, (broken, name) in enumerate([(mirrored_weights, "mirrored"), (zeroed_weights, "constant")], start=1):
         cfg = cfg_for(*LEARNING_STUDENT, f"student.training.seed={seed}")
         outputs = train_student.trained(spark, cfg)
         files = outputs.trained.folder_files

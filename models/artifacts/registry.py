@@ -5,7 +5,7 @@ Layout under the registry root (``<lake>/artifacts`` by default)::
 
     <family>/v0001/...files...            an artifact, immutable once published
     <family>/v0001/manifest.json           version, time, metrics, resolved config, inputs, sha256 of files
-    <family>/PROMOTIONS                    the promotion stack (JSON list, newest last): its top is production
+    <family>/promotions/p000001.json       the promotion stack, a record per move (the newest holds it); top: production
     <family>/CANDIDATE                     a version that passed its gate and waits (two-tower: for its index)
     <family>/gates/<time>-<id>.json        every gate decision on the family's candidates, one object each
     <family>/.claims/v0001                 who claimed the version number (kept while the version is)
@@ -23,8 +23,12 @@ so a killed and resumed job publishes the version an uninterrupted one would) or
 older than ``abandon_after_s`` (another host, perhaps still alive: its claim stays as a
 tombstone, never given out again). A build that fails deletes its own files and claim.
 
-``PROMOTIONS`` and ``CANDIDATE`` are single objects, each replaced whole in one write (see
-``Storage.put``), so production moves atomically. Publishing prunes the oldest versions beyond
+Production moves by compare-and-swap: every promotion or rollback creates the next numbered
+record of ``promotions/`` holding the whole new stack, only if absent
+(:class:`~models.artifacts.records.NumberedRecords`), so of two moves from the same state exactly
+one lands. A promotion that loses re-reads the stack and pushes onto it (its gate passed on its
+own merits); a rollback that loses refuses (``PointerMoved``): it would undo a promotion it never
+saw. ``CANDIDATE`` is one object replaced whole (see ``Storage.put``). Publishing prunes the oldest versions beyond
 ``keep``, never the promoted one or the candidate. ``rollback`` pops the promotion stack: it
 promotes the version that was production before the current one (never a version that was
 published but not promoted, such as a candidate its gate rejected). A ``key`` (a digest of the
@@ -48,15 +52,18 @@ from pathlib import Path
 from typing import Any
 
 from models.artifacts.fingerprint import file_sha256
+from models.artifacts.records import NumberedRecords
 from models.artifacts.storage import Storage, local_files
 from models.processes import gone, this_host
 
 MANIFEST = "manifest.json"
-PROMOTIONS = "PROMOTIONS"
+PROMOTION_RECORDS = "promotions"  # <family>/promotions/pNNNNNN.json
+KEEP_PROMOTION_RECORDS = 100  # older records are pruned with the versions (history, not state)
 CANDIDATE = "CANDIDATE"
 GATES = "gates"
 CLAIMS = ".claims"
-LEGACY_CURRENT, LEGACY_GATES = "CURRENT", "GATES.jsonl"  # read from lakes written before the storage layer
+# read from lakes written before these records (the stack as one object; before it, a pointer)
+LEGACY_PROMOTIONS, LEGACY_CURRENT, LEGACY_GATES = "PROMOTIONS", "CURRENT", "GATES.jsonl"
 ABANDON_AFTER_S = 24 * 3600  # a claim older than this with no manifest: its publisher is taken for gone
 VERSION = re.compile(r"^v\d{4,}$")
 
@@ -68,6 +75,11 @@ class RegistryError(RuntimeError):
 class ClaimLost(RegistryError):
     """A publisher's claim was taken for abandoned while it still worked (it ran past
     ``abandon_after_s``): it publishes nothing and leaves the tombstone alone."""
+
+
+class PointerMoved(RegistryError):
+    """Production moved (another promotion or rollback landed) between reading the promotion
+    stack and moving it: the move was not made."""
 
 
 class NoProductionModel(RegistryError):
@@ -281,11 +293,20 @@ class Registry:
         return None
 
     def promote(self, family: str, version: str) -> None:
-        """Make ``version`` production, pushing it on the promotion stack (one write)."""
+        """Make ``version`` production, pushing it on the promotion stack. Another move landing
+        first is no conflict: the push is retried on the stack it left."""
         self._require(family, version)
-        stack = self.promotions(family)
-        if not stack or stack[-1] != version:
-            self.storage.put(f"{family}/{PROMOTIONS}", json.dumps([*stack, version]).encode())
+
+        def push(stack: list[str]) -> list[str]:
+            return stack if stack and stack[-1] == version else [*stack, version]
+
+        for _ in range(100):
+            try:
+                self._move(family, push)
+                return
+            except PointerMoved:
+                continue
+        raise RegistryError(f"{family!r}: production kept moving; {version} was not promoted")
 
     def current(self, family: str) -> str | None:
         """The promoted version: the top of the promotion stack."""
@@ -297,8 +318,35 @@ class Registry:
 
     def promotions(self, family: str) -> list[str]:
         """Versions promoted so far, oldest first (the current one last)."""
-        text = self._read(f"{family}/{PROMOTIONS}")
-        return json.loads(text) if text else []
+        return self._stack(family)[1]
+
+    def _records(self, family: str) -> NumberedRecords:
+        return NumberedRecords(self.storage.child(f"{family}/{PROMOTION_RECORDS}"), "p")
+
+    def _stack(self, family: str) -> tuple[int, list[str]]:
+        """(the newest promotion record's number, the stack it holds)."""
+        number, data = self._records(family).newest()
+        if number == 0:
+            text = self._read(f"{family}/{LEGACY_PROMOTIONS}")
+            return 0, json.loads(text) if text else []
+        if data is None:  # pruned between listing and reading: a newer record exists
+            return self._stack(family)
+        return number, json.loads(data)["stack"]
+
+    def _move(self, family: str, change: Callable[[list[str]], list[str]]) -> list[str]:
+        """Set the stack to ``change(stack)``, only if no other move lands in between."""
+        number, stack = self._stack(family)
+        moved = change(list(stack))
+        if moved == stack:
+            return stack
+        record = {"stack": moved, "at": _now(), "by": {"host": this_host(), "pid": os.getpid()}}
+        if self._records(family).append(number, json.dumps(record).encode()) is None:
+            raise PointerMoved(
+                f"{family!r}: production moved while this move was under way (it was "
+                f"{stack[-1] if stack else 'none'}, now {self.current(family)}); nothing was changed: run it "
+                f"again if it is still wanted"
+            )
+        return moved
 
     def _read(self, path: str) -> str | None:
         try:
@@ -366,15 +414,19 @@ class Registry:
         if current is None:
             raise RegistryError(f"{family!r} has no promoted version to roll back from")
         kept = set(self.versions(family))
-        stack = self.promotions(family)
-        while stack and stack[-1] == current:
-            stack.pop()
-        while stack and stack[-1] not in kept:  # pruned since (only possible for versions no longer promoted)
-            stack.pop()
-        if not stack:
-            raise RegistryError(f"{family!r}: no version promoted before {current} is kept to roll back to")
-        self.storage.put(f"{family}/{PROMOTIONS}", json.dumps(stack).encode())
-        return stack[-1]
+
+        def pop(stack: list[str]) -> list[str]:
+            if stack and stack[-1] != current:
+                raise PointerMoved(f"{family!r}: production moved from {current} while rolling back; nothing changed")
+            while stack and stack[-1] == current:
+                stack.pop()
+            while stack and stack[-1] not in kept:  # pruned since (only possible for versions no longer promoted)
+                stack.pop()
+            if not stack:
+                raise RegistryError(f"{family!r}: no version promoted before {current} is kept to roll back to")
+            return stack
+
+        return self._move(family, pop)[-1]
 
     def prune(self, family: str) -> list[str]:
         """Delete the oldest versions beyond ``keep``, never the promoted one or the candidate."""
@@ -387,6 +439,8 @@ class Registry:
             self.storage.delete_tree(f"{family}/{v}")
             if claims and v != claims[-1]:  # the highest claim stays: numbers are counted from it
                 self.storage.delete(f"{family}/{CLAIMS}/{v}")
+        records = self._records(family)
+        records.delete_older(than=self._stack(family)[0], keep=KEEP_PROMOTION_RECORDS - 1)
         return removable
 
     def verify(self, family: str, version: str) -> None:
