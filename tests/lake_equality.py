@@ -1,6 +1,7 @@
 """Compare the Delta tables of two lakes, either on any store: ``python -m tests.lake_equality
-A B --set lake.s3.endpoint=...`` prints one JSON object, ``{table: [rows, only in A, only in B]}``
-for every pinpipe table either lake holds (run-time columns set aside). Its own process: the
+A B --set lake.s3.endpoint=...`` prints one JSON object: ``tables``, ``{table: [rows, only in A,
+only in B]}`` for every pinpipe table either lake holds (run-time columns set aside), and
+``succeeded_stages``, the stages B's ``pipeline_runs`` records as succeeded (one entry per row). Its own process: the
 Spark session it opens has Hadoop's S3A connector, which the tests' shared session has not."""
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def main(argv: list[str]) -> None:
                 comparable(b.read_or_empty(spark, table), drop),
             )
             out[table] = [left.count(), left.exceptAll(right).count(), right.exceptAll(left).count()]
-    print(json.dumps(out, sort_keys=True))
+        runs = b.read_or_empty(spark, "pipeline_runs").filter("status = 'succeeded'").select("stage").collect()
+        succeeded = sorted(r.stage for r in runs)
+    print(json.dumps({"tables": out, "succeeded_stages": succeeded}, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def test_the_whole_nightly_on_a_cluster_with_the_lake_only_on_s3_equals_a_local_
         timeout=600,
     )
     assert compared.returncode == 0, compared.stderr[-5000:]
-    tables = json.loads(compared.stdout.strip().splitlines()[-1])
+    tables = json.loads(compared.stdout.strip().splitlines()[-1])["tables"]
     assert {"serving_corpus", "pin_embeddings", "labeled_impressions", "user_candidates", "teacher_scores"} <= set(
         tables
     )

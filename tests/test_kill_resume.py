@@ -45,7 +45,7 @@ def module_command(module: str, sets: list[str]) -> list[str]:
     return [sys.executable, "-m", module, *(arg for s in sets for arg in ("--set", s))]
 
 
-def run_and_kill(module: str, sets: list[str], killed_when, timeout: float = 300) -> str:
+def run_and_kill(module: str, sets: list[str], killed_when, timeout: float = 300, poll: float = 0.02) -> str:
     """Start ``python -m module --set ...`` in its own process group; SIGKILL the group as soon as
     ``killed_when()`` holds. Returns what it printed; fails if it finished before the kill."""
     proc = subprocess.Popen(
@@ -63,7 +63,7 @@ def run_and_kill(module: str, sets: list[str], killed_when, timeout: float = 300
                 pytest.fail(f"{module} ended (status {proc.returncode}) before the kill point:\n{proc.stdout.read()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"{module}: no kill point within {timeout} s")
-            time.sleep(0.02)
+            time.sleep(poll)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -165,13 +165,6 @@ def test_nightly_killed_at_any_point_resumes_to_the_uninterrupted_result(spark, 
     assert sorted(r.stage for r in done) == ["ingest", "serving_corpus"]  # each succeeded once
 
 
-# Time-of-run columns: everything else of every table must match the uninterrupted nightly's.
-RUN_TIME_COLUMNS = {
-    "pin_captions": ["captioned_at"],
-    "quarantine": ["quarantined_at"],
-    "teacher_scores": ["scored_at"],
-    "text_embeddings": ["embedded_at"],
-}
 WHOLE_NIGHTLY_STAGES = (
     "[simulate, ingest, pin_features, train_teacher, score_impressions, student_features, train_student, "
     "train_two_tower, serving_corpus, embed_pins, build_index, retrieve_candidates]"
@@ -249,23 +242,34 @@ def published(artifacts: Storage) -> dict[str, object]:
     return found
 
 
-def test_the_whole_nightly_killed_four_times_resumes_to_the_uninterrupted_tables_and_artifacts(
-    spark, tmp_path, uninterrupted_nightly
+def test_the_whole_nightly_on_s3_killed_four_times_resumes_to_the_uninterrupted_tables_and_artifacts(
+    tmp_path, s3_server, uninterrupted_nightly
 ):
-    """One lake runs the nightly uninterrupted; another is SIGKILLed four times, each re-run
-    resuming where the last was killed: a random moment into train_teacher, just after the
-    student is published (before its stage is recorded), a random moment into build_index, a
-    random moment into retrieve_candidates."""
-    from schemas import TABLES
+    """The nightly with its lake only on the S3 server is SIGKILLed (its whole process group)
+    four times, each re-run resuming where the last was killed: a random moment into
+    train_teacher; just after the student's manifest is written (before its pointer moves or its
+    stage is recorded); in build_index as soon as a task has uploaded its shard (before the
+    version's manifest), else at a random moment into it; between the index's manifest and its
+    promotion record, else at a random moment into retrieve_candidates. Then every table and
+    every artifact equals the uninterrupted nightly's on a local lake."""
+    import json
+    import uuid
+
+    from tests.s3_server import BUCKET
 
     inputs, whole = uninterrupted_nightly
-    killed = Lake.at(str(tmp_path / "killed"))
-
-    artifacts, runs = Path(killed.artifacts_path()), Path(killed.table_path("pipeline_runs"))
+    root = f"s3a://{BUCKET}/{uuid.uuid4().hex}/lake"
+    s3 = [f"lake.s3.endpoint={s3_server.endpoint}", "lake.s3.path_style=true"]
+    killed = Lake.at(root, s3_server.settings, str(tmp_path / "cache"))
+    artifacts, runs = killed.artifacts(), Storage(killed.table_path("pipeline_runs"), s3_server.settings)
+    index = "indexes/two_tower_items"
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     print(f"kill delays seeded {seed}")
     rng.seed(seed)
+
+    def recorded() -> int:
+        return sum(1 for n in runs.listdir("_delta_log") if n.endswith(".json")) - 1  # commit 0 creates it
 
     def after_stage(stage: str, within_seconds: float):
         """True a random moment (up to ``within_seconds``) after ``stage``'s row is recorded."""
@@ -273,31 +277,53 @@ def test_the_whole_nightly_killed_four_times_resumes_to_the_uninterrupted_tables
         delay, seen = rng.uniform(0.0, within_seconds), []
 
         def when() -> bool:
-            if not seen and commits(runs) > rows_before:  # commit 0 creates the table
+            if not seen and recorded() >= rows_before:
                 seen.append(time.monotonic())
             return bool(seen) and time.monotonic() - seen[0] >= delay
 
         return when
 
+    def committed(family: str) -> bool:
+        return artifacts.is_file(f"{family}/v0001/manifest.json")
+
+    def shard_uploaded_not_committed() -> bool:
+        return any(n.endswith(".faiss") for n in artifacts.listdir(f"{index}/v0001")) and not committed(index)
+
+    def first(*conditions):
+        def when() -> bool:
+            return any(c() for c in conditions)
+
+        return when
+
     kill_points = {
         "during train_teacher": after_stage("pin_features", 4.0),
-        "student published, not yet recorded": lambda: (artifacts / "student" / "v0001" / "manifest.json").is_file(),
-        "during build_index": after_stage("embed_pins", 3.0),
-        "during retrieve_candidates": after_stage("build_index", 1.0),
+        "student manifest written, pointer not moved": lambda: committed("student"),
+        "a shard uploaded, the index not committed": first(shard_uploaded_not_committed, after_stage("embed_pins", 8)),
+        "index manifest written, not promoted": first(
+            lambda: committed(index) and not artifacts.listdir(f"{index}/promotions"), after_stage("build_index", 1.0)
+        ),
     }
-    sets = whole_nightly_sets(inputs, Path(killed.root))
+    sets = [*(s for s in whole_nightly_sets(inputs, tmp_path / "unused") if not s.startswith("lake.root=")), *s3]
+    sets.append(f"lake.root={root}")
     for point, when in kill_points.items():
-        run_and_kill("jobs.nightly", sets, when, timeout=900)
-        print(f"killed {point}: {commits(runs) - 1} stage rows recorded")
+        run_and_kill("jobs.nightly", sets, when, timeout=900, poll=0.1)
+        print(f"killed {point}: {recorded()} stage rows recorded; index files {artifacts.files(index)}")
     print(run_nightly(sets))
 
-    tables = {t: RUN_TIME_COLUMNS.get(t, []) for t in TABLES if t != "pipeline_runs" and whole.exists(spark, t)}
+    compared = subprocess.run(
+        [sys.executable, "-m", "tests.lake_equality", str(whole.root), root, *s3],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert compared.returncode == 0, compared.stderr[-5000:]
+    result = json.loads(compared.stdout.strip().splitlines()[-1])
+    tables, succeeded = result["tables"], result["succeeded_stages"]
     assert {"serving_corpus", "pin_embeddings", "labeled_impressions", "student_features"} <= set(tables)
-    assert_tables_equal(spark, whole, killed, tables, non_empty=False)  # quarantine may hold no rows
-    tables_with_rows = ("serving_corpus", "pin_embeddings", "labeled_impressions", "student_features", "teacher_scores")
-    for table in (*tables_with_rows, "user_candidates"):
-        assert whole.read(spark, table).count() > 0, table
-    assert published(killed.artifacts()) == published(whole.artifacts())
-    assert {"teacher", "student", "two_tower", "indexes/two_tower_items"} <= set(published(whole.artifacts()))
-    done = killed.read(spark, "pipeline_runs").filter("status = 'succeeded'").select("stage").collect()
-    assert sorted(r.stage for r in done) == sorted(WHOLE_NIGHTLY_STAGES.strip("[]").split(", "))  # each once
+    assert {t: d for t, d in tables.items() if d[1:] != [0, 0] and t != "pipeline_runs"} == {}  # kills add runs
+    for table in ("serving_corpus", "pin_embeddings", "labeled_impressions", "student_features", "user_candidates"):
+        assert tables[table][0] > 0, table
+    assert published(artifacts) == published(whole.artifacts())
+    assert {"teacher", "student", "two_tower", index} <= set(published(artifacts))
+    assert succeeded == sorted(WHOLE_NIGHTLY_STAGES.strip("[]").split(", "))  # each once
