@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from models.artifacts.storage import S3Settings
+from models.artifacts.storage import HdfsSettings, S3Settings
 
 ENVIRONMENTS = ("local", "cluster", "cluster-gpu")
 
@@ -139,6 +139,11 @@ class LakeConfig:
         "How pinpipe (pyarrow.fs, boto3) and Spark (Hadoop's S3A) reach an s3:// or s3a:// lake; credentials "
         "come from the environment or the AWS provider chain, never from these files.",
         default=S3Settings(),
+    )
+    hdfs: HdfsSettings = setting(
+        "How pinpipe's own files (models, indexes, pointers, locks, reports) reach an hdfs:// lake; Spark's "
+        "tables go through its own Hadoop client.",
+        default=HdfsSettings(),
     )
     cache_dir: str = setting(
         "Node-local folder where each process keeps verified copies of the models and index shards it loads "

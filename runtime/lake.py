@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from models.artifacts.storage import S3Settings, Storage
+from models.artifacts.storage import HdfsSettings, S3Settings, Storage
 from runtime.config import LakeConfig, is_uri
 from runtime.validation import conform_to_schema
 from schemas import TableSpec, table_spec
@@ -82,30 +82,35 @@ class Lake:
     root: str
     s3: S3Settings = S3Settings()
     cache_dir: str = ""
+    hdfs: HdfsSettings = HdfsSettings()
 
     @classmethod
-    def at(cls, root: str, s3: S3Settings | None = None, cache_dir: str = "") -> Lake:
-        return cls(root if is_uri(root) else str(Path(root).resolve()), s3 or S3Settings(), cache_dir)
+    def at(cls, root: str, s3: S3Settings | None = None, cache_dir: str = "", hdfs: HdfsSettings | None = None) -> Lake:
+        root = root if is_uri(root) else str(Path(root).resolve())
+        return cls(root, s3 or S3Settings(), cache_dir, hdfs or HdfsSettings())
 
     @classmethod
     def of(cls, cfg: LakeConfig) -> Lake:
         """The lake a configuration names, with how to reach its store."""
-        return cls.at(cfg.root, cfg.s3, cfg.cache_dir)
+        return cls.at(cfg.root, cfg.s3, cfg.cache_dir, cfg.hdfs)
 
     def artifacts(self, *parts: str) -> Storage:
         """The artifacts folder (or a folder under it) as storage: models, indexes, pointers."""
-        return Storage(self.artifacts_path(*parts), self.s3, self.cache_dir)
+        return self._storage(self.artifacts_path(*parts))
 
     def storage(self, *parts: str) -> Storage:
         """A folder of the lake outside tables and artifacts (reports, locks) as storage."""
-        return Storage("/".join([self.root.rstrip("/"), *parts]), self.s3, self.cache_dir)
+        return self._storage("/".join([self.root.rstrip("/"), *parts]))
 
     def folder(self, setting: str, default_name: str) -> Storage:
         """A folder setting (a path or URI on any store this lake's settings reach), or
         ``<root>/<default_name>`` when it is empty."""
         if not setting:
             return self.storage(default_name)
-        return Storage(setting if is_uri(setting) else str(Path(setting).resolve()), self.s3, self.cache_dir)
+        return self._storage(setting if is_uri(setting) else str(Path(setting).resolve()))
+
+    def _storage(self, root: str) -> Storage:
+        return Storage(root, self.s3, self.cache_dir, self.hdfs)
 
     def table_path(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/tables/{table}"

@@ -44,14 +44,15 @@ if [[ "$(cat "$venv/.pinpipe-packages" 2>/dev/null)" != "$py_stamp" ]]; then
   "$venv/bin/python" -m pip download --quiet --no-deps --prefer-binary -d "$wheelhouse" \
     -r setup/requirements.lock "setuptools==$build_setuptools" "wheel==$build_wheel"
   "$venv/bin/python" -m pip install --quiet --no-index --find-links "$wheelhouse" \
-    -c setup/requirements.lock -e '.[dev,s3,mlflow]'
+    -c setup/requirements.lock -e '.[dev,s3,hdfs,mlflow]'
   echo "$py_stamp" > "$venv/.pinpipe-packages"
 else
   log "Python packages up to date"
 fi
 
-# 3. JVM jars: Delta Lake (.cache/jars) and Hadoop's S3A connector (.cache/jars/s3, used only
-#    with an s3:// or s3a:// lake), each resolved once from Maven Central into a local Maven
+# 3. JVM jars: Delta Lake (.cache/jars), Hadoop's S3A connector (.cache/jars/s3, used only
+#    with an s3:// or s3a:// lake) and, for the tests' real HDFS, Hadoop's MiniDFSCluster
+#    (.cache/jars/hdfs-test; an hdfs:// lake itself needs nothing: pyspark's Hadoop client speaks it), each resolved once from Maven Central into a local Maven
 #    repository outside the checkout (the AWS SDK bundle is ~650 MB: a second clone downloads
 #    nothing again) and linked from there, minus every artifact pyspark already ships.
 m2_repo=${PINPIPE_M2:-$HOME/.cache/pinpipe/m2}
@@ -88,4 +89,5 @@ resolve_jars() {  # resolve_jars <pom> <folder> <what>
 resolve_jars setup/delta-jars.pom.xml "$jars_dir" Delta
 ls "$jars_dir"/delta-spark_*.jar >/dev/null 2>&1 || { echo "setup: no delta-spark jar resolved" >&2; exit 1; }
 resolve_jars setup/s3-jars.pom.xml "$jars_dir/s3" "S3A connector"
+resolve_jars setup/hdfs-test-jars.pom.xml "$jars_dir/hdfs-test" "HDFS minicluster (tests)"
 log "ready: $venv/bin/pinpipe --help"

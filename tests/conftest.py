@@ -12,6 +12,7 @@ from models.artifacts.storage import Storage
 from runtime.config import SparkConfig
 from runtime.lake import Lake
 from runtime.session import build_session
+from tests.hdfs_server import hdfs_server  # noqa: F401  (a fixture)
 from tests.s3_server import s3_server  # noqa: F401  (a fixture)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -55,12 +56,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "hdfs"])
 def store(request, tmp_path) -> Storage:
-    """An empty artifacts folder on a local disk, then on a real S3 server (the same test twice)."""
+    """An empty artifacts folder on a local disk, on a real S3 server, on a real HDFS (the same
+    test three times)."""
     if request.param == "local":
         return Storage(str(tmp_path / "artifacts"))
-    return request.getfixturevalue("s3_server").storage(tmp_path / "cache")
+    return request.getfixturevalue(f"{request.param}_server").storage(tmp_path / "cache")
 
 
 @pytest.fixture(scope="session")

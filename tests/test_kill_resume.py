@@ -249,8 +249,8 @@ def test_the_whole_nightly_on_s3_killed_four_times_resumes_to_the_uninterrupted_
     four times, each re-run resuming where the last was killed: a random moment into
     train_teacher; just after the student's manifest is written (before its pointer moves or its
     stage is recorded); in build_index as soon as a task has uploaded its shard (before the
-    version's manifest), else at a random moment into it; between the index's manifest and its
-    promotion record, else at a random moment into retrieve_candidates. Then every table and
+    version's manifest), else 1-3 s after it claimed its version; between the index's manifest
+    and its promotion record, else at a random moment into retrieve_candidates. Then every table and
     every artifact equals the uninterrupted nightly's on a local lake."""
     import json
     import uuid
@@ -289,25 +289,47 @@ def test_the_whole_nightly_on_s3_killed_four_times_resumes_to_the_uninterrupted_
     def shard_uploaded_not_committed() -> bool:
         return any(n.endswith(".faiss") for n in artifacts.listdir(f"{index}/v0001")) and not committed(index)
 
-    def first(*conditions):
+    def claimed_for(seconds: float):
+        """True ``seconds`` after the index build has claimed its version (its tasks at work)."""
+        seen: list[float] = []
+
         def when() -> bool:
-            return any(c() for c in conditions)
+            if not seen and artifacts.is_file(f"{index}/.claims/v0001"):
+                seen.append(time.monotonic())
+            return bool(seen) and time.monotonic() - seen[0] >= seconds
+
+        return when
+
+    fired: list[str] = []
+
+    def first(**conditions):
+        """True as soon as one of the named conditions holds; which one goes into ``fired``."""
+
+        def when() -> bool:
+            for name, condition in conditions.items():
+                if condition():
+                    fired.append(name)
+                    return True
+            return False
 
         return when
 
     kill_points = {
-        "during train_teacher": after_stage("pin_features", 4.0),
-        "student manifest written, pointer not moved": lambda: committed("student"),
-        "a shard uploaded, the index not committed": first(shard_uploaded_not_committed, after_stage("embed_pins", 8)),
-        "index manifest written, not promoted": first(
-            lambda: committed(index) and not artifacts.listdir(f"{index}/promotions"), after_stage("build_index", 1.0)
+        "during train_teacher": first(random_moment=after_stage("pin_features", 4.0)),
+        "student manifest written, pointer not moved": first(manifest=lambda: committed("student")),
+        "in build_index": first(
+            shard_uploaded_not_committed=shard_uploaded_not_committed, claimed_a_while=claimed_for(rng.uniform(1, 3))
+        ),
+        "after build_index": first(
+            index_manifest_not_promoted=lambda: committed(index) and not artifacts.listdir(f"{index}/promotions"),
+            random_moment=after_stage("build_index", 1.0),
         ),
     }
     sets = [*(s for s in whole_nightly_sets(inputs, tmp_path / "unused") if not s.startswith("lake.root=")), *s3]
     sets.append(f"lake.root={root}")
     for point, when in kill_points.items():
         run_and_kill("jobs.nightly", sets, when, timeout=900, poll=0.1)
-        print(f"killed {point}: {recorded()} stage rows recorded; index files {artifacts.files(index)}")
+        print(f"killed {point} ({fired[-1]}): {recorded()} stage rows recorded; index files {artifacts.files(index)}")
     print(run_nightly(sets))
 
     compared = subprocess.run(

@@ -12,6 +12,7 @@ import pytest
 from models.artifacts.records import NumberedRecords
 from models.artifacts.registry import PointerMoved, Registry, RegistryError, content_key
 from models.artifacts.storage import Storage, StorageError
+from tests.store_arg import to_arg
 
 
 def writer(text):
@@ -241,9 +242,8 @@ OPEN_REGISTRY = """
 import json, sys, time
 from pathlib import Path
 from models.artifacts.registry import Registry
-from models.artifacts.storage import S3Settings, Storage
-root, endpoint, cache = sys.argv[1:4]
-storage = Storage(root, S3Settings(endpoint=endpoint, path_style=bool(endpoint)), cache)
+from tests.store_arg import from_arg
+storage = from_arg(sys.argv[1])
 """
 
 PUBLISH_AND_HANG = (
@@ -259,7 +259,7 @@ Registry(storage).publish("student", build)
 
 
 def process_args(store) -> list[str]:
-    return [store.root, store.s3.endpoint, store.cache_dir]
+    return [to_arg(store)]
 
 
 def publisher_in_build(store) -> subprocess.Popen:
@@ -308,7 +308,7 @@ def test_a_killed_publishers_leftovers_are_removed_by_the_next_publish_a_live_on
 PUBLISHER = (
     OPEN_REGISTRY
     + """
-name, n, go = sys.argv[4], int(sys.argv[5]), Path(sys.argv[6])
+name, n, go = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 while not go.exists():
     time.sleep(0.01)
 registry = Registry(storage, keep=1000)

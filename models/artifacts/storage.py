@@ -8,10 +8,17 @@ the registry and the locks build on are primitives of their own, each atomic on 
 
 - :meth:`Storage.put`: the object holds the new bytes or what it held before, never a part
   (local: a temporary file, fsync, ``os.replace``; S3: one PUT; HDFS: a temporary file renamed
-  over the old one after deleting it, so a reader may briefly find it missing, never torn);
+  over the old one — in one step through WebHDFS (``renameoptions=OVERWRITE``); through libhdfs
+  after deleting it, so a reader may briefly find it missing, never torn);
 - :meth:`Storage.create`: write only if absent, and say whether it did (local: a temporary file
   hard-linked into place; S3: a PUT with ``If-None-Match: *``, through boto3 since pyarrow has
-  no conditional write; HDFS: a temporary file renamed, which HDFS refuses onto an existing one).
+  no conditional write; HDFS: a temporary file renamed, which the NameNode refuses onto an
+  existing one).
+
+HDFS is reached through pyarrow's ``HadoopFileSystem`` (libhdfs: a Hadoop install and
+``CLASSPATH`` on every node) or, when ``HdfsSettings.webhdfs`` names the NameNode's HTTP address,
+through WebHDFS (fsspec's client behind ``pyarrow.fs.PyFileSystem``: plain HTTP, nothing native
+on any node). Spark reaches the same ``hdfs://`` root through its own Hadoop client either way.
 
 A :class:`Storage` is a small picklable value, so Spark tasks get it in their closure and open
 the store themselves (credentials come from each process's environment or the provider chain,
@@ -22,6 +29,7 @@ per node, into a cache keyed by the files' SHA-256, each file verified after dow
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import json
 import os
@@ -65,12 +73,31 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class HdfsSettings:
+    """How pinpipe's own files reach an ``hdfs://`` lake (Spark's tables always go through its
+    Hadoop client)."""
+
+    webhdfs: str = field(
+        default="",
+        metadata={
+            "help": "The NameNode's WebHDFS address (http://host:port, its dfs.namenode.http-address): pinpipe's "
+            "files then go over HTTP, with nothing native on any node; empty = pyarrow's libhdfs client "
+            "(needs a Hadoop install, JAVA_HOME and CLASSPATH on every node)."
+        },
+    )
+    user: str = field(
+        default="", metadata={"help": "The HDFS user for WebHDFS; empty = $HADOOP_USER_NAME, else the OS user."}
+    )
+
+
+@dataclass(frozen=True)
 class Storage:
     """A folder on some store: ``root`` is a local path or a URI; ``path`` names within it."""
 
     root: str
     s3: S3Settings = S3Settings()
     cache_dir: str = ""  # where fetch keeps local copies; empty = $PINPIPE_CACHE or <tmp>/pinpipe-cache
+    hdfs: HdfsSettings = HdfsSettings()
 
     # -- where -------------------------------------------------------------------------------
 
@@ -85,7 +112,7 @@ class Storage:
 
     def child(self, path: str) -> Storage:
         """The storage rooted at ``path`` under this one."""
-        return Storage(self.uri(path), self.s3, self.cache_dir)
+        return Storage(self.uri(path), self.s3, self.cache_dir, self.hdfs)
 
     def uri(self, path: str = "") -> str:
         return _join(self.root, path)
@@ -98,7 +125,7 @@ class Storage:
 
     @property
     def fs(self) -> pafs.FileSystem:
-        return _filesystem(self.scheme, urlsplit(self.root).netloc if "://" in self.root else "", self.s3)
+        return _filesystem(self.scheme, urlsplit(self.root).netloc if "://" in self.root else "", self.s3, self.hdfs)
 
     def _fs_path(self, path: str = "") -> str:
         root = self.root
@@ -119,16 +146,23 @@ class Storage:
 
     def listdir(self, path: str = "") -> list[str]:
         """Names of the files and folders directly under ``path`` (none when it is missing)."""
-        selector = pafs.FileSelector(self._fs_path(path), recursive=False, allow_not_found=True)
-        return sorted(info.base_name for info in self.fs.get_file_info(selector))
+        return sorted(info.base_name for info in self._list(self._fs_path(path), recursive=False))
 
     def files(self, path: str = "") -> list[str]:
         """Every file under ``path``, by its name relative to ``path``, sorted."""
         base = self._fs_path(path).rstrip("/")
-        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
         return sorted(
-            info.path[len(base) + 1 :] for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File
+            info.path[len(base) + 1 :] for info in self._list(base, recursive=True) if info.type == pafs.FileType.File
         )
+
+    def _list(self, base: str, recursive: bool) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(base, recursive=recursive, allow_not_found=True)
+        try:
+            return self.fs.get_file_info(selector)
+        except NotADirectoryError:
+            # pyarrow's fsspec bridge (WebHDFS) asks "a folder?" then "there at all?": a folder
+            # created in between reads as a file. Asked again, it is a folder (or truly a file).
+            return self.fs.get_file_info(selector)
 
     def read_bytes(self, path: str) -> bytes:
         try:
@@ -163,9 +197,7 @@ class Storage:
         else:
             tmp = f"{path}.tmp-{uuid.uuid4().hex}"
             self._write_stream(tmp, data)
-            if self.exists(path):
-                self.fs.delete_file(self._fs_path(path))
-            self.fs.move(self._fs_path(tmp), self._fs_path(path))
+            _hdfs_rename(self, tmp, path, overwrite=True)
 
     def create(self, path: str, data: bytes) -> bool:
         """Write ``data`` at ``path`` only if nothing is there; True when this call wrote it. Of
@@ -181,14 +213,10 @@ class Storage:
             return _s3_create(self, path, data)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         self._write_stream(tmp, data)
-        try:
-            self.fs.move(self._fs_path(tmp), self._fs_path(path))
+        if _hdfs_rename(self, tmp, path, overwrite=False):
             return True
-        except OSError:
-            self.fs.delete_file(self._fs_path(tmp))
-            if self.exists(path):
-                return False
-            raise
+        self.fs.delete_file(self._fs_path(tmp))
+        return False
 
     @contextmanager
     def _local_temp(self, path: str, data: bytes) -> Iterator[tuple[Path, Path]]:
@@ -308,13 +336,18 @@ def _join(base: str, path: str) -> str:
     return f"{base.rstrip('/')}/{path.lstrip('/')}"
 
 
-_filesystems: dict[tuple[str, str, S3Settings], pafs.FileSystem] = {}
+_filesystems: dict[tuple[str, str, S3Settings, HdfsSettings], pafs.FileSystem] = {}
 _filesystems_lock = threading.Lock()
 
 
-def _filesystem(scheme: str, netloc: str, s3: S3Settings) -> pafs.FileSystem:
+def _filesystem(scheme: str, netloc: str, s3: S3Settings, hdfs: HdfsSettings) -> pafs.FileSystem:
     """One pyarrow filesystem per store and process."""
-    key = (scheme, netloc if scheme == "hdfs" else "", s3 if scheme == "s3" else S3Settings())
+    key = (
+        scheme,
+        netloc if scheme == "hdfs" else "",
+        s3 if scheme == "s3" else S3Settings(),
+        hdfs if scheme == "hdfs" else HdfsSettings(),
+    )
     with _filesystems_lock:
         if key not in _filesystems:
             if scheme == "local":
@@ -327,11 +360,45 @@ def _filesystem(scheme: str, netloc: str, s3: S3Settings) -> pafs.FileSystem:
                     scheme=endpoint.scheme if endpoint else None,
                     force_virtual_addressing=not s3.path_style and endpoint is None,
                 )
+            elif scheme == "hdfs" and hdfs.webhdfs:
+                _filesystems[key] = pafs.PyFileSystem(pafs.FSSpecHandler(_webhdfs(hdfs)))
             elif scheme == "hdfs":
                 _filesystems[key] = pafs.HadoopFileSystem.from_uri(f"hdfs://{netloc}")
             else:
                 raise ValueError(f"no storage for {scheme}:// (local paths, s3://, s3a:// and hdfs:// are supported)")
         return _filesystems[key]
+
+
+def _webhdfs(hdfs: HdfsSettings):
+    """fsspec's WebHDFS client for the NameNode at ``hdfs.webhdfs``."""
+    try:
+        from fsspec.implementations.webhdfs import WebHDFS
+    except ImportError as err:  # pragma: no cover - the hdfs extra is part of setup
+        raise StorageError("lake.hdfs.webhdfs needs fsspec: pip install 'pinpipe[hdfs]'") from err
+    address = urlsplit(hdfs.webhdfs if "://" in hdfs.webhdfs else f"http://{hdfs.webhdfs}")
+    user = hdfs.user or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    return WebHDFS(address.hostname, port=address.port, user=user, use_https=address.scheme == "https")
+
+
+def _hdfs_rename(storage: Storage, src: str, dst: str, overwrite: bool) -> bool:
+    """Rename ``src`` to ``dst`` on HDFS; False when ``dst`` exists and ``overwrite`` is off (the
+    NameNode checks and renames in one step)."""
+    source, target = storage._fs_path(src), storage._fs_path(dst)
+    fs = storage.fs
+    if isinstance(fs, pafs.PyFileSystem):  # WebHDFS: RENAME answers whether it renamed
+        client = fs.handler.fs
+        options = {"renameoptions": "OVERWRITE"} if overwrite else {}
+        answer = client._call("RENAME", method="put", path=source, destination=target, **options)
+        return bool(answer.json().get("boolean", True)) if answer.content else True
+    if overwrite and storage.exists(dst):  # libhdfs has no overwriting rename
+        fs.delete_file(target)
+    try:
+        fs.move(source, target)
+        return True
+    except OSError:
+        if not overwrite and storage.exists(dst):
+            return False
+        raise
 
 
 def _region(s3: S3Settings) -> str:
