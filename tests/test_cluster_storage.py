@@ -36,6 +36,43 @@ def cli(cwd: Path, *args: str, sets: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
+def submit_nightly(tmp_path: Path, sets: list[str], name: str) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """``spark-submit jobs/nightly.py --env cluster --set ...`` to a standalone master and worker
+    started for it: the driver in a folder of its own, the worker with its own work and temp
+    folders and model cache. (driver folder, worker folder, the finished submit)"""
+    driver, worker = tmp_path / "driver", tmp_path / "worker"
+    for folder in (driver, worker / "tmp", worker / "cache"):
+        folder.mkdir(parents=True)
+    pyfiles = build_pyfiles_zip(tmp_path / "pinpipe.zip")
+    worker_env = {"SPARK_LOCAL_DIRS": str(worker / "tmp"), "PINPIPE_CACHE": str(worker / "cache")}
+    with standalone_cluster(tmp_path / "cluster", worker_env=worker_env) as cluster:
+        result = cluster.submit(
+            "--py-files",
+            str(pyfiles),
+            "--jars",
+            ",".join(delta_jars() + (s3_jars() if any(s.startswith("lake.root=s3") for s in sets) else [])),
+            "--conf",
+            "spark.executor.memory=1g",
+            "--conf",
+            "spark.cores.max=2",
+            "--conf",
+            f"spark.executorEnv.PINPIPE_CACHE={worker / 'cache'}",
+            "--conf",
+            "spark.databricks.delta.snapshotPartitions=4",  # Delta's default 50 tasks: slow for tiny tables
+            "--name",
+            name,
+            str(PROJECT_ROOT / "jobs" / "nightly.py"),
+            "--env",
+            "cluster",
+            *(a for s in sets for a in ("--set", s)),
+            cwd=driver,
+            timeout=1200,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-8000:]
+        assert [a["name"] for a in cluster.state()["completedapps"]] == [name]
+    return driver, worker, result
+
+
 def test_the_whole_nightly_on_a_cluster_with_the_lake_only_on_s3_equals_a_local_run(
     tmp_path, s3_server, uninterrupted_nightly
 ):
@@ -52,36 +89,7 @@ def test_the_whole_nightly_on_a_cluster_with_the_lake_only_on_s3_equals_a_local_
     sets += ["spark.shuffle_partitions=4", "simulate.partitions=2", "scorer.chunks=8"]
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the nightly's stages log to MLflow as well
     sets.append(f"tracking.mlflow_uri={tracking}")
-    driver, worker = tmp_path / "driver", tmp_path / "worker"
-    for folder in (driver, worker / "tmp", worker / "cache"):
-        folder.mkdir(parents=True)
-    pyfiles = build_pyfiles_zip(tmp_path / "pinpipe.zip")
-    worker_env = {"SPARK_LOCAL_DIRS": str(worker / "tmp"), "PINPIPE_CACHE": str(worker / "cache")}
-    with standalone_cluster(tmp_path / "cluster", worker_env=worker_env) as cluster:
-        result = cluster.submit(
-            "--py-files",
-            str(pyfiles),
-            "--jars",
-            ",".join(delta_jars() + s3_jars()),
-            "--conf",
-            "spark.executor.memory=1g",
-            "--conf",
-            "spark.cores.max=2",
-            "--conf",
-            f"spark.executorEnv.PINPIPE_CACHE={worker / 'cache'}",
-            "--conf",
-            "spark.databricks.delta.snapshotPartitions=4",  # Delta's default 50 tasks: slow for tiny tables
-            "--name",
-            "pinpipe-nightly-on-s3",
-            str(PROJECT_ROOT / "jobs" / "nightly.py"),
-            "--env",
-            "cluster",
-            *(a for s in sets for a in ("--set", s)),
-            cwd=driver,
-            timeout=1200,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-8000:]
-        assert [a["name"] for a in cluster.state()["completedapps"]] == ["pinpipe-nightly-on-s3"]
+    driver, worker, result = submit_nightly(tmp_path, sets, "pinpipe-nightly-on-s3")
     print(result.stdout)
     table = result.stdout[result.stdout.index("nightly 2020-01-05 (run") :].splitlines()
     stages = {line.split()[0]: line for line in table[1:] if line.startswith("  ")}
@@ -154,3 +162,68 @@ def test_the_whole_nightly_on_a_cluster_with_the_lake_only_on_s3_equals_a_local_
     assert answers["s3"][1][1].strip() == "index: rolled back to two_tower_items/v0001 and its model two_tower/v0001"
     retrieved = json.loads(answers["s3"][2][1])
     assert retrieved["index"] == "two_tower_items/v0001" and len(retrieved["results"]) == 5
+
+
+RETRIEVAL_STAGES = "[simulate, ingest, train_two_tower, serving_corpus, embed_pins, build_index, retrieve_candidates]"
+RETRIEVAL_TABLES = ("user_engagements", "serving_corpus", "pin_embeddings", "user_candidates")
+
+
+def test_the_retrieval_nightly_on_a_cluster_with_the_lake_only_on_hdfs_equals_a_local_run(
+    tmp_path, hdfs_server, uninterrupted_nightly
+):
+    """The same on a real HDFS (MiniDFSCluster's NameNode and DataNode): Spark's tables over
+    HDFS's RPC, models, shards, pointers, lock and report over WebHDFS (no libhdfs on this
+    machine), for the retrieval half of the nightly (the S3 run above covers every stage)."""
+    inputs, local = uninterrupted_nightly
+    lake = f"{hdfs_server.uri}/{uuid.uuid4().hex}/lake"
+    local_sets = whole_nightly_sets(inputs, Path(local.root))
+    sets = [s for s in local_sets if not s.startswith(("lake.root=", "nightly.stages="))]
+    sets += [f"lake.root={lake}", *hdfs_server.sets(), f"nightly.stages={RETRIEVAL_STAGES}"]
+    sets += ["spark.shuffle_partitions=4", "simulate.partitions=2"]
+    driver, worker, result = submit_nightly(tmp_path, sets, "pinpipe-nightly-on-hdfs")
+    print(result.stdout)
+    assert result.stdout.count(" succeeded in ") >= 7, result.stdout[-3000:]
+    assert not any(driver.rglob("*.faiss")) and not any(driver.rglob("manifest.json"))
+    assert "shard-00000.faiss" in {p.name for p in (worker / "cache").rglob("*") if p.is_file()}
+
+    compared = subprocess.run(
+        [sys.executable, "-m", "tests.lake_equality", local.root, lake, *hdfs_server.sets()],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert compared.returncode == 0, compared.stderr[-5000:]
+    tables = json.loads(compared.stdout.strip().splitlines()[-1])["tables"]
+    assert {t: tables[t] for t in RETRIEVAL_TABLES if tables[t][1:] != [0, 0]} == {}
+    assert all(tables[t][0] > 0 for t in RETRIEVAL_TABLES)
+
+    on_hdfs = Storage(f"{lake}/artifacts", cache_dir=str(tmp_path / "test-cache"), hdfs=hdfs_server.settings)
+    here, there = published(Storage(f"{local.root}/artifacts")), published(on_hdfs)
+    assert {"two_tower", "indexes/two_tower_items"} <= set(there)
+    assert there == {family: here[family] for family in there}  # byte for byte, same production
+    assert len(Registry(on_hdfs.child("indexes")).manifest("two_tower_items", "v0001")["index"]["shards"]) >= 2
+    lake_files = Storage(lake, hdfs=hdfs_server.settings)
+    assert lake_files.is_file("_reports/nightly-2020-01-05.html")
+    assert lake_files.listdir("_locks/nightly-2020-01-05.lock") == ["g000001.json"]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    retrieve = ("retrieve", "--user", "s3rec-tiny:u7", "-k", "5", "--json")
+
+    def without_times(text: str) -> str:  # `index list` ends each row with when it was built
+        return "\n".join(line.rsplit("  ", 1)[0] for line in text.splitlines())
+
+    answers = {
+        name: [
+            (done.returncode, without_times(done.stdout.replace(root, "LAKE")))
+            for done in (cli(elsewhere, *retrieve, sets=lake_sets), cli(elsewhere, "index", "list", sets=lake_sets))
+        ]
+        for name, root, lake_sets in (
+            ("local", local.root, [f"lake.root={local.root}"]),
+            ("hdfs", lake, [f"lake.root={lake}", *hdfs_server.sets()]),
+        )
+    }
+    print(json.dumps(answers, indent=1))
+    assert answers["hdfs"] == answers["local"] and [code for code, _ in answers["hdfs"]] == [0, 0]
+    assert len(json.loads(answers["hdfs"][0][1])["results"]) == 5 and "* v0001" in answers["hdfs"][1][1]
