@@ -56,7 +56,8 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(params=["local", "s3", "hdfs"])
+# HDFS closes each small file in ~0.2 s (a DataNode round): its cases run in `make test-slow`
+@pytest.fixture(params=["local", "s3", pytest.param("hdfs", marks=pytest.mark.slow)])
 def store(request, tmp_path) -> Storage:
     """An empty artifacts folder on a local disk, on a real S3 server, on a real HDFS (the same
     test three times)."""
