@@ -7,7 +7,9 @@ Spark session it opens has Hadoop's S3A connector, which the tests' shared sessi
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 from bench.compare_lakes import comparable
 from jobs.config import load_config
@@ -23,6 +25,20 @@ RUN_TIME_COLUMNS = {
     "text_embeddings": ["embedded_at"],
     "pipeline_runs": ["run_id", "started_at", "ended_at", "seconds", "summary"],  # summaries hold rates
 }
+
+
+def compare_lakes(a: str, b: str, sets: list[str]) -> dict:
+    """Run this module on lakes ``a`` and ``b`` (``sets`` reach b's store) in a process of its
+    own; what it printed: ``{"tables": ..., "succeeded_stages": ...}``."""
+    compared = subprocess.run(
+        [sys.executable, "-m", "tests.lake_equality", a, b, *sets],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert compared.returncode == 0, compared.stderr[-5000:]
+    return json.loads(compared.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str]) -> None:

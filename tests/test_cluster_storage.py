@@ -22,6 +22,7 @@ from models.artifacts.registry import Registry
 from models.artifacts.storage import Storage
 from runtime.package import build_pyfiles_zip
 from runtime.session import PROJECT_ROOT, delta_jars, s3_jars
+from tests.lake_equality import compare_lakes
 from tests.s3_server import BUCKET
 from tests.standalone_cluster import standalone_cluster
 from tests.test_kill_resume import published, whole_nightly_sets
@@ -112,15 +113,7 @@ def test_the_whole_nightly_on_a_cluster_with_the_lake_only_on_s3_equals_a_local_
     }
 
     # every table equal to the local run's (run-time columns aside)
-    compared = subprocess.run(
-        [sys.executable, "-m", "tests.lake_equality", str(local_root), lake, *s3],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert compared.returncode == 0, compared.stderr[-5000:]
-    tables = json.loads(compared.stdout.strip().splitlines()[-1])["tables"]
+    tables = compare_lakes(str(local_root), lake, s3)["tables"]
     assert {"serving_corpus", "pin_embeddings", "labeled_impressions", "user_candidates", "teacher_scores"} <= set(
         tables
     )
@@ -186,15 +179,7 @@ def test_the_retrieval_nightly_on_a_cluster_with_the_lake_only_on_hdfs_equals_a_
     assert not any(driver.rglob("*.faiss")) and not any(driver.rglob("manifest.json"))
     assert "shard-00000.faiss" in {p.name for p in (worker / "cache").rglob("*") if p.is_file()}
 
-    compared = subprocess.run(
-        [sys.executable, "-m", "tests.lake_equality", local.root, lake, *hdfs_server.sets()],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert compared.returncode == 0, compared.stderr[-5000:]
-    tables = json.loads(compared.stdout.strip().splitlines()[-1])["tables"]
+    tables = compare_lakes(local.root, lake, hdfs_server.sets())["tables"]
     assert {t: tables[t] for t in RETRIEVAL_TABLES if tables[t][1:] != [0, 0]} == {}
     assert all(tables[t][0] > 0 for t in RETRIEVAL_TABLES)
 

@@ -252,9 +252,9 @@ def test_the_whole_nightly_on_s3_killed_four_times_resumes_to_the_uninterrupted_
     version's manifest), else 1-3 s after it claimed its version; between the index's manifest
     and its promotion record, else at a random moment into retrieve_candidates. Then every table and
     every artifact equals the uninterrupted nightly's on a local lake."""
-    import json
     import uuid
 
+    from tests.lake_equality import compare_lakes
     from tests.s3_server import BUCKET
 
     inputs, whole = uninterrupted_nightly
@@ -332,15 +332,7 @@ def test_the_whole_nightly_on_s3_killed_four_times_resumes_to_the_uninterrupted_
         print(f"killed {point} ({fired[-1]}): {recorded()} stage rows recorded; index files {artifacts.files(index)}")
     print(run_nightly(sets))
 
-    compared = subprocess.run(
-        [sys.executable, "-m", "tests.lake_equality", str(whole.root), root, *s3],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert compared.returncode == 0, compared.stderr[-5000:]
-    result = json.loads(compared.stdout.strip().splitlines()[-1])
+    result = compare_lakes(str(whole.root), root, s3)
     tables, succeeded = result["tables"], result["succeeded_stages"]
     assert {"serving_corpus", "pin_embeddings", "labeled_impressions", "student_features"} <= set(tables)
     assert {t: d for t, d in tables.items() if d[1:] != [0, 0] and t != "pipeline_runs"} == {}  # kills add runs

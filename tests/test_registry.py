@@ -85,12 +85,18 @@ def overtaken_by(monkeypatch, move) -> None:
     monkeypatch.setattr(NumberedRecords, "append", late)
 
 
-def test_a_rollback_overtaken_by_a_promotion_changes_nothing_and_says_so(store, monkeypatch):
-    reg, other = Registry(store), Registry(store)
+def promoted_twice(store) -> Registry:
+    """Versions v0001-v0003 of ``m``; v0001 then v0002 promoted."""
+    reg = Registry(store)
     for text in "abc":
         reg.publish("m", writer(text))
     reg.promote("m", "v0001")
     reg.promote("m", "v0002")
+    return reg
+
+
+def test_a_rollback_overtaken_by_a_promotion_changes_nothing_and_says_so(store, monkeypatch):
+    reg, other = promoted_twice(store), Registry(store)
     overtaken_by(monkeypatch, lambda: other.promote("m", "v0003"))
     with pytest.raises(PointerMoved, match="production moved"):
         reg.rollback("m")  # it would have undone v0003, a promotion it never saw
@@ -99,11 +105,7 @@ def test_a_rollback_overtaken_by_a_promotion_changes_nothing_and_says_so(store, 
 
 
 def test_a_promotion_overtaken_by_another_move_is_made_on_top_of_it(store, monkeypatch):
-    reg, other = Registry(store), Registry(store)
-    for text in "abc":
-        reg.publish("m", writer(text))
-    reg.promote("m", "v0001")
-    reg.promote("m", "v0002")
+    reg, other = promoted_twice(store), Registry(store)
     overtaken_by(monkeypatch, lambda: other.rollback("m"))
     reg.promote("m", "v0003")
     assert reg.promotions("m") == ["v0001", "v0003"]  # neither move lost
