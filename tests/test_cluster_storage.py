@@ -37,7 +37,9 @@ def cli(cwd: Path, *args: str, sets: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
-def submit_nightly(tmp_path: Path, sets: list[str], name: str) -> tuple[Path, Path, subprocess.CompletedProcess]:
+def submit_nightly(
+    tmp_path: Path, sets: list[str], name: str, conf: tuple[str, ...] = ()
+) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """``spark-submit jobs/nightly.py --env cluster --set ...`` to a standalone master and worker
     started for it: the driver in a folder of its own, the worker with its own work and temp
     folders and model cache. (driver folder, worker folder, the finished submit)"""
@@ -60,6 +62,7 @@ def submit_nightly(tmp_path: Path, sets: list[str], name: str) -> tuple[Path, Pa
             f"spark.executorEnv.PINPIPE_CACHE={worker / 'cache'}",
             "--conf",
             "spark.databricks.delta.snapshotPartitions=4",  # Delta's default 50 tasks: slow for tiny tables
+            *(a for c in conf for a in ("--conf", c)),
             "--name",
             name,
             str(PROJECT_ROOT / "jobs" / "nightly.py"),
@@ -173,7 +176,10 @@ def test_the_retrieval_nightly_on_a_cluster_with_the_lake_only_on_hdfs_equals_a_
     sets = [s for s in local_sets if not s.startswith(("lake.root=", "nightly.stages="))]
     sets += [f"lake.root={lake}", *hdfs_server.sets(), f"nightly.stages={RETRIEVAL_STAGES}"]
     sets += ["spark.shuffle_partitions=4", "simulate.partitions=2"]
-    driver, worker, result = submit_nightly(tmp_path, sets, "pinpipe-nightly-on-hdfs")
+    # the HDFS client closes a file by asking whether its last block is complete, first after 400 ms:
+    # with one DataNode on loopback it is complete at once (the same setting as the server's)
+    quick_close = "spark.hadoop.dfs.client.block.write.locateFollowingBlock.initial.delay.ms=10"
+    driver, worker, result = submit_nightly(tmp_path, sets, "pinpipe-nightly-on-hdfs", conf=(quick_close,))
     print(result.stdout)
     assert result.stdout.count(" succeeded in ") >= 7, result.stdout[-3000:]
     assert not any(driver.rglob("*.faiss")) and not any(driver.rglob("manifest.json"))

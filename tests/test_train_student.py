@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -6,12 +7,14 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import score_impressions, student_features, train_student
+from jobs.config import load_config
 from jobs.embedding_tables import embedding_lookup
 from jobs.train_student import LEVEL, PROBS, training_rows
 from models.artifacts.registry import Registry
 from models.random_models import save_random_backbone
 from models.relevance.splits import TEST, TRAIN, VALIDATION
 from models.relevance.student_scoring import StudentScorer
+from runtime.lake import Lake
 from schemas import human_labels as HL
 from schemas import student_features as SF
 from tests.test_score_impressions import DAY3, ITEMS, overrides, publish_teacher, write_inputs
@@ -66,10 +69,26 @@ def student_lake(spark, lake, tmp_path, cfg_for):
     return build_student_lake(spark, lake, tmp_path, cfg_for, lambda rng, j: int(rng.integers(1, 5)))
 
 
+@pytest.fixture(scope="module")
+def learnable_student_lake_built(spark, tmp_path_factory) -> tuple[Lake, list]:
+    """The learnable lake, built once for this module (a teacher's scores and a bi-encoder's
+    features: ~35 s); each test gets a copy."""
+    root = tmp_path_factory.mktemp("learnable-student")
+    built = Lake.at(str(root / "lake"))
+
+    def cfg(*overrides: str):
+        return load_config("local", overrides=[f"lake.root={built.root}", *overrides])
+
+    return built, build_student_lake(spark, built, root, cfg, lambda rng, j: 1 + j // 2)
+
+
 @pytest.fixture
-def learnable_student_lake(spark, lake, tmp_path, cfg_for):
-    """Human labels a student can learn: pin p<j> is relevant at level 1 + j // 2 to every query."""
-    return build_student_lake(spark, lake, tmp_path, cfg_for, lambda rng, j: 1 + j // 2)
+def learnable_student_lake(lake, learnable_student_lake_built):
+    """Human labels a student can learn: pin p<j> is relevant at level 1 + j // 2 to every query
+    (in a copy of the module's lake: each test publishes its own students)."""
+    built, labels = learnable_student_lake_built
+    shutil.copytree(built.root, lake.root)
+    return labels
 
 
 def test_job_trains_on_teacher_pairs_evaluates_on_held_out_folds_and_records_its_inputs(

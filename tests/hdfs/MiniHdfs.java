@@ -16,6 +16,10 @@ public class MiniHdfs {
         conf.set("dfs.datanode.http.address", "127.0.0.1:0");
         conf.set("dfs.datanode.ipc.address", "127.0.0.1:0");
         conf.set("dfs.namenode.http-address", "127.0.0.1:" + args[2]);
+        // WebHDFS writes go through a DFSClient inside the DataNode, which closes a file by asking
+        // the NameNode whether its last block is complete, first after 400 ms by default: with one
+        // DataNode on loopback the block is complete at once, so ask after 10 ms.
+        conf.setInt("dfs.client.block.write.locateFollowingBlock.initial.delay.ms", 10);
         MiniDFSCluster cluster = new MiniDFSCluster.Builder(conf)
                 .nameNodePort(Integer.parseInt(args[1]))
                 .nameNodeHttpPort(Integer.parseInt(args[2]))
