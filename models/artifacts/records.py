@@ -59,8 +59,12 @@ class NumberedRecords:
         """Replace one record's contents (the lock's heartbeat renews its own record)."""
         self.folder.put(name, data)
 
-    def delete_older(self, than: int, keep: int = 0) -> None:
-        """Delete the records numbered below ``than``, but the newest ``keep`` of them."""
-        older = [n for n in self.names() if self.number(n) < than]
+    def delete_older(self, than: int | None = None, keep: int = 0) -> None:
+        """Delete the records numbered below ``than`` (None: the newest record's number, from the
+        same listing), but the newest ``keep`` of them."""
+        names = self.names()
+        if than is None:
+            than = self.number(names[-1]) if names else 0
+        older = [n for n in names if self.number(n) < than]
         for name in older[: max(0, len(older) - keep)]:
             self.folder.delete(name)

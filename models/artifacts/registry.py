@@ -439,8 +439,7 @@ class Registry:
             self.storage.delete_tree(f"{family}/{v}")
             if claims and v != claims[-1]:  # the highest claim stays: numbers are counted from it
                 self.storage.delete(f"{family}/{CLAIMS}/{v}")
-        records = self._records(family)
-        records.delete_older(than=self._stack(family)[0], keep=KEEP_PROMOTION_RECORDS - 1)
+        self._records(family).delete_older(keep=KEEP_PROMOTION_RECORDS - 1)
         return removable
 
     def verify(self, family: str, version: str) -> None:
