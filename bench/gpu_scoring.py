@@ -107,7 +107,7 @@ def part_checks(work: Path) -> None:
         CrossEncoderTeacher.build(TeacherSettings(backbone_path=str(backbone), head_hidden=16)), work / "t"
     )
     q, t = pairs(256)
-    cpu = TeacherScorer(folder, ScoringSettings(precision="fp32"))
+    cpu = TeacherScorer(folder, ScoringSettings(precision="fp32", engine="torch"))
     ref, _, _ = cpu.score(q, t)
     for precision in ("fp32", "bf16", "fp16", "nf4"):
         scorer = TeacherScorer(folder, ScoringSettings(precision=precision), torch.device("cuda"))

@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 
 from jobs.config import PinpipeConfig, run_job
 from models.artifacts.registry import ArtifactRef
-from models.relevance.teacher_settings import ScoringSettings
+from models.relevance.teacher_settings import CPU_ENGINES, ScoringSettings
 from runtime.config import require, require_at_least, setting
 from runtime.lake import Lake, sql_literal
 from runtime.session import job_description
@@ -63,6 +63,10 @@ class ScorerConfig:
         same_as="features.version",
     )
     precision: str = setting("auto (int8 on CPU, bf16 on GPU), fp32, int8 (CPU), bf16/fp16 (GPU), nf4 (4-bit, GPU).")
+    cpu_engine: str = setting(
+        "What scores on CPU: openvino (the teacher's OpenVINO export, made when it was published; int8 "
+        "where it reached its Spearman target then, else bf16) or torch (dynamic int8 under the int8 plan)."
+    )
     batch_size: int = setting("Pairs per model call, at most.")
     max_batch_tokens: int = setting("Padded tokens per model call, at most (rows x longest pair); 0 = rows only.")
     max_length: int = setting("Tokens per pair; 0 = as the teacher was trained.")
@@ -78,6 +82,8 @@ class ScorerConfig:
 
     def __post_init__(self) -> None:
         require(self.precision in PRECISIONS, "scorer.precision", f"must be one of {list(PRECISIONS)}", self.precision)
+        engines = list(CPU_ENGINES)
+        require(self.cpu_engine in engines, "scorer.cpu_engine", f"must be one of {engines}", self.cpu_engine)
         require_at_least(
             self, "scorer", ("batch_size", "arrow_batch_rows", "arrow_batch_bytes", "max_text_chars", "chunks")
         )
@@ -368,7 +374,9 @@ def write(plan: ScorePlan, lake: Lake) -> ScoreReport:
 
 def run(spark: SparkSession, cfg: PinpipeConfig) -> ScoreReport:
     sc = cfg.scorer
-    scoring = ScoringSettings(sc.precision, sc.batch_size, sc.max_batch_tokens, sc.max_length, sc.query_tokens)
+    scoring = ScoringSettings(
+        sc.precision, sc.batch_size, sc.max_batch_tokens, sc.max_length, sc.query_tokens, engine=sc.cpu_engine
+    )
     plan = transform(
         read(spark, cfg),
         start_date=sc.start_date,

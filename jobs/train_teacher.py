@@ -88,6 +88,11 @@ class TeacherConfig(PublishSettings):
         "The int8 plan keeps layers in fp32 until the int8 model's expected "
         "relevance has this Spearman correlation with fp32's."
     )
+    openvino_export: bool = setting(
+        "Export the published teacher for OpenVINO, the CPU scoring engine (scorer.cpu_engine): "
+        "statically quantized to int8 on the int8 calibration pairs, used in int8 where its "
+        "Spearman with fp32 reaches int8_target_spearman."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -182,10 +187,12 @@ Fit = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]], "Trai
 
 @dataclass(frozen=True)
 class Int8Calibration:
-    """Validation pairs that choose the CPU int8 plan (0: none), and its Spearman target."""
+    """Validation pairs that choose the CPU int8 plan (0: none), its Spearman target, and whether
+    the teacher is exported for OpenVINO on the same pairs."""
 
     pairs: int
     target_spearman: float
+    openvino: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,7 +290,12 @@ def transform(
     payload = {
         "model": dataclasses.asdict(model),
         "training": dataclasses.asdict(training),
-        "int8": {"calibration_pairs": int8.pairs, "target_spearman": int8.target_spearman, "seed": split.seed},
+        "int8": {
+            "calibration_pairs": int8.pairs,
+            "target_spearman": int8.target_spearman,
+            "openvino": int8.openvino,
+            "seed": split.seed,
+        },
         "test_set": (
             f"the labels of held-out folds {sorted(holdout_folds)} (their queries also occur in training)"
             if holdout_folds
@@ -400,7 +412,7 @@ def write(outputs: TeacherOutputs, lake: Lake, section: TeacherConfig, *, config
 def run(spark: SparkSession, cfg: PinpipeConfig) -> TeacherRunReport:
     t = cfg.teacher
     split = QuerySplit(t.validation_fraction, t.test_fraction, t.split_seed)
-    int8 = Int8Calibration(t.int8_calibration_pairs, t.int8_target_spearman)
+    int8 = Int8Calibration(t.int8_calibration_pairs, t.int8_target_spearman, t.openvino_export)
     outputs = transform(
         read(spark, cfg),
         model=t.model,

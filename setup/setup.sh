@@ -44,7 +44,7 @@ if [[ "$(cat "$venv/.pinpipe-packages" 2>/dev/null)" != "$py_stamp" ]]; then
   "$venv/bin/python" -m pip download --quiet --no-deps --prefer-binary -d "$wheelhouse" \
     -r setup/requirements.lock "setuptools==$build_setuptools" "wheel==$build_wheel"
   "$venv/bin/python" -m pip install --quiet --no-index --find-links "$wheelhouse" \
-    -c setup/requirements.lock -e '.[dev,s3,hdfs,mlflow]'
+    -c setup/requirements.lock -e '.[dev,s3,hdfs,mlflow,bench]'
   echo "$py_stamp" > "$venv/.pinpipe-packages"
 else
   log "Python packages up to date"

@@ -14,6 +14,7 @@ from jobs.train_teacher import labeled_pairs, pairs_of
 from models.artifacts.registry import NoProductionModel, Registry, RegistryError
 from models.random_models import save_random_backbone
 from models.relevance.int8 import Int8Plan, linear_layers, quantize_int8
+from models.relevance.openvino_engine import OPENVINO_DIR, OpenVinoPlan
 from models.relevance.metrics import evaluate_relevance, spearman
 from models.relevance.splits import QuerySplit, assign_sides, split_by_query
 from models.relevance.teacher import CrossEncoderTeacher
@@ -213,6 +214,15 @@ def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, 
         linear_layers(CrossEncoderTeacher.load(folder))
     )
     assert metrics["int8"]["keep_fp32"] == list(plan.keep_fp32)
+    # ... and so was its OpenVINO export (the CPU engine), on the same pairs: its figures are recorded
+    exported = OpenVinoPlan.load(folder / OPENVINO_DIR)
+    assert exported.calibration_rows == first.val_pairs and exported.target == 0.993
+    assert metrics["openvino"] == {
+        "int8_spearman": exported.int8_agreement,
+        "bf16_spearman": exported.bf16_agreement,
+        "int8": exported.int8,
+    }
+    assert (folder / OPENVINO_DIR / "int8.xml").is_file() and exported.bf16_agreement > 0.99
 
     # The published files are the trained model: reloaded, they reproduce the test metrics.
     model = CrossEncoderTeacher.load(folder)

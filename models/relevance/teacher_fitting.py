@@ -64,16 +64,18 @@ def _evaluate(rows: pd.DataFrame, query_ids, probs: np.ndarray, levels: list[int
     return evaluate_with_cuts(query_ids, rows[LEVEL], probs, levels, cuts)
 
 
-def _int8_plan(folder: Path, val_rows: pd.DataFrame, int8: dict[str, Any], settings: TeacherSettings):
-    """Choose, on validation pairs, which layers stay fp32 when the teacher is scored in int8 on
-    CPU (``models/relevance/int8.py``), and save the plan with it. None for 4-bit (GPU-only) teachers or
-    when ``calibration_pairs`` is 0."""
+def _cpu_plans(folder: Path, val_rows: pd.DataFrame, int8: dict[str, Any], settings: TeacherSettings) -> dict:
+    """Prepare the teacher for CPU scoring on validation pairs: choose which layers stay fp32 under
+    torch's int8 (``models/relevance/int8.py``) and, when asked, export it for OpenVINO
+    (``models/relevance/openvino_engine.py``), both saved with it. Nothing for 4-bit (GPU-only)
+    teachers or when ``calibration_pairs`` is 0. Returns what they measured, for the metrics."""
     if int8["calibration_pairs"] == 0 or settings.quantize_4bit or val_rows.empty:
-        return None
-    from models.relevance.scoring import calibrate_teacher_int8
+        return {}
+    from models.relevance.scoring import calibrate_teacher_int8, export_teacher_openvino
 
     sample = val_rows.sample(n=min(int8["calibration_pairs"], len(val_rows)), random_state=int8["seed"])
-    plan = calibrate_teacher_int8(folder, list(sample[HL.QUERY]), list(sample[TEXT]), int8["target_spearman"])
+    queries, texts = list(sample[HL.QUERY]), list(sample[TEXT])
+    plan = calibrate_teacher_int8(folder, queries, texts, int8["target_spearman"])
     plan.save(folder)
     log.info(
         "train_teacher: int8 plan keeps %d of %d linear layers fp32 (Spearman with fp32 %.4f on %d pairs)",
@@ -82,7 +84,21 @@ def _int8_plan(folder: Path, val_rows: pd.DataFrame, int8: dict[str, Any], setti
         plan.spearman,
         plan.pairs,
     )
-    return plan
+    measured = {"int8": {"keep_fp32": list(plan.keep_fp32), "spearman": plan.spearman, "calibration_pairs": plan.pairs}}
+    if int8.get("openvino"):
+        exported = export_teacher_openvino(folder, queries, texts, int8["target_spearman"])
+        log.info(
+            "train_teacher: OpenVINO export: Spearman with fp32 int8 %.4f, bf16 %.4f (int8 %s)",
+            exported.int8_agreement,
+            exported.bf16_agreement,
+            "used" if exported.int8 else f"below {exported.target}: scored in bf16",
+        )
+        measured["openvino"] = {
+            "int8_spearman": exported.int8_agreement,
+            "bf16_spearman": exported.bf16_agreement,
+            "int8": exported.int8,
+        }
+    return measured
 
 
 def fit_teacher(
@@ -156,13 +172,7 @@ def fit_teacher(
                 "world_size": dist.get_world_size() if distributed else 1,
                 "device": str(device),
             }
-            plan = _int8_plan(folder, val_rows, teacher["int8"], settings)
-            if plan is not None:
-                metrics["int8"] = {
-                    "keep_fp32": list(plan.keep_fp32),
-                    "spearman": plan.spearman,
-                    "calibration_pairs": plan.pairs,
-                }
+            metrics.update(_cpu_plans(folder, val_rows, teacher["int8"], settings))
             table = test_report.table(
                 f"teacher test ({len(test_rows):,} pairs, {test_rows[HL.QUERY].nunique():,} queries; "
                 f"{teacher['test_set']})"
@@ -181,7 +191,8 @@ def evaluate_published(folder: Path, rows: pd.DataFrame) -> RelevanceReport:
     from models.relevance.scoring import ScoringSettings, TeacherScorer
 
     gpu = torch.cuda.is_available()
-    scorer = TeacherScorer(folder, ScoringSettings(precision="auto" if gpu else "fp32"), device_for(gpu))
+    settings = ScoringSettings(precision="auto" if gpu else "fp32", engine="torch")
+    scorer = TeacherScorer(folder, settings, device_for(gpu))
     probs, _, _ = scorer.score(list(rows[HL.QUERY]), list(rows[TEXT]))
     levels = [int(v) for v in scorer.levels]
     cuts = scorer.cuts or LevelThresholds.fit(probs @ scorer.levels, rows[LEVEL], levels)

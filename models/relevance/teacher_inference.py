@@ -84,7 +84,9 @@ def collate(
 
 
 def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where ``model``'s parameters are; CPU for a module without any (an OpenVINO model)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def inference_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int = 0) -> list[np.ndarray]:

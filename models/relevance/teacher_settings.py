@@ -106,6 +106,9 @@ class TrainSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
+CPU_ENGINES = ("openvino", "torch")  # what runs the encoders on CPU (models/relevance/openvino_engine.py)
+
+
 @dataclass(frozen=True)
 class ScoringSettings:
     """How a published teacher scores pairs (``models.relevance.scoring.TeacherScorer``)."""
@@ -115,3 +118,8 @@ class ScoringSettings:
     max_batch_tokens: int = field(default=8192, metadata={"help": "Padded tokens per model call; 0: rows only."})
     max_length: int = field(default=0, metadata={"help": "Tokens per pair; 0: as trained."})
     query_tokens: int = field(default=0, metadata={"help": "Tokens of the query; 0: as trained."})
+    engine: str = field(default="openvino", metadata={"help": "CPU engine: openvino (the teacher's export) | torch."})
+
+    def __post_init__(self) -> None:
+        if self.engine not in CPU_ENGINES:
+            raise ValueError(f"unknown CPU engine {self.engine!r}; known: {', '.join(CPU_ENGINES)}")
