@@ -14,7 +14,23 @@ from models.relevance.scoring import TeacherScorer, export_teacher_openvino
 from models.relevance.teacher import CrossEncoderTeacher
 from models.relevance.teacher_settings import ScoringSettings, TeacherSettings
 
-WORDS = "red blue green oak chair table lamp garden kitchen wedding dress cake shoes rustic modern".split()
+WORDS = [
+    "red",
+    "blue",
+    "green",
+    "oak",
+    "chair",
+    "table",
+    "lamp",
+    "garden",
+    "kitchen",
+    "wedding",
+    "dress",
+    "cake",
+    "shoes",
+    "rustic",
+    "modern",
+]
 
 
 def pairs(seed: int, n: int) -> tuple[list[str], list[str]]:

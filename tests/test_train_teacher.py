@@ -14,8 +14,8 @@ from jobs.train_teacher import labeled_pairs, pairs_of
 from models.artifacts.registry import NoProductionModel, Registry, RegistryError
 from models.random_models import save_random_backbone
 from models.relevance.int8 import Int8Plan, linear_layers, quantize_int8
-from models.relevance.openvino_engine import OPENVINO_DIR, OpenVinoPlan
 from models.relevance.metrics import evaluate_relevance, spearman
+from models.relevance.openvino_engine import OPENVINO_DIR, OpenVinoPlan
 from models.relevance.splits import QuerySplit, assign_sides, split_by_query
 from models.relevance.teacher import CrossEncoderTeacher
 from models.relevance.teacher_inference import encode_pairs, predict_proba
