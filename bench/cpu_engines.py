@@ -241,7 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, default=None, help="a published teacher folder")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--folds", type=int, nargs="+", default=[1])
+    parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--texts", type=int, default=2000)
