@@ -5,9 +5,10 @@
 1. One simulated day of Zipf search traffic (``--impressions``) and its pin text go into a
    scratch lake; the teacher (``--teacher``, a published folder, or the bundled MiniLM with an
    untrained head: speed does not depend on the weights' values) is published there with its
-   int8 plan.
+   int8 plan and its OpenVINO export (as ``train_teacher`` publishes one).
 2. End to end, measured: the real ``score_impressions`` job (``run``: dedup, quarantine, model
-   load on every worker, int8 scoring, one MERGE commit per chunk, ``labeled_impressions``)
+   load on every worker, int8 scoring on ``--engine``, one MERGE commit per chunk,
+   ``labeled_impressions``)
    timed over the whole day: impressions/s.
 3. Spark vs plain, same pairs, same int8 plan, same length sorting, same cores, both warmed up:
    the job's scoring path (``mapInPandas``, one 1-thread model per core) against the same scorer
@@ -41,7 +42,12 @@ from jobs import pin_features, score_impressions, simulate  # noqa: E402
 from jobs.config import load_config  # noqa: E402
 from models.artifacts.registry import Registry  # noqa: E402
 from models.packaged import minilm_dir  # noqa: E402
-from models.relevance.scoring import ScoringSettings, TeacherScorer, calibrate_teacher_int8  # noqa: E402
+from models.relevance.scoring import (  # noqa: E402
+    ScoringSettings,
+    TeacherScorer,
+    calibrate_teacher_int8,
+    export_teacher_openvino,
+)
 from models.relevance.teacher import CrossEncoderTeacher  # noqa: E402
 from models.relevance.teacher_settings import TeacherSettings  # noqa: E402
 from runtime.entry import configure_logging  # noqa: E402
@@ -61,6 +67,7 @@ def publish_teacher(lake: Lake, source: Path | None, calibration: tuple[list[str
         model.save(folder, AutoTokenizer.from_pretrained(minilm_dir()))
         (folder / "encoding.json").write_text(json.dumps({"max_length": 128, "query_tokens": 16}))
         calibrate_teacher_int8(folder, *calibration, target=0.993).save(folder)
+        export_teacher_openvino(folder, *calibration, target=0.993)
 
     registry = Registry(lake.artifacts())
     version = registry.publish("teacher", build)
@@ -105,6 +112,7 @@ def main() -> None:
     parser.add_argument("--pair-sample", type=int, default=2_000, help="unique pairs for Spark vs plain")
     parser.add_argument("--naive-sample", type=int, default=1_000, help="impressions timed in the naive loop")
     parser.add_argument("--batch-size", type=int, default=16, help="model batch of every loop (scorer.batch_size)")
+    parser.add_argument("--engine", default="openvino", help="scorer.cpu_engine: openvino | torch")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     configure_logging()  # the jobs' progress lines (chunks committed, epochs, ETA)
@@ -124,6 +132,7 @@ def main() -> None:
             "scorer.start_date=2026-11-01",
             "scorer.precision=int8",
             f"scorer.batch_size={args.batch_size}",
+            f"scorer.cpu_engine={args.engine}",
         ],
     )
     spark = build_session("pinpipe-bench-score", cfg.spark)
@@ -155,7 +164,7 @@ def main() -> None:
     )
     n = pairs.count()
     pairs_pd = pairs.toPandas()
-    scoring = ScoringSettings("int8", args.batch_size, cfg.scorer.max_batch_tokens)
+    scoring = ScoringSettings("int8", args.batch_size, cfg.scorer.max_batch_tokens, engine=args.engine)
 
     def spark_pass(rows):
         score_impressions.score_chunk(rows, folder, scoring, "bench", cores).write.format("noop").mode(
@@ -175,7 +184,7 @@ def main() -> None:
     write_record(
         Record(
             "score",
-            f"score_impressions end to end, {job.impressions:,} impressions (int8 MiniLM teacher, CPU)",
+            f"score_impressions end to end, {job.impressions:,} impressions ({job.precision} MiniLM teacher, CPU)",
             "bench/score.py " + " ".join(sys.argv[1:]),
             [
                 Figure("impressions", float(job.impressions), "", headline=False),
@@ -200,11 +209,12 @@ def main() -> None:
                 "batch_size": args.batch_size,
                 "spark_cores": cores,
                 "torch_threads_plain": torch.get_num_threads(),
-                "precision": "int8 (job, Spark, plain); fp32 (naive)",
+                "precision": f"{job.precision} (job, Spark, plain); torch fp32 (naive)",
+                "engine": args.engine,
                 "teacher": str(args.teacher)
                 if args.teacher
                 else "bundled MiniLM, untrained head, int8 plan on 128 pairs",
-                "int8_fp32_layers": len(scorer.int8_plan.keep_fp32),
+                "int8_fp32_layers (torch plan)": len(scorer.int8_plan.keep_fp32) if scorer.int8_plan else None,
             },
         )
     )

@@ -70,7 +70,7 @@ def test_the_export_is_written_with_what_it_measured(exported):
     files = {p.name for p in (folder / ov_engine.OPENVINO_DIR).iterdir()}
     assert {"model.xml", "model.bin", "int8.xml", "int8.bin", "openvino.json"} <= files
     assert ov_engine.OpenVinoPlan.load(folder / ov_engine.OPENVINO_DIR) == plan
-    assert plan.calibration_rows == 96 and plan.target == 0.99
+    assert plan.calibration_rows == plan.agreement_rows == 48 and plan.target == 0.99
     assert 0.99 <= plan.int8_agreement < 1.0 and plan.int8  # quantized, yet ranking like fp32
     assert plan.bf16_agreement > 0.999
 

@@ -216,7 +216,7 @@ def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, 
     assert metrics["int8"]["keep_fp32"] == list(plan.keep_fp32)
     # ... and so was its OpenVINO export (the CPU engine), on the same pairs: its figures are recorded
     exported = OpenVinoPlan.load(folder / OPENVINO_DIR)
-    assert exported.calibration_rows == first.val_pairs and exported.target == 0.993
+    assert exported.calibration_rows + exported.agreement_rows == first.val_pairs and exported.target == 0.993
     assert metrics["openvino"] == {
         "int8_spearman": exported.int8_agreement,
         "bf16_spearman": exported.bf16_agreement,

@@ -10,8 +10,8 @@ An encoder is exported once, where it is published (never per worker), into a fo
   file in between), weights stored as fp16; compiled with the ``bf16`` or ``fp32`` precision hint;
 * ``int8.xml``/``.bin``: the same model statically quantized to int8 by NNCF on calibration
   batches (activations too, with scales fixed from the calibration statistics);
-* ``openvino.json`` (:class:`OpenVinoPlan`): how closely each agrees with fp32 torch on the
-  calibration data, and whether int8 reached the owner's target — the choice every worker makes
+* ``openvino.json`` (:class:`OpenVinoPlan`): how closely each agrees with fp32 torch on held-out
+  data (not the calibration batches), and whether int8 reached the owner's target — the choice every worker makes
   the same way.
 
 :class:`OpenVinoModule` runs a compiled model where a torch module was called, on CPU, with the
@@ -40,13 +40,14 @@ INPUTS = ("input_ids", "attention_mask")
 
 @dataclass(frozen=True)
 class OpenVinoPlan:
-    """What an export measured: each precision's agreement with fp32 torch on the calibration data
+    """What an export measured: each precision's agreement with fp32 torch on held-out data
     (``metric``: the owner's measure, e.g. Spearman of the expected relevance, or the smallest
     cosine of an embedding), and whether int8 reached ``target``."""
 
     metric: str
     target: float
-    calibration_rows: int
+    calibration_rows: int  # what the int8 scales were fitted on
+    agreement_rows: int  # what the agreements were measured on (none of the calibration rows)
     int8_agreement: float
     bf16_agreement: float
 
