@@ -91,7 +91,11 @@ def test_each_openvino_precision_tracks_fp32_torch_on_padded_batches(exported):
 
 def test_each_precision_executes_in_its_element_type(exported):
     folder = exported[0] / ov_engine.OPENVINO_DIR
-    ran = {p: ov_engine.executed_precisions(ov_engine.compile_model(folder, p, 1)) for p in ("int8", "bf16", "fp32")}
+    compiled = {p: ov_engine.compile_model(folder, p, 1) for p in ("int8", "bf16", "fp32")}
+    ran = {p: ov_engine.executed_precisions(c) for p, c in compiled.items()}
+    # one thread each and not pinned: Spark's 1-core workers would all be pinned to the first core
+    assert all(c.get_property("INFERENCE_NUM_THREADS") == 1 for c in compiled.values())
+    assert not any(c.get_property("ENABLE_CPU_PINNING") for c in compiled.values())
     assert ran["int8"]["i8"] > 0  # the quantized matmuls
     assert ran["bf16"]["i8"] == ran["fp32"]["i8"] == 0
     assert ran["fp32"]["bf16"] == 0
