@@ -203,7 +203,12 @@ def whole_nightly_sets(root: Path, lake_root: Path) -> list[str]:
         "simulate.n_topics=4",
         "simulate.n_labels=300",
         "simulate.partitions=2",
-        *teacher_overrides(backbone, "teacher.label_sources=[simulated]", "teacher.int8_calibration_pairs=16"),
+        *teacher_overrides(
+            backbone,
+            "teacher.label_sources=[simulated]",
+            "teacher.int8_calibration_pairs=16",
+            "teacher.openvino_export=true",  # the export is part of what must come out identical
+        ),
         # a random tiny BERT does not beat BM25: without its gate it is promoted, so that every stage
         # after it has a teacher (this test is about resuming; the floor has its own tests)
         "teacher.gate.enabled=false",

@@ -165,12 +165,13 @@ def teacher_overrides(backbone, *more):
         "teacher.training.batch_size=16",
         "teacher.training.progress=false",
         "teacher.validation_fraction=0.25",
+        "teacher.openvino_export=false",  # ~4 s a teacher: on where the export is under test
         *more,
     ]
 
 
 def test_job_publishes_a_reloadable_deterministic_teacher(spark, lake, cfg_for, teacher_lake):
-    cfg = cfg_for(*teacher_overrides(teacher_lake, "teacher.training.lr=1.0e-3"))
+    cfg = cfg_for(*teacher_overrides(teacher_lake, "teacher.training.lr=1.0e-3", "teacher.openvino_export=true"))
     first = train_teacher.run(spark, cfg)
     assert (first.version, first.quarantined) == ("v0001", 2)
     registry = Registry(lake.artifacts_path())
