@@ -34,9 +34,9 @@ from models.relevance import openvino_engine as ov_engine
 from models.relevance.int8 import Int8Plan, calibrate_int8, quantize_int8
 from models.relevance.levels import LevelThresholds
 from models.relevance.metrics import spearman
-from models.relevance.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher
+from models.relevance.teacher import DECODING_FILE, ENCODING_FILE, CrossEncoderTeacher, saved_settings
 from models.relevance.teacher_inference import collate, encode_pairs, inference_batches, predict_proba
-from models.relevance.teacher_settings import ScoringSettings, TeacherSettings
+from models.relevance.teacher_settings import ScoringSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,8 @@ class TeacherScorer:
             )
             precision = "bf16"
         self.precision = f"openvino-{precision}"
-        settings_json = json.loads((folder / "teacher.json").read_text())
         compiled = ov_engine.compile_model(exported, precision, torch.get_num_threads())
-        return ov_engine.OpenVinoModule(compiled, TeacherSettings(**settings_json))
+        return ov_engine.OpenVinoModule(compiled, saved_settings(folder))
 
     def _torch(self, folder: Path) -> nn.Module:
         model = CrossEncoderTeacher.load(

@@ -33,6 +33,7 @@ from models.relevance.text_encoder import masked_mean
 # Files a published teacher carries besides the model (written by jobs/train_teacher.py).
 ENCODING_FILE = "encoding.json"  # max_length and query_tokens it was trained with
 DECODING_FILE = "decoding.json"  # share-matched level cuts of the expected relevance
+SETTINGS_FILE = "teacher.json"  # the TeacherSettings it was built with
 
 DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox"}
 _BERT_LINEARS = ["query", "key", "value", "intermediate.dense", "output.dense"]  # not the unused pooler
@@ -178,7 +179,7 @@ class CrossEncoderTeacher(nn.Module):
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, out / "head.safetensors"
         )
-        (out / "teacher.json").write_text(json.dumps(dataclasses.asdict(self.settings), indent=2))
+        (out / SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(self.settings), indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(out / "tokenizer")
         return out
@@ -196,7 +197,7 @@ class CrossEncoderTeacher(nn.Module):
         the base is 4-bit (merging into NF4 weights would re-quantize them)."""
         folder = Path(folder)
         device = device or torch.device("cpu")
-        settings = TeacherSettings(**json.loads((folder / "teacher.json").read_text()))
+        settings = saved_settings(folder)
         if gpu_dtype is not None:
             settings = dataclasses.replace(settings, gpu_dtype=gpu_dtype)
         if settings.lora_r > 0:
@@ -235,6 +236,11 @@ class CrossEncoderTeacher(nn.Module):
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def saved_settings(folder: str | Path) -> TeacherSettings:
+    """The settings of the teacher saved in ``folder``."""
+    return TeacherSettings(**json.loads((Path(folder) / SETTINGS_FILE).read_text()))
 
 
 def _sort_adapter_lists(path: Path) -> None:
