@@ -124,15 +124,16 @@ class Pooled(nn.Module):
 
 def embed(module: nn.Module, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
     """``TextEncoder.encode``'s batching (length-sorted, padded to each batch's longest)."""
-    out = np.zeros((len(texts), 384), dtype=np.float32)
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    parts, order = [], np.argsort([len(t) for t in texts], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             batch = tokenizer(
                 [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
             )
-            out[idx] = module(batch["input_ids"], batch["attention_mask"]).numpy()
+            parts.append(module(batch["input_ids"], batch["attention_mask"]).numpy())
+    out = np.empty_like(np.concatenate(parts))
+    out[order] = np.concatenate(parts)
     return out
 
 
